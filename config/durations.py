@@ -1,0 +1,42 @@
+"""Human-friendly durations ("45s", "30m", "2h", "3d", "1w", "1mo") for settings.
+
+Stores configure how long a cart may stay silent before it counts as abandoned, from seconds
+(tests, flash sales) to months (B2B quotes). A month is 30 days: deadlines stay plain
+arithmetic on epoch seconds, independent of calendars and time zones.
+"""
+
+import re
+
+UNIT_SECONDS: dict[str, int] = {
+    "s": 1,
+    "m": 60,
+    "h": 3_600,
+    "d": 86_400,
+    "w": 7 * 86_400,
+    "mo": 30 * 86_400,
+}
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(mo|s|m|h|d|w)\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """Return the number of seconds in ``text``; raise ``ValueError`` with a readable message."""
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(
+            f"invalid duration {text!r}: use a positive number followed by one of "
+            "s, m, h, d, w, mo (for example '45s', '30m', '2h', '3d', '1w', '1mo')"
+        )
+    seconds = float(match.group(1)) * UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"invalid duration {text!r}: must be greater than zero")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Return the shortest exact spelling of ``seconds`` in the largest fitting unit."""
+    for unit in ("mo", "w", "d", "h", "m"):
+        size = UNIT_SECONDS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"

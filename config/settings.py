@@ -1,0 +1,144 @@
+"""cartwatch settings: defaults, then an optional TOML file, then ``CARTWATCH_*`` variables.
+
+Every setting is validated when the worker starts, so a typo in a duration or a topic name stops
+the process with a clear message instead of surfacing hours later as a missed abandonment.
+"""
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from config.durations import parse_duration
+
+ENV_PREFIX = "CARTWATCH_"
+
+
+def _seconds(value: Any) -> Any:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+Duration = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
+"""Seconds; accepts "45s", "30m", "2h", "3d", "1w", "1mo" or a number of seconds."""
+
+
+class SettingsError(Exception):
+    """Configuration that cannot run; the message says which setting and why."""
+
+
+class TopicNames(BaseModel):
+    """Kafka topic names before the optional prefix is applied."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cart_events: str = "cart-events"
+    purchase_events: str = "purchase-events"
+    abandoned: str = "cart-abandoned"
+    recovered: str = "cart-recovered"
+    reactivated: str = "cart-reactivated"
+    dead_letter: str = "cartwatch-dead-letter"
+    timer_ticks: str = "cartwatch-timer-ticks"
+
+
+class StoreSettings(BaseModel):
+    """Per-store overrides; anything left unset falls back to the global value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    abandon_after: Duration | None = None
+
+
+class Settings(BaseModel):
+    """The whole configuration of a cartwatch worker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    app_id: str = Field("cartwatch", min_length=1)
+    broker: str = "kafka://127.0.0.1:9092"
+    topic_prefix: str = ""
+    topics: TopicNames = TopicNames()
+    partitions: int = Field(8, ge=1, le=1024)
+    store_url: str = "rocksdb://"
+    data_dir: Path = Path(".cartwatch/data")
+    web_port: int = Field(6066, ge=1, le=65535)
+    timer_resolution: Duration = 0.25
+    abandon_after: Duration = 30 * 60
+    abandoned_retention: Duration = 30 * 86_400
+    purchased_retention: Duration = 7 * 86_400
+    empty_cart_retention: Duration = 30 * 86_400
+    max_clock_skew: Duration = 5 * 60
+    max_event_age: Duration = 400 * 86_400
+    stores: dict[str, StoreSettings] = {}
+
+    def topic(self, name: str) -> str:
+        """Return the full Kafka name of the logical topic ``name`` (a ``TopicNames`` field)."""
+        return self.topic_prefix + getattr(self.topics, name)
+
+    def abandon_after_for(self, store_id: str) -> float:
+        """Seconds of silence after which a cart of ``store_id`` is abandoned."""
+        store = self.stores.get(store_id)
+        if store is not None and store.abandon_after is not None:
+            return store.abandon_after
+        return self.abandon_after
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for field in Settings.model_fields:
+        if field not in ("topics", "stores") and ENV_PREFIX + field.upper() in environ:
+            values[field] = environ[ENV_PREFIX + field.upper()]
+    topics = {
+        name: environ[f"{ENV_PREFIX}TOPIC_{name.upper()}"]
+        for name in TopicNames.model_fields
+        if f"{ENV_PREFIX}TOPIC_{name.upper()}" in environ
+    }
+    if topics:
+        values["topics"] = topics
+    per_store = environ.get(f"{ENV_PREFIX}STORE_ABANDON_AFTER", "").strip()
+    if per_store:
+        stores: dict[str, dict[str, str]] = {}
+        for pair in per_store.split(","):
+            store_id, sep, duration = pair.partition("=")
+            if not sep or not store_id.strip():
+                raise SettingsError(
+                    f"{ENV_PREFIX}STORE_ABANDON_AFTER: expected 'store=duration,...', got {pair!r}"
+                )
+            stores[store_id.strip()] = {"abandon_after": duration.strip()}
+        values["stores"] = stores
+    return values
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from ``CARTWATCH_CONFIG`` (a TOML file) and ``CARTWATCH_*`` variables."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    config_path = environ.get(f"{ENV_PREFIX}CONFIG")
+    if config_path:
+        try:
+            values = tomllib.loads(Path(config_path).read_text())
+        except OSError as exc:
+            raise SettingsError(f"cannot read {ENV_PREFIX}CONFIG={config_path}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{config_path} is not valid TOML: {exc}") from exc
+    values = _merge(values, _from_environment(environ))
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise SettingsError(f"invalid cartwatch settings: {problems}") from None

@@ -1,0 +1,289 @@
+"""The cart state machine: plain functions from (state, input) to (new state, outputs).
+
+Nothing here touches Kafka or the clock, so every rule is unit-tested directly and replaying the
+same inputs always yields the same outputs. Times are epoch seconds (event time).
+
+    active --silence--> abandoned --purchase--> purchased (a recovery)
+       ^                    |
+       +---new activity-----+   (reactivation; a later abandonment gets a new id)
+    active --purchase--> purchased (never abandoned)
+"""
+
+from dataclasses import dataclass, field, fields
+from decimal import Decimal
+from typing import Any, Literal
+
+from config.settings import Settings
+from schemas.common import MAX_QUANTITY, Contract, Customer, utc_from_epoch
+from schemas.events import CartEvent, PurchaseEvent
+from schemas.outputs import (
+    CartAbandoned,
+    CartLine,
+    CartReactivated,
+    CartRecovered,
+    CartSnapshot,
+)
+
+Status = Literal["active", "abandoned", "purchased"]
+REMEMBERED_EVENT_IDS = 64
+"""Event ids kept per cart to drop redeliveries; a cart's redeliveries arrive close together."""
+
+
+@dataclass(slots=True)
+class CartState:
+    """Everything cartwatch remembers about one cart, stored as a table value."""
+
+    cart_id: str
+    store_id: str
+    partition: int
+    status: Status
+    created_at: float
+    last_activity_at: float
+    lines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    currency: str | None = None
+    customer: dict[str, Any] | None = None
+    cart_url: str | None = None
+    abandonments: int = 0
+    abandoned_at: float | None = None
+    purchased_at: float | None = None
+    reminder_sent: bool = False
+    recent_event_ids: list[str] = field(default_factory=list)
+    scheduled_at: float | None = None
+    """Deadline the timer index holds for this cart; lets the index skip its stale entries."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CartState":
+        return cls(**data)
+
+    @property
+    def abandonment_id(self) -> str:
+        """Id of the latest abandonment: cart id and its sequence number, stable on replay."""
+        return f"{self.cart_id}:{self.abandonments}"
+
+
+@dataclass(slots=True, frozen=True)
+class Transition:
+    """The state after an input (``None`` = forget the cart) and the messages to publish."""
+
+    state: CartState | None
+    outputs: tuple[Contract, ...] = ()
+
+
+def next_deadline(state: CartState, settings: Settings) -> float:
+    """When the cart next needs attention: abandonment if it holds items, else eviction."""
+    if state.status == "active":
+        if state.lines:
+            return state.last_activity_at + settings.abandon_after_for(state.store_id)
+        return state.last_activity_at + settings.empty_cart_retention
+    if state.status == "abandoned":
+        assert state.abandoned_at is not None
+        return state.abandoned_at + settings.abandoned_retention
+    assert state.purchased_at is not None
+    return state.purchased_at + settings.purchased_retention
+
+
+def apply_event(
+    state: CartState | None,
+    event: CartEvent | PurchaseEvent,
+    settings: Settings,
+    partition: int,
+) -> Transition:
+    """Fold one input event into the cart's state."""
+    if state is not None and event.event_id in state.recent_event_ids:
+        return Transition(state)
+    if isinstance(event, PurchaseEvent):
+        return _apply_purchase(state, event, partition)
+    return _apply_cart_event(state, event, partition)
+
+
+def on_deadline(state: CartState, horizon: float, settings: Settings) -> Transition:
+    """Act on a cart whose deadline may have passed ``horizon`` (the partition's safe time)."""
+    due = next_deadline(state, settings)
+    if due > horizon:
+        return Transition(state)
+    if state.status == "active" and state.lines:
+        state.status = "abandoned"
+        state.abandonments += 1
+        state.abandoned_at = due
+        state.reminder_sent = False
+        return Transition(state, (_abandoned(state),))
+    return Transition(None)
+
+
+def _remember(state: CartState, event_id: str) -> None:
+    ids = state.recent_event_ids
+    ids.append(event_id)
+    if len(ids) > REMEMBERED_EVENT_IDS:
+        del ids[: len(ids) - REMEMBERED_EVENT_IDS]
+
+
+def _apply_purchase(state: CartState | None, event: PurchaseEvent, partition: int) -> Transition:
+    occurred = event.occurred_at.timestamp()
+    if state is None:
+        state = CartState(
+            cart_id=event.cart_id,
+            store_id=event.store_id,
+            partition=partition,
+            status="active",
+            created_at=occurred,
+            last_activity_at=occurred,
+        )
+    _remember(state, event.event_id)
+    if state.status == "purchased":
+        return Transition(state)
+    outputs: tuple[Contract, ...] = ()
+    if state.status == "abandoned":
+        assert state.abandoned_at is not None
+        outputs = (
+            CartRecovered(
+                abandonment_id=state.abandonment_id,
+                cart_id=state.cart_id,
+                store_id=state.store_id,
+                order_id=event.order_id,
+                revenue=event.total,
+                currency=event.currency,
+                abandoned_at=utc_from_epoch(state.abandoned_at),
+                recovered_at=event.occurred_at,
+                seconds_to_recover=max(0.0, occurred - state.abandoned_at),
+                reminder_sent=state.reminder_sent,
+            ),
+        )
+    _merge_customer(state, event.customer)
+    state.status = "purchased"
+    state.purchased_at = occurred
+    state.last_activity_at = max(state.last_activity_at, occurred)
+    return Transition(state, outputs)
+
+
+def _apply_cart_event(state: CartState | None, event: CartEvent, partition: int) -> Transition:
+    occurred = event.occurred_at.timestamp()
+    if state is None:
+        state = CartState(
+            cart_id=event.cart_id,
+            store_id=event.store_id,
+            partition=partition,
+            status="active",
+            created_at=occurred,
+            last_activity_at=occurred,
+        )
+    elif state.status == "purchased":
+        assert state.purchased_at is not None
+        if occurred <= state.purchased_at:
+            _remember(state, event.event_id)
+            return Transition(state)  # a late event of the cart that was bought
+        _start_new_cart(state, occurred)
+    _remember(state, event.event_id)
+    _apply_content(state, event)
+    outputs: tuple[Contract, ...] = ()
+    if occurred > state.last_activity_at:
+        state.last_activity_at = occurred
+        if state.status == "abandoned":
+            assert state.abandoned_at is not None
+            state.status = "active"
+            outputs = (
+                CartReactivated(
+                    abandonment_id=state.abandonment_id,
+                    cart_id=state.cart_id,
+                    store_id=state.store_id,
+                    event_id=event.event_id,
+                    abandoned_at=utc_from_epoch(state.abandoned_at),
+                    reactivated_at=event.occurred_at,
+                ),
+            )
+    return Transition(state, outputs)
+
+
+def _start_new_cart(state: CartState, occurred: float) -> None:
+    """A purchased cart id seeing newer activity starts over; abandonment numbering goes on."""
+    state.status = "active"
+    state.lines = {}
+    state.created_at = occurred
+    state.last_activity_at = occurred
+    state.abandoned_at = None
+    state.purchased_at = None
+    state.reminder_sent = False
+
+
+def _apply_content(state: CartState, event: CartEvent) -> None:
+    _merge_customer(state, event.customer)
+    if event.cart_url is not None:
+        state.cart_url = event.cart_url
+    item = event.item
+    if event.type == "cart_cleared":
+        state.lines = {}
+    elif item is None:
+        return
+    elif event.type == "item_removed" or (
+        event.type == "quantity_changed" and item.quantity == 0
+    ):
+        state.lines.pop(item.sku, None)
+    elif event.type in ("item_added", "quantity_changed"):
+        line = state.lines.get(item.sku)
+        if line is None:
+            if item.unit_price is None:
+                return  # a quantity change for a line we never saw priced: nothing to show
+            line = state.lines[item.sku] = {"quantity": 0}
+        assert item.quantity is not None
+        if event.type == "item_added":
+            line["quantity"] = min(MAX_QUANTITY, line["quantity"] + item.quantity)
+        else:
+            line["quantity"] = item.quantity
+        for name in ("name", "url", "image_url"):
+            value = getattr(item, name)
+            if value is not None:
+                line[name] = value
+        if item.unit_price is not None:
+            line["unit_price"] = format(item.unit_price, "f")
+        if item.currency is not None and state.currency is None:
+            state.currency = item.currency
+
+
+def _merge_customer(state: CartState, customer: Customer | None) -> None:
+    if customer is None:
+        return
+    known = dict(state.customer or {})
+    known.update(customer.model_dump(exclude_none=True))
+    state.customer = known
+
+
+def snapshot(state: CartState) -> CartSnapshot:
+    """The cart as a reminder shows it: lines, item count and total."""
+    lines = []
+    for sku, line in state.lines.items():
+        unit_price = Decimal(line["unit_price"])
+        lines.append(
+            CartLine(
+                sku=sku,
+                name=line.get("name"),
+                quantity=line["quantity"],
+                unit_price=unit_price,
+                line_total=unit_price * line["quantity"],
+                url=line.get("url"),
+                image_url=line.get("image_url"),
+            )
+        )
+    return CartSnapshot(
+        lines=lines,
+        item_count=sum(line.quantity for line in lines),
+        total=sum((line.line_total for line in lines), Decimal(0)),
+        currency=state.currency,
+        customer=Customer.model_validate(state.customer) if state.customer else None,
+        cart_url=state.cart_url,
+    )
+
+
+def _abandoned(state: CartState) -> CartAbandoned:
+    assert state.abandoned_at is not None
+    return CartAbandoned(
+        abandonment_id=state.abandonment_id,
+        sequence=state.abandonments,
+        cart_id=state.cart_id,
+        store_id=state.store_id,
+        cart=snapshot(state),
+        created_at=utc_from_epoch(state.created_at),
+        last_activity_at=utc_from_epoch(state.last_activity_at),
+        abandoned_at=utc_from_epoch(state.abandoned_at),
+    )
