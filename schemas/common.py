@@ -34,7 +34,7 @@ Quantity = Annotated[int, Field(ge=0, le=MAX_QUANTITY, strict=True)]
 
 
 def _decimal_from_string(value: Any) -> Any:
-    if not isinstance(value, str):
+    if not isinstance(value, str | Decimal):
         raise ValueError("money amounts are decimal strings, for example \"19.90\"")
     return value
 

@@ -98,6 +98,9 @@ class DeadLetter(Contract):
     offset: int
     key_base64: str | None
     value_base64: str | None = Field(description="The raw bytes of the message, base64")
+    value_truncated: bool = Field(
+        False, description="Only the first 256 KiB of a larger value are kept in value_base64"
+    )
     error: str = Field(description="Why it was refused, readable by a person")
     error_kind: Literal["not_json", "invalid", "unknown_type", "out_of_range_time"]
     failed_at: Timestamp

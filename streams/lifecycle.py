@@ -66,10 +66,14 @@ class CartState:
 
 @dataclass(slots=True, frozen=True)
 class Transition:
-    """The state after an input (``None`` = forget the cart) and the messages to publish."""
+    """The state after an input (``None`` = forget the cart) and the messages to publish.
+
+    ``changed`` is false only when the input was a redelivery, so nothing needs writing.
+    """
 
     state: CartState | None
     outputs: tuple[Contract, ...] = ()
+    changed: bool = True
 
 
 def next_deadline(state: CartState, settings: Settings) -> float:
@@ -93,7 +97,7 @@ def apply_event(
 ) -> Transition:
     """Fold one input event into the cart's state."""
     if state is not None and event.event_id in state.recent_event_ids:
-        return Transition(state)
+        return Transition(state, changed=False)
     if isinstance(event, PurchaseEvent):
         return _apply_purchase(state, event, partition)
     return _apply_cart_event(state, event, partition)

@@ -1,0 +1,68 @@
+"""The Faust application, its topics and its tables, built from the settings.
+
+Every topic is declared by the worker itself (Faust creates ``internal`` topics before it
+subscribes), with the configured partition count: the input topics, the timer topic and the
+cart table's changelog must be co-partitioned so that a cart's events, its timer ticks and its
+state all live on the same partition number.
+"""
+
+import faust
+
+from config.settings import load_settings
+
+settings = load_settings()
+
+app = faust.App(
+    settings.app_id,
+    broker=settings.broker,
+    store=settings.store_url,
+    datadir=str(settings.data_dir),
+    topic_partitions=settings.partitions,
+    topic_replication_factor=1,
+    key_serializer="raw",
+    value_serializer="raw",
+    web_port=settings.web_port,
+    web_bind="127.0.0.1",
+    web_host="127.0.0.1",
+    consumer_auto_offset_reset="earliest",
+    producer_acks=-1,
+    table_standby_replicas=0,
+    autodiscover=False,
+)
+
+
+def _topic(name: str, **options: object) -> faust.TopicT:
+    return app.topic(
+        settings.topic(name),
+        internal=True,
+        partitions=settings.partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+        **options,
+    )
+
+
+cart_events_topic = _topic("cart_events")
+purchase_events_topic = _topic("purchase_events")
+timer_ticks_topic = _topic("timer_ticks", retention=3600.0)
+abandoned_topic = _topic("abandoned")
+recovered_topic = _topic("recovered")
+reactivated_topic = _topic("reactivated")
+dead_letter_topic = _topic("dead_letter")
+
+pipeline_source = app.topic(
+    settings.topic("cart_events"),
+    settings.topic("purchase_events"),
+    settings.topic("timer_ticks"),
+    internal=True,
+    partitions=settings.partitions,
+    key_serializer="raw",
+    value_serializer="raw",
+)
+
+carts_table = app.Table(
+    "carts",
+    default=None,
+    partitions=settings.partitions,
+    help="Per-cart state (streams.lifecycle.CartState), keyed by cart_id",
+)

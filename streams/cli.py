@@ -1,0 +1,20 @@
+"""The ``cartwatch`` command: Faust's CLI (``cartwatch worker``...) plus cartwatch's own tools."""
+
+import sys
+
+from config.settings import SettingsError
+
+
+def main() -> None:
+    """Entry point of the ``cartwatch`` console script."""
+    try:
+        from streams.app import app
+    except SettingsError as exc:
+        sys.exit(f"cartwatch: {exc}")
+    from faust.cli.faust import cli
+
+    import streams.pipeline  # noqa: F401  (registers the agents, tables and timers)
+    from streams.stack.cli import stack
+
+    cli.add_command(stack)
+    app.main()

@@ -1,0 +1,217 @@
+"""The cart lifecycle agent: input events and timer ticks in, state transitions out.
+
+One agent consumes the cart events, the purchase events and the timer ticks of a partition, so
+every write to the cart table happens inside stream iteration, as Faust requires. A wall-clock
+timer only *asks* for a tick on partitions whose earliest deadline is due; the agent then pops
+the due carts from the deadline index and decides with the state machine.
+
+Delivery order gives at-least-once without loss: an output is acknowledged by the broker before
+the state change that caused it is written, so a crash in between repeats the output (with the
+same ``abandonment_id``) rather than dropping it.
+"""
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from faust.types import TP, EventT, StreamT
+
+from schemas.common import Contract
+from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered, DeadLetter
+from streams.app import (
+    abandoned_topic,
+    app,
+    carts_table,
+    dead_letter_topic,
+    pipeline_source,
+    reactivated_topic,
+    recovered_topic,
+    settings,
+    timer_ticks_topic,
+)
+from streams.intake import Rejected, dead_letter, decode_input
+from streams.lifecycle import CartState, Transition, apply_event, next_deadline, on_deadline
+from streams.timers import DeadlineIndex, PartitionClock
+
+log = logging.getLogger(__name__)
+
+FIRE_BATCH = 1000
+"""Carts decided per timer tick; more due carts are taken by the following ticks."""
+TICK_RETRY_SECONDS = 5.0
+"""A tick request not seen back by then (lost in a rebalance) is asked for again."""
+
+CART_TOPIC = settings.topic("cart_events")
+PURCHASE_TOPIC = settings.topic("purchase_events")
+TICK_TOPIC = settings.topic("timer_ticks")
+INPUT_KIND = {CART_TOPIC: "cart", PURCHASE_TOPIC: "purchase"}
+OUTPUT_TOPICS = {
+    CartAbandoned: abandoned_topic,
+    CartReactivated: reactivated_topic,
+    CartRecovered: recovered_topic,
+    DeadLetter: dead_letter_topic,
+}
+
+deadlines = DeadlineIndex()
+clock = PartitionClock()
+next_offsets: dict[TP, int] = {}
+"""Per input partition, the offset after the last processed message."""
+ticks_requested: dict[int, float] = {}
+counters: Counter[str] = Counter()
+
+
+async def declare_topics() -> None:
+    """Create the output topics before anything is sent, with the configured partitions."""
+    for topic in (abandoned_topic, recovered_topic, reactivated_topic, dead_letter_topic):
+        await topic.maybe_declare()
+
+
+async def publish(outputs: Iterable[tuple[bytes, Contract]]) -> None:
+    """Send outputs and wait until the broker has them all."""
+    pending = []
+    for key, output in outputs:
+        topic = OUTPUT_TOPICS[type(output)]
+        pending.append(await topic.send(key=key, value=output.model_dump_json().encode()))
+        counters[f"out:{output.type}"] += 1  # type: ignore[attr-defined]
+    if pending:
+        await asyncio.gather(*pending)
+
+
+def save(cart_id: str, state: CartState | None) -> None:
+    """Write the cart's state and keep the deadline index in step with it."""
+    if state is None:
+        carts_table.pop(cart_id, None)
+        return
+    deadline = next_deadline(state, settings)
+    if state.scheduled_at is None or deadline < state.scheduled_at:
+        state.scheduled_at = deadline
+        deadlines.schedule(state.partition, deadline, cart_id)
+    carts_table[cart_id] = state.to_dict()
+
+
+def load(cart_id: str) -> CartState | None:
+    stored = carts_table.get(cart_id)
+    return None if stored is None else CartState.from_dict(stored)
+
+
+def caught_up(partition: int) -> bool:
+    """Has this worker processed every input message of the partition that the broker holds?"""
+    for topic in (CART_TOPIC, PURCHASE_TOPIC):
+        tp = TP(topic, partition)
+        highwater = app.consumer.highwater(tp)
+        if highwater is None:
+            return False
+        # Before the first message of a partition is processed, its committed offset is the
+        # position (Faust keeps it per partition; there is no public accessor).
+        position = next_offsets.get(tp) or app.consumer._committed_offset.get(tp) or 0
+        if position < highwater:
+            return False
+    return True
+
+
+async def handle_input(event: EventT) -> None:
+    message = event.message
+    now = time.time()
+    next_offsets[message.tp] = message.offset + 1
+    decoded = decode_input(INPUT_KIND[message.topic], message.key, message.value, now, settings)
+    counters[f"in:{message.topic}"] += 1
+    if isinstance(decoded, Rejected):
+        log.error(
+            "dead-lettered %s[%d]@%d (%s): %s",
+            message.topic, message.partition, message.offset, decoded.kind, decoded.error,
+        )
+        counters["dead_lettered"] += 1
+        letter = dead_letter(
+            decoded,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            now=now,
+        )
+        await publish([(message.key or b"", letter)])
+        return
+    transition = apply_event(load(decoded.cart_id), decoded, settings, message.partition)
+    await commit_transitions([(decoded.cart_id, transition)])
+    clock.observe(message.partition, decoded.occurred_at.timestamp(), now)
+
+
+async def commit_transitions(transitions: Sequence[tuple[str, Transition]]) -> None:
+    await publish(
+        (cart_id.encode(), output)
+        for cart_id, transition in transitions
+        for output in transition.outputs
+    )
+    for cart_id, transition in transitions:
+        if transition.changed:
+            save(cart_id, transition.state)
+
+
+async def fire_due(partition: int) -> None:
+    """Decide the carts whose deadline passed the partition's safe time."""
+    ticks_requested.pop(partition, None)
+    horizon = clock.horizon(partition, time.time(), caught_up(partition))
+    transitions = []
+    for deadline, cart_id in deadlines.pop_due(partition, horizon, FIRE_BATCH):
+        state = load(cart_id)
+        if state is None or state.scheduled_at != deadline:
+            continue  # a stale entry: the cart was forgotten or rescheduled earlier
+        state.scheduled_at = None
+        transitions.append((cart_id, on_deadline(state, horizon, settings)))
+    await commit_transitions(transitions)
+
+
+@app.agent(pipeline_source)
+async def cart_lifecycle(stream: StreamT) -> None:
+    """Fold cart and purchase events into cart state; fire due inactivity timers."""
+    await declare_topics()
+    async for event in stream.events():
+        if event.message.topic == TICK_TOPIC:
+            await fire_due(event.message.partition)
+        else:
+            await handle_input(event)
+
+
+def owned_partitions() -> list[int]:
+    return sorted(
+        tp.partition for tp in app.assignor.assigned_actives() if tp.topic == CART_TOPIC
+    )
+
+
+@app.timer(interval=settings.timer_resolution)
+async def request_ticks() -> None:
+    """Ask the agent to fire timers on partitions whose earliest deadline is due."""
+    now = time.time()
+    for partition in owned_partitions():
+        earliest = deadlines.earliest(partition)
+        if earliest is None:
+            continue
+        requested_at = ticks_requested.get(partition)
+        if requested_at is not None and now - requested_at < TICK_RETRY_SECONDS:
+            continue  # the agent has not seen the previous tick yet
+        if earliest <= clock.horizon(partition, now, caught_up(partition)):
+            ticks_requested[partition] = now
+            await timer_ticks_topic.send(key=b"tick", value=b"", partition=partition)
+
+
+@carts_table.on_recover
+async def rebuild_deadlines() -> None:
+    """After a rebalance, rebuild the deadline index of the owned partitions from the table."""
+    owned = set(owned_partitions())
+    entries: dict[int, list[tuple[float, str]]] = {partition: [] for partition in owned}
+    for cart_id, stored in carts_table.items():
+        state = CartState.from_dict(stored)
+        if state.partition in owned:
+            deadline = state.scheduled_at or next_deadline(state, settings)
+            entries[state.partition].append((deadline, cart_id))
+    deadlines.keep_only(owned)
+    for partition, heap in entries.items():
+        deadlines.rebuild(partition, heap)
+    clock.keep_only(owned)
+    for tp in list(next_offsets):
+        if tp.partition not in owned:
+            del next_offsets[tp]
+    ticks_requested.clear()
+    log.info("deadline index rebuilt: %d carts on partitions %s", len(deadlines), sorted(owned))
