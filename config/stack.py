@@ -74,7 +74,8 @@ class StackSettings:
         env = os.environ if env is None else env
         base = cwd or Path.cwd()
         broker = parse_bootstrap(env["CARTWATCH_BROKER"]) if env.get("CARTWATCH_BROKER") else None
-        cache_root = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+        cache_root = env.get("XDG_CACHE_HOME") or str(home / ".cache")
         return cls(
             stack_dir=(base / env.get("CARTWATCH_STACK_DIR", ".cartwatch/stack")).resolve(),
             cache_dir=Path(cache_root).expanduser().resolve() / "cartwatch",

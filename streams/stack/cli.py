@@ -70,7 +70,7 @@ def up_command() -> None:
 def down_command() -> None:
     """Stop every process the stack started and remove its PID records."""
     settings = StackSettings.from_env()
-    stopped = down(settings)
+    stopped = down(settings.stack_dir)
     if not stopped:
         click.echo(f"no stack recorded in {settings.stack_dir}; nothing to stop")
     for service, was_running in stopped:
@@ -88,7 +88,7 @@ def down_command() -> None:
 def status_command() -> None:
     """Show what runs where; exit 0 if all is up, 1 if something died, 3 if nothing runs."""
     settings = StackSettings.from_env()
-    state = status(settings)
+    state = status(settings.stack_dir)
     if state is None:
         click.echo(f"no stack running in {settings.stack_dir}")
         sys.exit(STATUS_NOT_RUNNING)

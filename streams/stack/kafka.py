@@ -148,16 +148,22 @@ def verify_sha256(path: Path, expected: str) -> None:
         )
 
 
-def java_env(base: Mapping[str, str], log_dir: Path, heap: str) -> dict[str, str]:
-    """Environment for Kafka's start scripts; fails clearly if there is no Java to run."""
-    java_home = base.get("JAVA_HOME")
-    java = Path(java_home, "bin", "java") if java_home else shutil.which("java")
-    if java is None or not Path(java).exists():
+def require_java(env: Mapping[str, str]) -> None:
+    """Fail clearly unless the `java` Kafka's scripts run ($JAVA_HOME/bin/java or PATH) exists."""
+    java_home = env.get("JAVA_HOME")
+    java = (
+        Path(java_home, "bin", "java") if java_home else shutil.which("java", path=env.get("PATH"))
+    )
+    if java is None or not Path(java).is_file():
         raise StackError(
             "Java is required to run Kafka but was not found (install a JDK, e.g. "
             "`apt-get install openjdk-17-jre-headless`, or set JAVA_HOME); "
             "or set CARTWATCH_BROKER to use an existing cluster"
         )
+
+
+def java_env(base: Mapping[str, str], log_dir: Path, heap: str) -> dict[str, str]:
+    """Environment for Kafka's start scripts: our log dir and heap, no inherited JVM extras."""
     env = {k: v for k, v in base.items() if k not in ("CLASSPATH", "JMX_PORT", "KAFKA_OPTS")}
     env.update(
         LOG_DIR=str(log_dir),

@@ -8,11 +8,18 @@ so two commands never race on the same stack.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from config.stack import LOCALHOST, StackSettings
-from streams.stack.kafka import broker_reachable, provision, start_kafka, start_zookeeper
+from streams.stack.kafka import (
+    broker_reachable,
+    provision,
+    require_java,
+    start_kafka,
+    start_zookeeper,
+)
 from streams.stack.process import ServiceProcess, StackError, ensure_ports_free, locked, stop
 from streams.stack.smtp import start_smtp
 
@@ -81,7 +88,6 @@ def up(settings: StackSettings) -> StackState:
                 state = _record(state, start_zookeeper(dist, settings))
                 state = _record(state, start_kafka(dist, settings))
             if settings.run_smtp:
-                settings.maildir.mkdir(parents=True, exist_ok=True)
                 smtp_address = f"{LOCALHOST}:{settings.smtp_port}"
                 state = replace(state, smtp_address=smtp_address, maildir=settings.maildir)
                 state = _record(state, start_smtp(settings))
@@ -91,21 +97,21 @@ def up(settings: StackSettings) -> StackState:
         return state
 
 
-def down(settings: StackSettings) -> list[tuple[ServiceProcess, bool]]:
-    """Stop every recorded service, newest first, and remove the state file.
+def down(stack_dir: Path) -> list[tuple[ServiceProcess, bool]]:
+    """Stop every service recorded in `stack_dir`, newest first, and remove the state file.
 
     Returns each service with whether it was still running (False: it had died already).
     """
-    if not settings.stack_dir.is_dir():
+    if not stack_dir.is_dir():
         return []
-    with locked(settings.stack_dir):
-        state = StackState.load(settings.stack_dir)
+    with locked(stack_dir):
+        state = StackState.load(stack_dir)
         return _stop_all(state) if state else []
 
 
-def status(settings: StackSettings) -> StackState | None:
-    """The recorded stack in `settings.stack_dir`, or None if none was started there."""
-    return StackState.load(settings.stack_dir)
+def status(stack_dir: Path) -> StackState | None:
+    """The stack recorded in `stack_dir`, or None if none was started there."""
+    return StackState.load(stack_dir)
 
 
 def _record(state: StackState, service: ServiceProcess) -> StackState:
@@ -139,6 +145,7 @@ def _refuse_if_running(stack_dir: Path) -> None:
 def _check_before_start(settings: StackSettings) -> None:
     ports = {}
     if settings.run_kafka:
+        require_java(os.environ)  # before a first start downloads 60 MB it could not run
         ports["CARTWATCH_KAFKA_PORT"] = settings.kafka_port
         ports["CARTWATCH_ZOOKEEPER_PORT"] = settings.zookeeper_port
     elif settings.broker and not broker_reachable(settings.broker):

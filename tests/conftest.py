@@ -1,0 +1,104 @@
+"""Shared fixtures: a real Kafka broker and SMTP server for the whole test session.
+
+The stack is started at most once per session, lazily (a test that needs only mail starts no
+broker), in a temporary directory on free ports, and stopped at session end whatever the
+tests did. Set `CARTWATCH_BROKER` to run the tests against an existing cluster instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from kafka_helpers import isolated_stack_env
+
+from config.stack import StackSettings, parse_bootstrap
+from streams.stack import StackState, clear_maildir, down, read_maildir, up
+
+
+def _start(stack_dir: Path, *, kafka: bool, smtp: bool) -> StackState:
+    settings = StackSettings.from_env(isolated_stack_env(stack_dir))
+    return up(replace(settings, run_kafka=kafka, run_smtp=smtp))
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap servers ("127.0.0.1:PORT") of a real broker: `CARTWATCH_BROKER` or our own."""
+    if os.environ.get("CARTWATCH_BROKER"):
+        yield parse_bootstrap(os.environ["CARTWATCH_BROKER"])
+        return
+    state = _start(tmp_path_factory.mktemp("kafka-stack"), kafka=True, smtp=False)
+    try:
+        yield state.bootstrap
+    finally:
+        down(state.stack_dir)
+
+
+@dataclass(frozen=True)
+class SmtpServer:
+    """The session's SMTP server and the Maildir it stores every received message in.
+
+    It is shared by all tests: call `clear()` first, or tell your messages apart by recipient.
+    """
+
+    host: str
+    port: int
+    maildir: Path
+
+    def messages(self) -> list[EmailMessage]:
+        """Every message received so far (oldest first), with the envelope in X-* headers."""
+        return read_maildir(self.maildir)
+
+    def clear(self) -> None:
+        clear_maildir(self.maildir)
+
+    def wait_for_messages(self, count: int, timeout: float = 10.0) -> list[EmailMessage]:
+        """Poll until at least `count` messages arrived; fail the test after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while len(messages := self.messages()) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"expected {count} message(s) within {timeout} s, got {len(messages)}: "
+                    f"{[m['Subject'] for m in messages]}"
+                )
+            time.sleep(0.05)
+        return messages
+
+
+@pytest.fixture(scope="session")
+def smtp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpServer]:
+    """A real SMTP server (our stack's aiosmtpd process) on 127.0.0.1 with a Maildir."""
+    state = _start(tmp_path_factory.mktemp("smtp-stack"), kafka=False, smtp=True)
+    assert state.smtp_address and state.maildir
+    host, _, port = state.smtp_address.rpartition(":")
+    try:
+        yield SmtpServer(host=host, port=int(port), maildir=state.maildir)
+    finally:
+        down(state.stack_dir)
+
+
+@dataclass(frozen=True)
+class UniqueNames:
+    """Names private to one test, so tests never see each other's topics or consumer groups."""
+
+    prefix: str
+    app_id: str
+
+    def topic(self, name: str) -> str:
+        """A topic name under this test's prefix, e.g. `test_x-1a2b3c4d.cart-events`."""
+        return f"{self.prefix}.{name}"
+
+
+@pytest.fixture
+def unique_names(request: pytest.FixtureRequest) -> UniqueNames:
+    """A fresh topic prefix and Faust app id, readable (test name) and unique (uuid)."""
+    test = re.sub(r"[^a-zA-Z0-9_-]+", "-", request.node.name)[:40].strip("-")
+    token = uuid.uuid4().hex[:8]
+    return UniqueNames(prefix=f"{test}-{token}", app_id=f"cartwatch-{test}-{token}")
