@@ -16,18 +16,18 @@ UNIT_SECONDS: dict[str, int] = {
     "mo": 30 * 86_400,
 }
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(mo|s|m|h|d|w)\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(mo|s|m|h|d|w)?\s*$")
 
 
 def parse_duration(text: str) -> float:
-    """Return the number of seconds in ``text``; raise ``ValueError`` with a readable message."""
+    """Seconds in ``text`` (a bare number is seconds); ``ValueError`` with a readable message."""
     match = _DURATION.match(text) if isinstance(text, str) else None
     if match is None:
         raise ValueError(
-            f"invalid duration {text!r}: use a positive number followed by one of "
-            "s, m, h, d, w, mo (for example '45s', '30m', '2h', '3d', '1w', '1mo')"
+            f"invalid duration {text!r}: use a positive number, optionally followed by one "
+            "of s, m, h, d, w, mo (for example '45s', '30m', '2h', '3d', '1w', '1mo')"
         )
-    seconds = float(match.group(1)) * UNIT_SECONDS[match.group(2)]
+    seconds = float(match.group(1)) * UNIT_SECONDS[match.group(2) or "s"]
     if seconds <= 0:
         raise ValueError(f"invalid duration {text!r}: must be greater than zero")
     return seconds

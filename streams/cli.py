@@ -18,3 +18,7 @@ def main() -> None:
 
     cli.add_command(stack)
     app.main()
+
+
+if __name__ == "__main__":
+    main()

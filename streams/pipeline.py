@@ -133,9 +133,11 @@ async def handle_input(event: EventT) -> None:
         )
         await publish([(message.key or b"", letter)])
         return
+    # Deadlines the event's time has passed fire first, exactly as they would have live.
+    watermark = clock.observe(message.partition, decoded.occurred_at.timestamp(), now)
+    await fire_due(message.partition, watermark)
     transition = apply_event(load(decoded.cart_id), decoded, settings, message.partition)
     await commit_transitions([(decoded.cart_id, transition)])
-    clock.observe(message.partition, decoded.occurred_at.timestamp(), now)
 
 
 async def commit_transitions(transitions: Sequence[tuple[str, Transition]]) -> None:
@@ -149,18 +151,23 @@ async def commit_transitions(transitions: Sequence[tuple[str, Transition]]) -> N
             save(cart_id, transition.state)
 
 
-async def fire_due(partition: int) -> None:
-    """Decide the carts whose deadline passed the partition's safe time."""
+async def fire_due(partition: int, horizon: float) -> None:
+    """Decide every cart of the partition whose deadline is at or before ``horizon``."""
+    while (due := deadlines.pop_due(partition, horizon, FIRE_BATCH)):
+        transitions = []
+        for deadline, cart_id in due:
+            state = load(cart_id)
+            if state is None or state.scheduled_at != deadline:
+                continue  # a stale entry: the cart was forgotten or rescheduled earlier
+            state.scheduled_at = None
+            transitions.append((cart_id, on_deadline(state, horizon, settings)))
+        await commit_transitions(transitions)
+
+
+async def handle_tick(partition: int) -> None:
+    """A tick asked for by the wall-clock timer: fire what the partition's safe time allows."""
     ticks_requested.pop(partition, None)
-    horizon = clock.horizon(partition, time.time(), caught_up(partition))
-    transitions = []
-    for deadline, cart_id in deadlines.pop_due(partition, horizon, FIRE_BATCH):
-        state = load(cart_id)
-        if state is None or state.scheduled_at != deadline:
-            continue  # a stale entry: the cart was forgotten or rescheduled earlier
-        state.scheduled_at = None
-        transitions.append((cart_id, on_deadline(state, horizon, settings)))
-    await commit_transitions(transitions)
+    await fire_due(partition, clock.horizon(partition, time.time(), caught_up(partition)))
 
 
 @app.agent(pipeline_source)
@@ -169,7 +176,7 @@ async def cart_lifecycle(stream: StreamT) -> None:
     await declare_topics()
     async for event in stream.events():
         if event.message.topic == TICK_TOPIC:
-            await fire_due(event.message.partition)
+            await handle_tick(event.message.partition)
         else:
             await handle_input(event)
 

@@ -60,11 +60,12 @@ class PartitionClock:
     def __init__(self) -> None:
         self._watermarks: dict[int, float] = {}
 
-    def observe(self, partition: int, event_time: float, now: float) -> None:
-        """Advance the partition's event time; the wall clock caps it against skewed producers."""
-        watermark = min(event_time, now)
-        if watermark > self._watermarks.get(partition, float("-inf")):
-            self._watermarks[partition] = watermark
+    def observe(self, partition: int, event_time: float, now: float) -> float:
+        """Advance the partition's event time (capped by the wall clock against skewed
+        producers) and return it."""
+        watermark = max(min(event_time, now), self._watermarks.get(partition, float("-inf")))
+        self._watermarks[partition] = watermark
+        return watermark
 
     def watermark(self, partition: int) -> float:
         return self._watermarks.get(partition, float("-inf"))

@@ -11,13 +11,14 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 from kafka_helpers import isolated_stack_env
+from pipeline_harness import Pipeline
 
 from config.stack import StackSettings, parse_bootstrap
 from streams.stack import StackState, clear_maildir, down, read_maildir, up
@@ -102,3 +103,21 @@ def unique_names(request: pytest.FixtureRequest) -> UniqueNames:
     test = re.sub(r"[^a-zA-Z0-9_-]+", "-", request.node.name)[:40].strip("-")
     token = uuid.uuid4().hex[:8]
     return UniqueNames(prefix=f"{test}-{token}", app_id=f"cartwatch-{test}-{token}")
+
+
+@pytest.fixture
+async def pipeline(
+    kafka_bootstrap: str, unique_names: UniqueNames, tmp_path: Path
+) -> AsyncIterator[Pipeline]:
+    """A private cartwatch deployment (topics created, no worker started yet)."""
+    deployment = Pipeline(
+        bootstrap=kafka_bootstrap,
+        prefix=unique_names.prefix,
+        app_id=unique_names.app_id,
+        workdir=tmp_path,
+    )
+    await deployment.create_topics()
+    try:
+        yield deployment
+    finally:
+        deployment.stop_all()

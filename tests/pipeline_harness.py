@@ -1,0 +1,217 @@
+"""Run real cartwatch workers against the test broker, feed them events, read their outputs.
+
+Workers are separate `cartwatch worker` processes, as in production, so a test can restart,
+kill -9 or double them. Every test gets its own topics and consumer group (`unique_names`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from kafka_helpers import create_topics, free_ports
+
+PARTITIONS = 4
+INPUT_TOPICS = ("cart-events", "purchase-events")
+OUTPUT_TOPICS = ("cart-abandoned", "cart-reactivated", "cart-recovered", "cartwatch-dead-letter")
+READY_LINE = "deadline index rebuilt"
+
+
+@dataclass
+class Worker:
+    """One `cartwatch worker` process and its log file."""
+
+    name: str
+    env: dict[str, str]
+    workdir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self) -> Worker:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker", "-l", "info"],
+                env=self.env,
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def wait_ready(self, timeout: float = 60.0, after: int = 0) -> None:
+        """Wait until the worker owns partitions with recovered state (its ``after``+1-th time)."""
+        deadline = time.monotonic() + timeout
+        while self.log().count(READY_LINE) <= after:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker {self.name} exited:\n{self.log()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker {self.name} not ready:\n{self.log()[-4000:]}")
+            time.sleep(0.1)
+
+    def ready_count(self) -> int:
+        return self.log().count(READY_LINE)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, sig)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout)
+
+
+@dataclass
+class Pipeline:
+    """A test's cartwatch deployment: settings, topics, workers, and its producer/consumer."""
+
+    bootstrap: str
+    prefix: str
+    app_id: str
+    workdir: Path
+    settings: dict[str, str] = field(default_factory=dict)
+    workers: list[Worker] = field(default_factory=list)
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}.{name}"
+
+    async def create_topics(self) -> None:
+        await create_topics(
+            self.bootstrap, [self.topic(name) for name in INPUT_TOPICS], PARTITIONS
+        )
+
+    def worker(self, name: str, **overrides: str) -> Worker:
+        """A new (not yet started) worker with its own data dir and web port."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CARTWATCH_")}
+        env.update(
+            CARTWATCH_BROKER=f"kafka://{self.bootstrap}",
+            CARTWATCH_APP_ID=self.app_id,
+            CARTWATCH_TOPIC_PREFIX=f"{self.prefix}.",
+            CARTWATCH_PARTITIONS=str(PARTITIONS),
+            CARTWATCH_DATA_DIR=str(self.workdir / name / "data"),
+            CARTWATCH_WEB_PORT=str(free_ports(1)[0]),
+            CARTWATCH_TIMER_RESOLUTION="0.1",
+        )
+        env.update(self.settings)
+        env.update(overrides)
+        worker = Worker(name=name, env=env, workdir=self.workdir / name)
+        self.workers.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        for worker in self.workers:
+            worker.stop(signal.SIGKILL)
+
+    async def send(self, messages: Iterable[tuple[str, bytes | None, bytes]]) -> None:
+        """Produce ``(topic, key, value)`` messages in order and wait until all are stored."""
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        await producer.start()
+        try:
+            futures = [
+                await producer.send(self.topic(topic), value, key=key)
+                for topic, key, value in messages
+            ]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    async def collect(
+        self,
+        done: Callable[[dict[str, list[dict[str, Any]]]], bool],
+        timeout: float = 60.0,
+        settle: float = 0.0,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Read every output topic from the start until ``done(outputs)`` or the deadline.
+
+        ``settle`` keeps reading that long after ``done`` held, to catch unexpected extras.
+        """
+        consumer = AIOKafkaConsumer(
+            *(self.topic(name) for name in OUTPUT_TOPICS),
+            bootstrap_servers=self.bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        outputs: dict[str, list[dict[str, Any]]] = {name: [] for name in OUTPUT_TOPICS}
+        names = {self.topic(name): name for name in OUTPUT_TOPICS}
+        await consumer.start()
+        try:
+            deadline = time.monotonic() + timeout
+            settle_until: float | None = None
+            while time.monotonic() < (settle_until or deadline):
+                batch = await consumer.getmany(timeout_ms=200)
+                for tp, records in batch.items():
+                    outputs[names[tp.topic]].extend(json.loads(r.value) for r in records)
+                if settle_until is None and done(outputs):
+                    settle_until = time.monotonic() + settle
+            return outputs
+        finally:
+            await consumer.stop()
+
+
+def at(base: datetime, seconds: float) -> str:
+    return (base + timedelta(seconds=seconds)).isoformat()
+
+
+@dataclass
+class Shop:
+    """Builds contract events for one store, with unique event ids and times from ``base``."""
+
+    store_id: str
+    base: datetime = field(default_factory=lambda: datetime.now(UTC))
+    counter: int = 0
+
+    def _event(self, cart_id: str, event_type: str, offset: float, **fields: Any) -> dict:
+        self.counter += 1
+        return {
+            "event_id": f"{self.store_id}-{self.counter}",
+            "type": event_type,
+            "cart_id": cart_id,
+            "store_id": self.store_id,
+            "occurred_at": at(self.base, offset),
+            **fields,
+        }
+
+    def add(self, cart_id: str, sku: str, offset: float = 0, quantity: int = 1,
+            price: str = "10.00", **fields: Any) -> tuple[str, bytes, bytes]:
+        item = {"sku": sku, "name": f"Product {sku}", "quantity": quantity,
+                "unit_price": price, "currency": "EUR"}
+        return cart_message(self._event(cart_id, "item_added", offset, item=item, **fields))
+
+    def cart_event(self, cart_id: str, event_type: str, offset: float = 0,
+                   **fields: Any) -> tuple[str, bytes, bytes]:
+        return cart_message(self._event(cart_id, event_type, offset, **fields))
+
+    def purchase(self, cart_id: str, offset: float = 0, total: str = "10.00",
+                 order_id: str | None = None) -> tuple[str, bytes, bytes]:
+        event = self._event(cart_id, "order_completed", offset)
+        event.update(order_id=order_id or f"order-{cart_id}", total=total, currency="EUR")
+        return "purchase-events", cart_id.encode(), json.dumps(event).encode()
+
+
+def cart_message(event: Mapping[str, Any]) -> tuple[str, bytes, bytes]:
+    return "cart-events", str(event["cart_id"]).encode(), json.dumps(event).encode()
+
+
+def ids(records: Iterable[Mapping[str, Any]], field_name: str = "abandonment_id") -> set[str]:
+    return {record[field_name] for record in records}
