@@ -32,6 +32,7 @@ def stack_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
         monkeypatch.setenv(key, value)
     yield directory
     cli("down")
+    assert leftover_processes(directory) == []
 
 
 def cli(*args: str) -> Result:
@@ -40,6 +41,19 @@ def cli(*args: str) -> Result:
 
 def settings() -> StackSettings:
     return StackSettings.from_env()
+
+
+def leftover_processes(stack_dir: Path) -> list[str]:
+    """Command lines of live processes that mention `stack_dir` (zombies have none)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # exited while we looked
+        if str(stack_dir) in args:
+            found.append(args[:200])
+    return found
 
 
 def running(stack_dir: Path) -> list[ServiceProcess]:
@@ -69,6 +83,7 @@ def test_up_status_down_leaves_nothing_running(stack_dir: Path) -> None:
     stopped = cli("down")
     assert stopped.exit_code == 0, stopped.output
     assert not any(s.alive() for s in services)
+    assert leftover_processes(stack_dir) == []
     assert not (stack_dir / "stack.json").exists()
     assert all(port_free(p) for p in (config.kafka_port, config.zookeeper_port, config.smtp_port))
     assert cli("status").exit_code == STATUS_NOT_RUNNING
@@ -104,11 +119,11 @@ def test_busy_port_is_named_and_nothing_starts(
 
     assert result.exit_code == 1
     assert f"port {port}" in result.stderr and setting in result.stderr
-    assert status(stack_dir) is None
+    assert status(stack_dir) is None and leftover_processes(stack_dir) == []
 
 
 @pytest.mark.integration
-def test_down_after_broker_was_killed_cleans_up(stack_dir: Path) -> None:
+def test_down_after_broker_was_killed_cleans_up_and_up_recovers(stack_dir: Path) -> None:
     assert cli("up").exit_code == 0
     services = {s.name: s for s in running(stack_dir)}
     kafka = services["kafka"]
@@ -125,7 +140,13 @@ def test_down_after_broker_was_killed_cleans_up(stack_dir: Path) -> None:
     assert f"kafka (pid {kafka.pid}) was not running any more" in stopped.output
     assert "stopped zookeeper" in stopped.output and "stopped smtp" in stopped.output
     assert not any(s.alive() for s in services.values())
+    assert leftover_processes(stack_dir) == []
     assert not (stack_dir / "stack.json").exists()
+
+    # ZooKeeper restores the dead broker's registration; `up` must wait it out, not fail.
+    restarted = cli("up")
+    assert restarted.exit_code == 0, restarted.output
+    assert broker_reachable(settings().bootstrap)
 
 
 @pytest.mark.integration
@@ -140,8 +161,7 @@ def test_broker_not_ready_in_time_shows_its_log_and_stops_everything(
     assert "not ready after 0.5 s" in result.stderr and "CARTWATCH_STACK_TIMEOUT" in result.stderr
     assert "last lines of" in result.stderr
     assert status(stack_dir) is None
-    config = settings()
-    assert wait_until(lambda: port_free(config.zookeeper_port), timeout=5)
+    assert leftover_processes(stack_dir) == []
 
 
 def test_missing_java_is_reported_before_any_download(

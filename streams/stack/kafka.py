@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
@@ -182,7 +183,13 @@ def _write_properties(path: Path, props: Mapping[str, object]) -> Path:
 
 
 def start_zookeeper(dist: KafkaDistribution, settings: StackSettings) -> ServiceProcess:
-    """Start ZooKeeper on 127.0.0.1 and wait until it accepts connections."""
+    """Start ZooKeeper on 127.0.0.1 and wait until a broker can register with it.
+
+    After a broker crash, ZooKeeper restores the dead broker's session (and its ephemeral
+    `/brokers/ids/0`) from disk and expires it only after the session timeout; a broker that
+    registers before that exits with NodeExists. So "ready" means: answers, and no broker
+    registration is left.
+    """
     base = settings.stack_dir / "zookeeper"
     config = _write_properties(
         base / "zookeeper.properties",
@@ -191,6 +198,7 @@ def start_zookeeper(dist: KafkaDistribution, settings: StackSettings) -> Service
             "clientPort": settings.zookeeper_port,
             "clientPortAddress": LOCALHOST,
             "maxClientCnxns": 0,
+            "4lw.commands.whitelist": "ruok,dump",
         },
     )
     service = spawn(
@@ -202,11 +210,25 @@ def start_zookeeper(dist: KafkaDistribution, settings: StackSettings) -> Service
     )
     wait_ready(
         service,
-        lambda: accepts_connections(LOCALHOST, settings.zookeeper_port),
+        lambda: (
+            _zookeeper_says(settings.zookeeper_port, "ruok") == "imok"
+            and "/brokers/ids/" not in _zookeeper_says(settings.zookeeper_port, "dump")
+        ),
         settings.start_timeout,
         "CARTWATCH_STACK_TIMEOUT",
     )
     return service
+
+
+def _zookeeper_says(port: int, command: str) -> str:
+    """Answer to a ZooKeeper four-letter-word command, or "" if it does not answer (yet)."""
+    try:
+        with socket.create_connection((LOCALHOST, port), timeout=2.0) as sock:
+            sock.sendall(command.encode())
+            sock.shutdown(socket.SHUT_WR)
+            return b"".join(iter(lambda: sock.recv(4096), b"")).decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def start_kafka(dist: KafkaDistribution, settings: StackSettings) -> ServiceProcess:
@@ -236,7 +258,6 @@ def start_kafka(dist: KafkaDistribution, settings: StackSettings) -> ServiceProc
     env = java_env(os.environ, base / "logs", "-Xmx512m")
     env["CLASSPATH"] = os.pathsep.join(str(jar) for jar in dist.zookeeper_jars)
     console = base / "logs/console.log"
-    offset = console.stat().st_size if console.exists() else 0
     service = spawn(
         "kafka",
         [str(dist.home / "bin/kafka-server-start.sh"), str(config)],
@@ -247,19 +268,13 @@ def start_kafka(dist: KafkaDistribution, settings: StackSettings) -> ServiceProc
     wait_ready(
         service,
         lambda: (
-            _logged_since(console, offset, READY_LINE)
+            READY_LINE in console.read_text(errors="replace")
             and broker_reachable(service.address, timeout=5.0)
         ),
         settings.start_timeout,
         "CARTWATCH_STACK_TIMEOUT",
     )
     return service
-
-
-def _logged_since(log: Path, offset: int, line: str) -> bool:
-    with log.open("rb") as stream:
-        stream.seek(offset)
-        return line.encode() in stream.read()
 
 
 def broker_reachable(bootstrap: str, timeout: float = 10.0) -> bool:

@@ -83,9 +83,9 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> ServiceProcess:
-    """Start `argv` detached in its own session with stdout/stderr appended to `log`."""
+    """Start `argv` detached in its own session with stdout/stderr in a fresh `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
+    with log.open("wb") as out:
         proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
@@ -171,26 +171,41 @@ def accepts_connections(host: str, port: int) -> bool:
 
 
 def tail(path: Path | str, lines: int = 20) -> str:
-    """The last `lines` lines of a log file, for error messages."""
+    """The last `lines` lines of a log file, led by its first ERROR line if that scrolled off.
+
+    A JVM that fails to start logs the cause once and then pages of shutdown messages.
+    """
     try:
-        text = Path(path).read_text(errors="replace")
+        text = Path(path).read_text(errors="replace").splitlines()
     except OSError:
         return f"(no log at {path})"
-    return "\n".join(text.splitlines()[-lines:])
+    last = text[-lines:]
+    first_error = next((line for line in text if "ERROR" in line or "FATAL" in line), None)
+    if first_error and first_error not in last:
+        last = [f"first error: {first_error}", "...", *last]
+    return "\n".join(last)
 
 
 def wait_ready(
     service: ServiceProcess, ready: Callable[[], bool], timeout: float, setting: str
 ) -> None:
-    """Wait until `ready()` holds; fail with the log's tail if the service dies or is too slow."""
-    finished = wait_until(lambda: not service.alive() or ready(), timeout, interval=0.2)
-    if finished and service.alive():
-        return
-    what = "exited during startup" if not service.alive() else f"not ready after {timeout:g} s"
-    raise StackError(
-        f"{service.name} {what} (raise {setting} if it is just slow); "
-        f"last lines of {service.log}:\n{tail(service.log)}"
-    )
+    """Wait until `ready()` holds; fail with the log's tail if the service dies or is too slow.
+
+    A service that fails (or whose wait is interrupted) is stopped here: it was never handed
+    to the caller, so nobody else could stop it.
+    """
+    try:
+        finished = wait_until(lambda: not service.alive() or ready(), timeout, interval=0.2)
+        if finished and service.alive():
+            return
+        what = "exited during startup" if not service.alive() else f"not ready after {timeout:g} s"
+        raise StackError(
+            f"{service.name} {what} (raise {setting} if it is just slow); "
+            f"last lines of {service.log}:\n{tail(service.log)}"
+        )
+    except BaseException:
+        stop(service)
+        raise
 
 
 @contextmanager
