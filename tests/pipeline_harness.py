@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from kafka_helpers import create_topics, free_ports
 
 PARTITIONS = 4
@@ -135,6 +136,31 @@ class Pipeline:
             await asyncio.gather(*futures)
         finally:
             await producer.stop()
+
+    async def wait_committed(self, timeout: float = 30.0) -> None:
+        """Wait until the workers committed every input message (their state is in the log)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        await consumer.start()
+        try:
+            inputs = [self.topic(name) for name in INPUT_TOPICS]
+            deadline = time.monotonic() + timeout
+            while True:
+                committed = await admin.list_consumer_group_offsets(self.app_id)
+                ends = await consumer.end_offsets(
+                    [tp for tp in committed if tp.topic in inputs] or []
+                )
+                behind = {tp: end for tp, end in ends.items()
+                          if end > 0 and committed[tp].offset < end}
+                if ends and not behind:
+                    return
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"inputs not committed in {timeout} s: {behind}")
+                await asyncio.sleep(0.2)
+        finally:
+            await consumer.stop()
+            await admin.close()
 
     async def collect(
         self,

@@ -1,9 +1,10 @@
 """The cart lifecycle pipeline end to end: real broker, real worker processes."""
 
-from datetime import UTC, datetime
+import signal
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from pipeline_harness import Pipeline, Shop, ids
+from pipeline_harness import PARTITIONS, READY_LINE, Pipeline, Shop, Worker, ids
 
 pytestmark = pytest.mark.integration
 
@@ -88,3 +89,85 @@ async def test_realistic_mix_gives_exact_outputs(pipeline: Pipeline) -> None:
 def parse(timestamp: str) -> float:
     return datetime.fromisoformat(timestamp).timestamp()
 
+
+
+async def test_backlog_replay_matches_live_processing(pipeline: Pipeline) -> None:
+    """A recorded hour replayed at full speed: deadlines fire in event-time order, so a cart
+    with a later event still unread is not declared abandoned early, and vice versa."""
+    pipeline.settings.update(CARTWATCH_ABANDON_AFTER="60s")
+    shop = Shop("s", base=datetime.now(UTC) - timedelta(hours=1))
+    await pipeline.send([
+        shop.add("steady", "MUG", offset=0),
+        shop.cart_event("steady", "cart_viewed", offset=50),
+        shop.cart_event("steady", "cart_viewed", offset=100),   # abandoned at 160
+        shop.add("gappy", "MUG", offset=0),                     # abandoned at 60
+        shop.cart_event("gappy", "cart_viewed", offset=90),     # reactivated
+        shop.cart_event("gappy", "cart_viewed", offset=130),    # abandoned again at 190
+        shop.add("bought", "MUG", offset=0),
+        shop.purchase("bought", offset=55),                     # never abandoned
+        shop.add("won-back", "MUG", offset=0),                  # abandoned at 60
+        shop.purchase("won-back", offset=200, total="10.00"),   # recovered
+    ])
+    pipeline.worker("w1").start().wait_ready()
+    expected = {"steady:1", "gappy:1", "gappy:2", "won-back:1"}
+    outputs = await pipeline.collect(
+        lambda out: ids(out["cart-abandoned"]) >= expected and out["cart-recovered"], settle=2.0
+    )
+    abandoned = {r["abandonment_id"]: parse(r["abandoned_at"]) - shop.base.timestamp()
+                 for r in outputs["cart-abandoned"]}
+    assert abandoned == {"steady:1": 160, "gappy:1": 60, "gappy:2": 190, "won-back:1": 60}
+    assert ids(outputs["cart-reactivated"]) == {"gappy:1"}
+    assert ids(outputs["cart-recovered"]) == {"won-back:1"}
+    assert outputs["cart-recovered"][0]["seconds_to_recover"] == 140
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill9"])
+async def test_restarted_worker_resumes_from_changelog(
+    pipeline: Pipeline, stop_signal: int
+) -> None:
+    """A replacement worker with an empty disk rebuilds cart state and timers from Kafka."""
+    pipeline.settings.update(CARTWATCH_ABANDON_AFTER="6s")
+    first = pipeline.worker("first")
+    first.start().wait_ready()
+    shop = Shop("s")
+    carts = [f"cart-{n}" for n in range(6)]
+    await pipeline.send([shop.add(cart, "MUG") for cart in carts])
+    await pipeline.wait_committed()
+    first.stop(stop_signal)
+    await pipeline.send([shop.add(cart, "MUG", offset=1) for cart in carts[:3]])
+    pipeline.worker("second").start().wait_ready()
+    expected = {f"{cart}:1" for cart in carts}
+    outputs = await pipeline.collect(
+        lambda out: ids(out["cart-abandoned"]) >= expected, settle=2.0
+    )
+    quantities = {r["cart_id"]: r["cart"]["item_count"] for r in outputs["cart-abandoned"]}
+    assert quantities == {cart: 2 if cart in carts[:3] else 1 for cart in carts}
+    assert len(outputs["cart-abandoned"]) == len(expected)
+
+
+async def test_two_workers_share_partitions(pipeline: Pipeline) -> None:
+    pipeline.settings.update(CARTWATCH_ABANDON_AFTER="3s")
+    first = pipeline.worker("first").start()
+    first.wait_ready()
+    second = pipeline.worker("second").start()
+    second.wait_ready()
+    first.wait_ready(after=1)  # the rebalance that gave partitions to the second worker
+    owned = [worker_partitions(worker) for worker in (first, second)]
+    assert owned[0] and owned[1] and not owned[0] & owned[1]
+    assert owned[0] | owned[1] == set(range(PARTITIONS))
+
+    shop = Shop("s")
+    carts = [f"cart-{n}" for n in range(24)]
+    await pipeline.send([shop.add(cart, "MUG") for cart in carts])
+    expected = {f"{cart}:1" for cart in carts}
+    outputs = await pipeline.collect(
+        lambda out: ids(out["cart-abandoned"]) >= expected, settle=2.0
+    )
+    assert sorted(r["abandonment_id"] for r in outputs["cart-abandoned"]) == sorted(expected)
+
+
+def worker_partitions(worker: Worker) -> set[int]:
+    """The partitions a worker owned after its latest rebalance, from its log."""
+    line = [line for line in worker.log().splitlines() if READY_LINE in line][-1]
+    listed = line.rsplit("partitions", 1)[1].strip(" []")
+    return {int(number) for number in listed.split(",") if number.strip()}
