@@ -36,6 +36,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield parse_bootstrap(os.environ["CARTWATCH_BROKER"])
         return
     state = _start(tmp_path_factory.mktemp("kafka-stack"), kafka=True, smtp=False)
+    assert state.bootstrap
     try:
         yield state.bootstrap
     finally:

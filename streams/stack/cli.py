@@ -11,7 +11,7 @@ import shlex
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import NoReturn, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 import click
 
@@ -22,8 +22,8 @@ from streams.stack.process import StackError
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# LSB init-script convention for `status`: running / recorded but dead / not running.
-STATUS_RUNNING, STATUS_DEAD, STATUS_NOT_RUNNING = 0, 1, 3
+# `status` exit codes after the LSB init-script convention (0 means all services run).
+STATUS_DEAD, STATUS_NOT_RUNNING = 1, 3
 
 
 def _friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
@@ -33,15 +33,11 @@ def _friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except (StackError, SettingsError) as exc:
-            _fail(str(exc))
+        except (StackError, SettingsError, OSError) as exc:  # OSError: e.g. an unwritable dir
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
 
     return wrapper
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
 
 
 @click.group()
@@ -57,8 +53,9 @@ def up_command() -> None:
     state = up(settings)
     _describe(state)
     click.echo("\nTo use it from this shell:")
-    brokers = ";".join(f"kafka://{server}" for server in state.bootstrap.split(","))
-    click.echo(f"  export CARTWATCH_BROKER={shlex.quote(brokers)}")
+    if state.bootstrap:
+        brokers = ";".join(f"kafka://{server}" for server in state.bootstrap.split(","))
+        click.echo(f"  export CARTWATCH_BROKER={shlex.quote(brokers)}")
     if state.smtp_address:
         host, _, port = state.smtp_address.rpartition(":")
         click.echo(f"  export CARTWATCH_SMTP_HOST={host}")
@@ -106,8 +103,9 @@ def _describe(state: StackState) -> None:
             f"  {service.name:<10} pid {service.pid:<8} {service.address:<21} {health:<6} "
             f"log {service.log}"
         )
-    origin = "external cluster (CARTWATCH_BROKER)" if state.external_broker else "this stack"
-    click.echo(f"Kafka bootstrap: {state.bootstrap} ({origin})")
+    if state.bootstrap:
+        origin = "external cluster (CARTWATCH_BROKER)" if state.external_broker else "this stack"
+        click.echo(f"Kafka bootstrap: {state.bootstrap} ({origin})")
     if state.maildir:
         click.echo(f"SMTP: {state.smtp_address}, mail stored in Maildir {state.maildir}")
 

@@ -31,7 +31,8 @@ class StackState:
     """What a stack runs and how clients reach it."""
 
     stack_dir: Path
-    bootstrap: str
+    bootstrap: str | None
+    """Kafka bootstrap servers; None if this stack was started without any broker."""
     external_broker: bool
     smtp_address: str | None = None
     maildir: Path | None = None
@@ -79,7 +80,7 @@ def up(settings: StackSettings) -> StackState:
         _check_before_start(settings)
         state = StackState(
             stack_dir=settings.stack_dir,
-            bootstrap=settings.bootstrap,
+            bootstrap=settings.bootstrap if settings.run_kafka or settings.broker else None,
             external_broker=not settings.run_kafka,
         )
         try:
@@ -143,6 +144,10 @@ def _refuse_if_running(stack_dir: Path) -> None:
 
 
 def _check_before_start(settings: StackSettings) -> None:
+    if not (settings.run_kafka or settings.run_smtp):
+        raise StackError(
+            "nothing to start: CARTWATCH_BROKER and CARTWATCH_SMTP_HOST both point elsewhere"
+        )
     ports = {}
     if settings.run_kafka:
         require_java(os.environ)  # before a first start downloads 60 MB it could not run
