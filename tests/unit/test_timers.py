@@ -1,0 +1,186 @@
+"""DeadlineIndex (per-partition min-heaps) and PartitionClock (event-time horizon)."""
+
+import math
+
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from streams.timers import DeadlineIndex, PartitionClock
+
+# --- DeadlineIndex ---------------------------------------------------------------------------
+
+
+def index_with(partition, *entries):
+    index = DeadlineIndex()
+    for deadline, cart_id in entries:
+        index.schedule(partition, deadline, cart_id)
+    return index
+
+
+def test_empty_index():
+    index = DeadlineIndex()
+
+    assert len(index) == 0
+    assert index.earliest(0) is None
+    assert index.pop_due(0, math.inf, 10) == []
+
+
+def test_earliest_is_the_smallest_deadline_of_that_partition_only():
+    index = index_with(1, (30.0, "c"), (10.0, "a"), (20.0, "b"))
+    index.schedule(2, 5.0, "other")
+
+    assert index.earliest(1) == 10.0
+    assert index.earliest(2) == 5.0
+    assert index.earliest(3) is None
+    assert len(index) == 4
+
+
+def test_pop_due_returns_due_entries_earliest_first_and_respects_the_horizon():
+    index = index_with(0, (30.0, "c"), (10.0, "a"), (20.0, "b"), (40.0, "d"))
+
+    assert index.pop_due(0, 29.9, 10) == [(10.0, "a"), (20.0, "b")]
+    assert index.pop_due(0, 29.9, 10) == []
+    assert index.earliest(0) == 30.0
+    assert index.pop_due(0, 30.0, 10) == [(30.0, "c")]  # a deadline at the horizon is due
+    assert len(index) == 1
+
+
+def test_pop_due_respects_the_limit():
+    index = index_with(0, *[(float(i), f"cart-{i}") for i in range(5)])
+
+    assert index.pop_due(0, 100.0, 2) == [(0.0, "cart-0"), (1.0, "cart-1")]
+    assert index.pop_due(0, 100.0, 0) == []
+    assert index.pop_due(0, 100.0, 2) == [(2.0, "cart-2"), (3.0, "cart-3")]
+    assert index.pop_due(0, 100.0, 2) == [(4.0, "cart-4")]
+    assert len(index) == 0
+
+
+def test_pop_due_leaves_other_partitions_alone():
+    index = index_with(0, (1.0, "a"))
+    index.schedule(1, 1.0, "b")
+
+    assert index.pop_due(0, 5.0, 10) == [(1.0, "a")]
+    assert index.earliest(1) == 1.0
+
+
+def test_same_cart_may_hold_several_entries():
+    # stale entries are skipped by the caller, not removed in place
+    index = index_with(0, (50.0, "a"), (10.0, "a"))
+
+    assert index.pop_due(0, 100.0, 10) == [(10.0, "a"), (50.0, "a")]
+
+
+def test_equal_deadlines_come_out_in_cart_id_order():
+    index = index_with(0, (5.0, "b"), (5.0, "a"), (5.0, "c"))
+
+    assert index.pop_due(0, 5.0, 10) == [(5.0, "a"), (5.0, "b"), (5.0, "c")]
+
+
+def test_rebuild_replaces_a_partitions_heap():
+    index = index_with(0, (1.0, "old"))
+    index.schedule(1, 7.0, "kept")
+
+    index.rebuild(0, [(30.0, "c"), (10.0, "a"), (20.0, "b")])
+
+    assert index.earliest(0) == 10.0
+    assert len(index) == 4
+    assert index.pop_due(0, 100.0, 10) == [(10.0, "a"), (20.0, "b"), (30.0, "c")]
+    assert index.earliest(1) == 7.0
+
+
+def test_rebuild_accepts_any_iterable_and_new_partitions():
+    index = DeadlineIndex()
+
+    index.rebuild(4, ((float(d), f"c{d}") for d in (3, 1, 2)))
+    index.rebuild(5, [])
+
+    assert index.pop_due(4, 2.0, 10) == [(1.0, "c1"), (2.0, "c2")]
+    assert index.earliest(5) is None
+
+
+def test_keep_only_forgets_partitions_no_longer_owned():
+    index = DeadlineIndex()
+    for partition in range(4):
+        index.schedule(partition, float(partition), f"c{partition}")
+
+    index.keep_only([1, 3, 9])
+
+    assert len(index) == 2
+    assert [index.earliest(p) for p in range(4)] == [None, 1.0, None, 3.0]
+    index.keep_only([])
+    assert len(index) == 0
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(
+    deadlines=st.lists(st.floats(0, 1e9, allow_nan=False), max_size=60),
+    horizon=st.floats(0, 1e9, allow_nan=False),
+    limit=st.integers(0, 70),
+)
+def test_pop_due_matches_sorting(deadlines, horizon, limit):
+    entries = [(deadline, f"c{i}") for i, deadline in enumerate(deadlines)]
+    index = index_with(0, *entries)
+
+    popped = index.pop_due(0, horizon, limit)
+
+    assert popped == sorted(entry for entry in entries if entry[0] <= horizon)[:limit]
+    assert len(index) == len(entries) - len(popped)
+
+
+# --- PartitionClock --------------------------------------------------------------------------
+
+
+def test_unknown_partition_has_no_watermark():
+    clock = PartitionClock()
+
+    assert clock.watermark(0) == -math.inf
+    assert clock.horizon(0, now=1000.0, caught_up=False) == -math.inf
+    assert clock.horizon(0, now=1000.0, caught_up=True) == 1000.0
+
+
+def test_watermark_is_the_max_event_time_seen():
+    clock = PartitionClock()
+
+    assert clock.observe(0, 100.0, now=1000.0) == 100.0
+    assert clock.observe(0, 300.0, now=1000.0) == 300.0
+    assert clock.observe(0, 200.0, now=1000.0) == 300.0  # a late event never moves it back
+    assert clock.watermark(0) == 300.0
+    assert clock.watermark(1) == -math.inf
+
+
+def test_watermark_is_capped_by_the_wall_clock():
+    clock = PartitionClock()
+
+    assert clock.observe(0, 5000.0, now=1000.0) == 1000.0  # a producer with a fast clock
+    assert clock.watermark(0) == 1000.0
+    assert clock.observe(0, 5000.0, now=1200.0) == 1200.0
+
+
+def test_horizon_is_the_watermark_while_catching_up():
+    clock = PartitionClock()
+    clock.observe(0, 100.0, now=1000.0)
+
+    # a backlog is being replayed: the wall clock must not fire deadlines early
+    assert clock.horizon(0, now=1000.0, caught_up=False) == 100.0
+
+
+def test_horizon_is_the_later_of_watermark_and_now_when_caught_up():
+    clock = PartitionClock()
+    clock.observe(0, 100.0, now=1000.0)
+    clock.observe(1, 900.0, now=900.0)
+
+    assert clock.horizon(0, now=1000.0, caught_up=True) == 1000.0
+    # the wall clock went back (NTP step): the watermark still holds
+    assert clock.horizon(1, now=500.0, caught_up=True) == 900.0
+
+
+def test_clock_keep_only_forgets_partitions():
+    clock = PartitionClock()
+    clock.observe(0, 10.0, now=100.0)
+    clock.observe(1, 20.0, now=100.0)
+
+    clock.keep_only([1])
+
+    assert clock.watermark(0) == -math.inf
+    assert clock.watermark(1) == 20.0
