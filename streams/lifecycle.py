@@ -9,7 +9,9 @@ same inputs always yields the same outputs. Times are epoch seconds (event time)
     active --purchase--> purchased (never abandoned)
 """
 
+import math
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -37,8 +39,9 @@ class CartState:
     store_id: str
     partition: int
     status: Status
-    created_at: float
-    last_activity_at: float
+    created_at: float | None = None
+    """Event time of the cart's first event (None while only a purchase is known)."""
+    last_activity_at: float | None = None
     lines: dict[str, dict[str, Any]] = field(default_factory=dict)
     currency: str | None = None
     customer: dict[str, Any] | None = None
@@ -48,6 +51,8 @@ class CartState:
     purchased_at: float | None = None
     reminder_sent: bool = False
     recent_event_ids: list[str] = field(default_factory=list)
+    pending_purchase: dict[str, Any] | None = None
+    """A purchase (contract JSON) read but not yet reached by the partition's event time."""
     scheduled_at: float | None = None
     """Deadline the timer index holds for this cart; lets the index skip its stale entries."""
 
@@ -77,8 +82,17 @@ class Transition:
 
 
 def next_deadline(state: CartState, settings: Settings) -> float:
-    """When the cart next needs attention: abandonment if it holds items, else eviction."""
+    """When the cart next needs attention: a pending purchase, abandonment, or eviction."""
+    lifecycle = _lifecycle_deadline(state, settings)
+    if state.pending_purchase is not None:
+        return min(lifecycle, _purchase_time(state.pending_purchase))
+    return lifecycle
+
+
+def _lifecycle_deadline(state: CartState, settings: Settings) -> float:
     if state.status == "active":
+        if state.last_activity_at is None:
+            return math.inf  # known only from a purchase that is still pending
         if state.lines:
             return state.last_activity_at + settings.abandon_after_for(state.store_id)
         return state.last_activity_at + settings.empty_cart_retention
@@ -95,26 +109,46 @@ def apply_event(
     settings: Settings,
     partition: int,
 ) -> Transition:
-    """Fold one input event into the cart's state."""
+    """Fold one input event into the cart's state.
+
+    A purchase is only recorded here; it takes effect through ``on_deadline`` once the
+    partition's event time reaches it, so that cart events older than the purchase but read
+    after it (the two topics are consumed independently) are still applied before it.
+    """
     if state is not None and event.event_id in state.recent_event_ids:
         return Transition(state, changed=False)
+    if state is None:
+        state = CartState(
+            cart_id=event.cart_id, store_id=event.store_id, partition=partition, status="active"
+        )
+    _remember(state, event.event_id)
     if isinstance(event, PurchaseEvent):
-        return _apply_purchase(state, event, partition)
-    return _apply_cart_event(state, event, partition)
+        if state.status != "purchased" and state.pending_purchase is None:
+            state.pending_purchase = event.model_dump(mode="json")
+        return Transition(state)
+    return _apply_cart_event(state, event)
 
 
 def on_deadline(state: CartState, horizon: float, settings: Settings) -> Transition:
-    """Act on a cart whose deadline may have passed ``horizon`` (the partition's safe time)."""
-    due = next_deadline(state, settings)
-    if due > horizon:
-        return Transition(state)
-    if state.status == "active" and state.lines:
-        state.status = "abandoned"
-        state.abandonments += 1
-        state.abandoned_at = due
-        state.reminder_sent = False
-        return Transition(state, (_abandoned(state),))
-    return Transition(None)
+    """Apply everything due up to ``horizon`` (the partition's safe time), in time order."""
+    outputs: list[Contract] = []
+    while (due := next_deadline(state, settings)) <= horizon:
+        pending = state.pending_purchase
+        if pending is not None and _purchase_time(pending) == due:
+            outputs.extend(_complete_purchase(state, PurchaseEvent.model_validate(pending)))
+        elif state.status == "active" and state.lines:
+            state.status = "abandoned"
+            state.abandonments += 1
+            state.abandoned_at = due
+            state.reminder_sent = False
+            outputs.append(_abandoned(state))
+        else:
+            return Transition(None, tuple(outputs))
+    return Transition(state, tuple(outputs))
+
+
+def _purchase_time(pending: dict[str, Any]) -> float:
+    return datetime.fromisoformat(pending["occurred_at"]).timestamp()
 
 
 def _remember(state: CartState, event_id: str) -> None:
@@ -124,20 +158,8 @@ def _remember(state: CartState, event_id: str) -> None:
         del ids[: len(ids) - REMEMBERED_EVENT_IDS]
 
 
-def _apply_purchase(state: CartState | None, event: PurchaseEvent, partition: int) -> Transition:
+def _complete_purchase(state: CartState, event: PurchaseEvent) -> tuple[Contract, ...]:
     occurred = event.occurred_at.timestamp()
-    if state is None:
-        state = CartState(
-            cart_id=event.cart_id,
-            store_id=event.store_id,
-            partition=partition,
-            status="active",
-            created_at=occurred,
-            last_activity_at=occurred,
-        )
-    _remember(state, event.event_id)
-    if state.status == "purchased":
-        return Transition(state)
     outputs: tuple[Contract, ...] = ()
     if state.status == "abandoned":
         assert state.abandoned_at is not None
@@ -156,33 +178,26 @@ def _apply_purchase(state: CartState | None, event: PurchaseEvent, partition: in
             ),
         )
     _merge_customer(state, event.customer)
+    state.pending_purchase = None
     state.status = "purchased"
     state.purchased_at = occurred
-    state.last_activity_at = max(state.last_activity_at, occurred)
-    return Transition(state, outputs)
+    if state.created_at is None:
+        state.created_at = occurred
+    return outputs
 
 
-def _apply_cart_event(state: CartState | None, event: CartEvent, partition: int) -> Transition:
+def _apply_cart_event(state: CartState, event: CartEvent) -> Transition:
     occurred = event.occurred_at.timestamp()
-    if state is None:
-        state = CartState(
-            cart_id=event.cart_id,
-            store_id=event.store_id,
-            partition=partition,
-            status="active",
-            created_at=occurred,
-            last_activity_at=occurred,
-        )
-    elif state.status == "purchased":
+    if state.status == "purchased":
         assert state.purchased_at is not None
         if occurred <= state.purchased_at:
-            _remember(state, event.event_id)
             return Transition(state)  # a late event of the cart that was bought
-        _start_new_cart(state, occurred)
-    _remember(state, event.event_id)
+        _start_new_cart(state)
     _apply_content(state, event)
+    if state.created_at is None:
+        state.created_at = occurred
     outputs: tuple[Contract, ...] = ()
-    if occurred > state.last_activity_at:
+    if state.last_activity_at is None or occurred > state.last_activity_at:
         state.last_activity_at = occurred
         if state.status == "abandoned":
             assert state.abandoned_at is not None
@@ -200,12 +215,12 @@ def _apply_cart_event(state: CartState | None, event: CartEvent, partition: int)
     return Transition(state, outputs)
 
 
-def _start_new_cart(state: CartState, occurred: float) -> None:
+def _start_new_cart(state: CartState) -> None:
     """A purchased cart id seeing newer activity starts over; abandonment numbering goes on."""
     state.status = "active"
     state.lines = {}
-    state.created_at = occurred
-    state.last_activity_at = occurred
+    state.created_at = None
+    state.last_activity_at = None
     state.abandoned_at = None
     state.purchased_at = None
     state.reminder_sent = False
@@ -281,6 +296,7 @@ def snapshot(state: CartState) -> CartSnapshot:
 
 def _abandoned(state: CartState) -> CartAbandoned:
     assert state.abandoned_at is not None
+    assert state.created_at is not None and state.last_activity_at is not None
     return CartAbandoned(
         abandonment_id=state.abandonment_id,
         sequence=state.abandonments,

@@ -95,25 +95,29 @@ def load(cart_id: str) -> CartState | None:
     return None if stored is None else CartState.from_dict(stored)
 
 
-def caught_up(partition: int) -> bool:
-    """Has this worker processed every input message of the partition that the broker holds?"""
-    for topic in (CART_TOPIC, PURCHASE_TOPIC):
-        tp = TP(topic, partition)
-        highwater = app.consumer.highwater(tp)
-        if highwater is None:
-            return False
-        # Before the first message of a partition is processed, its committed offset is the
-        # position (Faust keeps it per partition; there is no public accessor).
-        position = next_offsets.get(tp) or app.consumer._committed_offset.get(tp) or 0
-        if position < highwater:
-            return False
-    return True
+def input_partitions(partition: int) -> tuple[TP, TP]:
+    return TP(CART_TOPIC, partition), TP(PURCHASE_TOPIC, partition)
+
+
+def caught_up(tp: TP) -> bool:
+    """Has this worker processed every message of the input partition the broker holds?"""
+    highwater = app.consumer.highwater(tp)
+    if highwater is None:
+        return False
+    # Before a partition's first message is processed, its committed offset is the position
+    # (Faust keeps it per partition; there is no public accessor).
+    position = next_offsets.get(tp) or app.consumer._committed_offset.get(tp) or 0
+    return position >= highwater
+
+
+def safe_time(partition: int) -> float:
+    """Deadlines of the partition up to this time may fire now (see ``PartitionClock``)."""
+    return clock.horizon(((tp, caught_up(tp)) for tp in input_partitions(partition)), time.time())
 
 
 async def handle_input(event: EventT) -> None:
     message = event.message
     now = time.time()
-    next_offsets[message.tp] = message.offset + 1
     decoded = decode_input(INPUT_KIND[message.topic], message.key, message.value, now, settings)
     counters[f"in:{message.topic}"] += 1
     if isinstance(decoded, Rejected):
@@ -132,12 +136,17 @@ async def handle_input(event: EventT) -> None:
             now=now,
         )
         await publish([(message.key or b"", letter)])
+        next_offsets[message.tp] = message.offset + 1
         return
     # Deadlines the event's time has passed fire first, exactly as they would have live.
-    watermark = clock.observe(message.partition, decoded.occurred_at.timestamp(), now)
-    await fire_due(message.partition, watermark)
+    clock.observe(message.tp, decoded.occurred_at.timestamp(), now)
+    await fire_due(message.partition, safe_time(message.partition))
     transition = apply_event(load(decoded.cart_id), decoded, settings, message.partition)
     await commit_transitions([(decoded.cart_id, transition)])
+    # Only now is the message processed: if it was the partition's last, the wall clock may
+    # fire what it holds back (such as this very purchase).
+    next_offsets[message.tp] = message.offset + 1
+    await fire_due(message.partition, safe_time(message.partition))
 
 
 async def commit_transitions(transitions: Sequence[tuple[str, Transition]]) -> None:
@@ -167,7 +176,7 @@ async def fire_due(partition: int, horizon: float) -> None:
 async def handle_tick(partition: int) -> None:
     """A tick asked for by the wall-clock timer: fire what the partition's safe time allows."""
     ticks_requested.pop(partition, None)
-    await fire_due(partition, clock.horizon(partition, time.time(), caught_up(partition)))
+    await fire_due(partition, safe_time(partition))
 
 
 @app.agent(pipeline_source)
@@ -198,7 +207,7 @@ async def request_ticks() -> None:
         requested_at = ticks_requested.get(partition)
         if requested_at is not None and now - requested_at < TICK_RETRY_SECONDS:
             continue  # the agent has not seen the previous tick yet
-        if earliest <= clock.horizon(partition, now, caught_up(partition)):
+        if earliest <= safe_time(partition):
             ticks_requested[partition] = now
             await timer_ticks_topic.send(key=b"tick", value=b"", partition=partition)
 
@@ -216,7 +225,7 @@ async def rebuild_deadlines() -> None:
     deadlines.keep_only(owned)
     for partition, heap in entries.items():
         deadlines.rebuild(partition, heap)
-    clock.keep_only(owned)
+    clock.keep_only(tp for partition in owned for tp in input_partitions(partition))
     for tp in list(next_offsets):
         if tp.partition not in owned:
             del next_offsets[tp]

@@ -7,7 +7,8 @@ are never removed in place: a cart's state records the deadline its entry holds
 """
 
 import heapq
-from collections.abc import Iterable
+import math
+from collections.abc import Hashable, Iterable
 
 
 class DeadlineIndex:
@@ -50,34 +51,34 @@ class DeadlineIndex:
 
 
 class PartitionClock:
-    """Event-time progress of each partition, which decides when a deadline may fire.
+    """Event-time progress of each input (topic, partition), which decides when to fire.
 
-    A deadline fires once the partition's processed event time passed it, or, when the partition
-    has caught up with its end, once the wall clock passed it. So a replayed backlog never
-    declares a cart abandoned while a later event for it is still unread.
+    A partition's safe time is the wall clock, held back by every input of the partition that
+    still has unread messages: there, only the event time already processed is safe (Kafka
+    Streams does the same across the co-partitioned inputs of a task). So a replayed backlog
+    never fires a deadline while an earlier-stamped event for the cart is still unread.
     """
 
     def __init__(self) -> None:
-        self._watermarks: dict[int, float] = {}
+        self._watermarks: dict[Hashable, float] = {}
 
-    def observe(self, partition: int, event_time: float, now: float) -> float:
-        """Advance the partition's event time (capped by the wall clock against skewed
-        producers) and return it."""
-        watermark = max(min(event_time, now), self._watermarks.get(partition, float("-inf")))
-        self._watermarks[partition] = watermark
-        return watermark
+    def observe(self, source: Hashable, event_time: float, now: float) -> None:
+        """Advance an input's event time; the wall clock caps it against skewed producers."""
+        watermark = min(event_time, now)
+        if watermark > self._watermarks.get(source, -math.inf):
+            self._watermarks[source] = watermark
 
-    def watermark(self, partition: int) -> float:
-        return self._watermarks.get(partition, float("-inf"))
+    def horizon(self, sources: Iterable[tuple[Hashable, bool]], now: float) -> float:
+        """The latest deadline that may fire now, given ``(input, caught_up)`` pairs."""
+        horizon = now
+        for source, caught_up in sources:
+            if not caught_up:
+                horizon = min(horizon, self._watermarks.get(source, -math.inf))
+        return horizon
 
-    def horizon(self, partition: int, now: float, caught_up: bool) -> float:
-        """The latest deadline that may fire now."""
-        watermark = self.watermark(partition)
-        return max(watermark, now) if caught_up else watermark
-
-    def keep_only(self, partitions: Iterable[int]) -> None:
-        """Forget partitions this worker no longer owns."""
-        keep = set(partitions)
-        for partition in list(self._watermarks):
-            if partition not in keep:
-                del self._watermarks[partition]
+    def keep_only(self, sources: Iterable[Hashable]) -> None:
+        """Forget inputs this worker no longer owns."""
+        keep = set(sources)
+        for source in list(self._watermarks):
+            if source not in keep:
+                del self._watermarks[source]
