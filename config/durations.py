@@ -5,6 +5,7 @@ Stores configure how long a cart may stay silent before it counts as abandoned, 
 arithmetic on epoch seconds, independent of calendars and time zones.
 """
 
+import math
 import re
 
 UNIT_SECONDS: dict[str, int] = {
@@ -28,15 +29,7 @@ def parse_duration(text: str) -> float:
             "of s, m, h, d, w, mo (for example '45s', '30m', '2h', '3d', '1w', '1mo')"
         )
     seconds = float(match.group(1)) * UNIT_SECONDS[match.group(2) or "s"]
-    if seconds <= 0:
-        raise ValueError(f"invalid duration {text!r}: must be greater than zero")
+    if not 0 < seconds < math.inf:
+        raise ValueError(f"invalid duration {text!r}: must be greater than zero and finite")
     return seconds
 
-
-def format_duration(seconds: float) -> str:
-    """Return the shortest exact spelling of ``seconds`` in the largest fitting unit."""
-    for unit in ("mo", "w", "d", "h", "m"):
-        size = UNIT_SECONDS[unit]
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"

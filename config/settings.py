@@ -18,10 +18,12 @@ ENV_PREFIX = "CARTWATCH_"
 
 
 def _seconds(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a duration, not a boolean")
     return parse_duration(value) if isinstance(value, str) else value
 
 
-Duration = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
+Duration = Annotated[float, BeforeValidator(_seconds), Field(gt=0, allow_inf_nan=False)]
 """Seconds; accepts "45s", "30m", "2h", "3d", "1w", "1mo" or a number of seconds."""
 
 

@@ -4,6 +4,7 @@ Limits are part of the contract: a value outside them is rejected to the dead-le
 instead of bending the state of a cart (a 1 MB product name, a quantity of 10^12).
 """
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -39,28 +40,48 @@ def _decimal_from_string(value: Any) -> Any:
     return value
 
 
+_AS_DECIMAL_TEXT = PlainSerializer(lambda amount: format(amount, "f"), return_type=str)
+
 Money = Annotated[
     Decimal,
     BeforeValidator(_decimal_from_string),
     Field(ge=0, le=Decimal("1000000000"), max_digits=16, decimal_places=4),
-    PlainSerializer(lambda amount: format(amount, "f"), return_type=str),
+    _AS_DECIMAL_TEXT,
     WithJsonSchema({"type": "string", "pattern": r"^\d{1,12}(\.\d{1,4})?$"}),
 ]
 """A non-negative amount, written as a decimal string so no float rounding creeps in."""
+
+Total = Annotated[
+    Decimal,
+    Field(ge=0, max_digits=20, decimal_places=4),
+    _AS_DECIMAL_TEXT,
+    WithJsonSchema({"type": "string", "pattern": r"^\d{1,16}(\.\d{1,4})?$"}),
+]
+"""A computed sum of ``Money`` amounts (line or cart total), beyond the cap of one input."""
 
 
 def _valid_time_zone(name: str) -> str:
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ValueError(f"unknown IANA time zone {name!r}") from None
     return name
 
 
 TimeZone = Annotated[str, Field(max_length=64), AfterValidator(_valid_time_zone)]
 
+_RFC3339_START = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _rfc3339_text(value: Any) -> Any:
+    if isinstance(value, datetime) or isinstance(value, str) and _RFC3339_START.match(value):
+        return value
+    raise ValueError("timestamps are RFC 3339 strings, for example 2026-11-25T10:00:00Z")
+
+
 Timestamp = Annotated[
     AwareDatetime,
+    BeforeValidator(_rfc3339_text),
     PlainSerializer(
         lambda moment: moment.astimezone(UTC).isoformat().replace("+00:00", "Z"), return_type=str
     ),

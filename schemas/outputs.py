@@ -17,6 +17,7 @@ from schemas.common import (
     Quantity,
     Text,
     Timestamp,
+    Total,
     Url,
 )
 
@@ -31,7 +32,7 @@ class CartLine(Contract):
     name: Text | None = None
     quantity: Quantity
     unit_price: Money
-    line_total: Money
+    line_total: Total
     url: Url | None = None
     image_url: Url | None = None
 
@@ -41,7 +42,7 @@ class CartSnapshot(Contract):
 
     lines: list[CartLine]
     item_count: int = Field(description="Sum of the quantities of all lines")
-    total: Money
+    total: Total
     currency: Currency | None
     customer: Customer | None = None
     cart_url: Url | None = None

@@ -47,14 +47,14 @@ def decode_input(
     if value is None:
         return Rejected("invalid", "empty message value")
     try:
-        document = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        document = json.loads(value.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         return Rejected("not_json", f"not UTF-8 JSON: {exc}"[:300])
     if not isinstance(document, dict):
         return Rejected("invalid", f"expected a JSON object, got {type(document).__name__}")
     event_type = document.get("type")
     known_types = CART_EVENT_TYPES if kind == "cart" else {"order_completed"}
-    if event_type not in known_types:
+    if not isinstance(event_type, str) or event_type not in known_types:
         return Rejected(
             "unknown_type",
             f"unknown {kind} event type {str(event_type)[:50]!r}; expected one of "

@@ -161,8 +161,7 @@ def _remember(state: CartState, event_id: str) -> None:
 def _complete_purchase(state: CartState, event: PurchaseEvent) -> tuple[Contract, ...]:
     occurred = event.occurred_at.timestamp()
     outputs: tuple[Contract, ...] = ()
-    if state.status == "abandoned":
-        assert state.abandoned_at is not None
+    if state.abandoned_at is not None:  # abandoned, or came back (e.g. by the reminder link)
         outputs = (
             CartRecovered(
                 abandonment_id=state.abandonment_id,

@@ -286,11 +286,6 @@ def test_recovery_after_re_abandonment_names_the_latest_abandonment():
     assert recovered.revenue == Decimal("10.00")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a purchase after abandoned -> reactivated emits no CartRecovered "
-    "(spec: a purchase after an abandonment is a recovery)",
-)
 def test_purchase_after_reactivation_is_still_a_recovery():
     # The usual way back: the reminder link opens the cart (reactivation), then the order.
     state, _ = abandoned_cart()
@@ -560,11 +555,6 @@ def test_customer_details_merge_across_events():
     assert snapshot(state).customer.email == "new@shop.io"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: snapshot raises ValidationError when a line total exceeds Money's 1e9 cap, "
-    "although unit_price <= 1e9 and quantity <= 10000 are valid input",
-)
 def test_abandoning_an_expensive_but_valid_cart_does_not_crash():
     state, _ = fold([added("pallet", MAX_QUANTITY, "1000000", when=T0)])
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from config.durations import UNIT_SECONDS, format_duration, parse_duration
+from config.durations import UNIT_SECONDS, parse_duration
 from config.settings import Settings, SettingsError, StoreSettings, load_settings
 
 EXAMPLES = "'45s', '30m', '2h', '3d', '1w', '1mo'"
@@ -58,49 +58,7 @@ def test_parse_duration_rejects_zero(text):
     with pytest.raises(ValueError) as caught:
         parse_duration(text)
 
-    assert str(caught.value) == f"invalid duration {text!r}: must be greater than zero"
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [
-        (45, "45s"),
-        (90, "90s"),
-        (1_800, "30m"),
-        (3_660, "61m"),
-        (7_200, "2h"),
-        (259_200, "3d"),
-        (604_800, "1w"),
-        (1_209_600, "2w"),
-        (2_592_000, "1mo"),
-        (0.25, "0.25s"),
-    ],
-)
-def test_format_duration_uses_the_largest_exact_unit(seconds, text):
-    assert format_duration(seconds) == text
-
-
-@given(
-    st.integers(min_value=1, max_value=999_999)
-    | st.builds(
-        lambda n, unit: n * UNIT_SECONDS[unit],
-        st.integers(1, 1_000),
-        st.sampled_from(sorted(UNIT_SECONDS)),
-    )
-)
-def test_format_then_parse_round_trips(seconds):
-    # below 10**6 s, or exact multiples of a unit; larger odd values: see the xfail below
-    assert parse_duration(format_duration(seconds)) == seconds
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: format_duration uses '{:g}', so >= 10**6 s not a multiple of 60 becomes "
-    "'1e+06s': rounded and not parseable",
-)
-@pytest.mark.parametrize("seconds", [1_000_001, 1_234_567.5])
-def test_format_duration_is_exact_and_parseable_for_large_values(seconds):
-    assert parse_duration(format_duration(seconds)) == seconds
+    assert str(caught.value) == f"invalid duration {text!r}: must be greater than zero and finite"
 
 
 @given(st.integers(min_value=1, max_value=10_000), st.sampled_from(sorted(UNIT_SECONDS)))
@@ -174,11 +132,6 @@ def test_invalid_settings_are_refused(values):
         Settings.model_validate(values)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: non-finite or boolean durations (TOML inf / true, '999...9s') are accepted "
-    "as a time to abandon instead of failing at start-up",
-)
 @pytest.mark.parametrize("value", [math.inf, True, "9" * 400 + "s"], ids=["inf", "true", "huge"])
 def test_non_finite_or_boolean_duration_is_refused(value):
     with pytest.raises(ValidationError):
@@ -261,7 +214,7 @@ def test_malformed_store_abandon_after_names_the_bad_pair(spec, pair):
         (
             {"CARTWATCH_ABANDON_AFTER": "0s"},
             "invalid cartwatch settings: abandon_after: Value error, "
-            "invalid duration '0s': must be greater than zero",
+            "invalid duration '0s': must be greater than zero and finite",
         ),
         (
             {"CARTWATCH_STORE_ABANDON_AFTER": "a=2h,b=xx"},

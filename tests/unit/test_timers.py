@@ -131,56 +131,54 @@ def test_pop_due_matches_sorting(deadlines, horizon, limit):
 # --- PartitionClock --------------------------------------------------------------------------
 
 
-def test_unknown_partition_has_no_watermark():
+CART, PURCHASE = ("cart-events", 0), ("purchase-events", 0)
+
+
+def test_all_inputs_caught_up_gives_the_wall_clock():
     clock = PartitionClock()
 
-    assert clock.watermark(0) == -math.inf
-    assert clock.horizon(0, now=1000.0, caught_up=False) == -math.inf
-    assert clock.horizon(0, now=1000.0, caught_up=True) == 1000.0
+    assert clock.horizon([(CART, True), (PURCHASE, True)], now=1000.0) == 1000.0
+    assert clock.horizon([], now=1000.0) == 1000.0
 
 
-def test_watermark_is_the_max_event_time_seen():
+def test_an_input_never_read_and_behind_holds_everything_back():
     clock = PartitionClock()
 
-    assert clock.observe(0, 100.0, now=1000.0) == 100.0
-    assert clock.observe(0, 300.0, now=1000.0) == 300.0
-    assert clock.observe(0, 200.0, now=1000.0) == 300.0  # a late event never moves it back
-    assert clock.watermark(0) == 300.0
-    assert clock.watermark(1) == -math.inf
+    assert clock.horizon([(CART, False), (PURCHASE, True)], now=1000.0) == -math.inf
 
 
-def test_watermark_is_capped_by_the_wall_clock():
+def test_an_input_with_a_backlog_holds_the_horizon_at_its_event_time():
     clock = PartitionClock()
-
-    assert clock.observe(0, 5000.0, now=1000.0) == 1000.0  # a producer with a fast clock
-    assert clock.watermark(0) == 1000.0
-    assert clock.observe(0, 5000.0, now=1200.0) == 1200.0
-
-
-def test_horizon_is_the_watermark_while_catching_up():
-    clock = PartitionClock()
-    clock.observe(0, 100.0, now=1000.0)
+    clock.observe(CART, 100.0, now=1000.0)
+    clock.observe(CART, 300.0, now=1000.0)
+    clock.observe(CART, 200.0, now=1000.0)  # a late event never moves it back
 
     # a backlog is being replayed: the wall clock must not fire deadlines early
-    assert clock.horizon(0, now=1000.0, caught_up=False) == 100.0
+    assert clock.horizon([(CART, False), (PURCHASE, True)], now=1000.0) == 300.0
 
 
-def test_horizon_is_the_later_of_watermark_and_now_when_caught_up():
+def test_the_slowest_input_with_a_backlog_wins():
     clock = PartitionClock()
-    clock.observe(0, 100.0, now=1000.0)
-    clock.observe(1, 900.0, now=900.0)
+    clock.observe(CART, 500.0, now=1000.0)
+    clock.observe(PURCHASE, 200.0, now=1000.0)
 
-    assert clock.horizon(0, now=1000.0, caught_up=True) == 1000.0
-    # the wall clock went back (NTP step): the watermark still holds
-    assert clock.horizon(1, now=500.0, caught_up=True) == 900.0
+    assert clock.horizon([(CART, False), (PURCHASE, False)], now=1000.0) == 200.0
+    assert clock.horizon([(CART, False), (PURCHASE, True)], now=1000.0) == 500.0
 
 
-def test_clock_keep_only_forgets_partitions():
+def test_event_time_is_capped_by_the_wall_clock():
     clock = PartitionClock()
-    clock.observe(0, 10.0, now=100.0)
-    clock.observe(1, 20.0, now=100.0)
+    clock.observe(CART, 5000.0, now=1000.0)  # a producer with a fast clock
 
-    clock.keep_only([1])
+    assert clock.horizon([(CART, False)], now=4000.0) == 1000.0
 
-    assert clock.watermark(0) == -math.inf
-    assert clock.watermark(1) == 20.0
+
+def test_clock_keep_only_forgets_inputs():
+    clock = PartitionClock()
+    clock.observe(CART, 10.0, now=100.0)
+    clock.observe(PURCHASE, 20.0, now=100.0)
+
+    clock.keep_only([PURCHASE])
+
+    assert clock.horizon([(CART, False)], now=100.0) == -math.inf
+    assert clock.horizon([(PURCHASE, False)], now=100.0) == 20.0
