@@ -111,12 +111,16 @@ def _unpack_kafka(tmp: Path) -> Path:
 
 
 def _unpack_zookeeper_jars(tmp: Path) -> Path:
-    _run(
-        ["apt-get", "download", ZOOKEEPER_DEB],
-        what=f"downloading the Debian package {ZOOKEEPER_DEB} (run `apt-get update` if it "
-        "is unknown)",
-        cwd=tmp,
-    )
+    download = ["apt-get", "download", ZOOKEEPER_DEB]
+    what = f"downloading the Debian package {ZOOKEEPER_DEB}"
+    try:
+        _run(download, what=what, cwd=tmp)
+    except StackError:
+        if os.geteuid() != 0:
+            raise StackError(f"{what} failed: run `apt-get update` as root, then retry") from None
+        # A fresh machine has no package lists yet: fetch them once and retry.
+        _run(["apt-get", "update"], what="refreshing the Debian package lists")
+        _run(download, what=what, cwd=tmp)
     deb = next(tmp.glob(f"{ZOOKEEPER_DEB}_*.deb"))
     _run(["dpkg", "-x", str(deb), str(tmp / "root")], what=f"unpacking {deb.name}")
     jars = tmp / "jars"
