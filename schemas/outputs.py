@@ -103,7 +103,9 @@ class DeadLetter(Contract):
         False, description="Only the first 256 KiB of a larger value are kept in value_base64"
     )
     error: str = Field(description="Why it was refused, readable by a person")
-    error_kind: Literal["not_json", "invalid", "unknown_type", "out_of_range_time"]
+    error_kind: Literal[
+        "not_json", "invalid", "unknown_type", "out_of_range_time", "processing_failed"
+    ]
     failed_at: Timestamp
 
 

@@ -17,7 +17,9 @@ from schemas.events import CartEvent, CartEventType, PurchaseEvent
 from schemas.outputs import DeadLetter
 
 InputKind = Literal["cart", "purchase"]
-ErrorKind = Literal["not_json", "invalid", "unknown_type", "out_of_range_time"]
+ErrorKind = Literal[
+    "not_json", "invalid", "unknown_type", "out_of_range_time", "processing_failed"
+]
 KEPT_RAW_BYTES = 256 * 1024
 """A dead letter must itself fit in a Kafka message (1 MB by default)."""
 

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from faust.types import TP, EventT, StreamT
+from faust.web import Request, Response, Web
 
 from schemas.common import Contract
 from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered, DeadLetter
@@ -121,32 +122,43 @@ async def handle_input(event: EventT) -> None:
     decoded = decode_input(INPUT_KIND[message.topic], message.key, message.value, now, settings)
     counters[f"in:{message.topic}"] += 1
     if isinstance(decoded, Rejected):
-        log.error(
-            "dead-lettered %s[%d]@%d (%s): %s",
-            message.topic, message.partition, message.offset, decoded.kind, decoded.error,
-        )
-        counters["dead_lettered"] += 1
-        letter = dead_letter(
-            decoded,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=message.key,
-            value=message.value,
-            now=now,
-        )
-        await publish([(message.key or b"", letter)])
-        next_offsets[message.tp] = message.offset + 1
+        await reject(event, decoded, now)
         return
     # Deadlines the event's time has passed fire first, exactly as they would have live.
     clock.observe(message.tp, decoded.occurred_at.timestamp(), now)
     await fire_due(message.partition, safe_time(message.partition))
-    transition = apply_event(load(decoded.cart_id), decoded, settings, message.partition)
+    try:
+        transition = apply_event(load(decoded.cart_id), decoded, settings, message.partition)
+    except Exception as exc:  # a bug must cost one event, never the stream
+        log.exception("processing %s failed", decoded.event_id)
+        await reject(event, Rejected("processing_failed", f"{type(exc).__name__}: {exc}"), now)
+        return
     await commit_transitions([(decoded.cart_id, transition)])
     # Only now is the message processed: if it was the partition's last, the wall clock may
     # fire what it holds back (such as this very purchase).
     next_offsets[message.tp] = message.offset + 1
     await fire_due(message.partition, safe_time(message.partition))
+
+
+async def reject(event: EventT, rejected: Rejected, now: float) -> None:
+    """Log, count and dead-letter an input message, then move past it."""
+    message = event.message
+    log.error(
+        "dead-lettered %s[%d]@%d (%s): %s",
+        message.topic, message.partition, message.offset, rejected.kind, rejected.error,
+    )
+    counters["dead_lettered"] += 1
+    letter = dead_letter(
+        rejected,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        now=now,
+    )
+    await publish([(message.key or b"", letter)])
+    next_offsets[message.tp] = message.offset + 1
 
 
 async def commit_transitions(transitions: Sequence[tuple[str, Transition]]) -> None:
@@ -231,3 +243,9 @@ async def rebuild_deadlines() -> None:
             del next_offsets[tp]
     ticks_requested.clear()
     log.info("deadline index rebuilt: %d carts on partitions %s", len(deadlines), sorted(owned))
+
+
+@app.page("/cartwatch/counters/")
+async def counters_page(web: Web, request: Request) -> Response:
+    """This worker's event, output and dead-letter counts since it started."""
+    return web.json(dict(counters))

@@ -42,6 +42,10 @@ class Worker:
     def log_path(self) -> Path:
         return self.workdir / f"{self.name}.log"
 
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['CARTWATCH_WEB_PORT']}"
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 

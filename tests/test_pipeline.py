@@ -3,6 +3,7 @@
 import signal
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import pytest
 from pipeline_harness import PARTITIONS, READY_LINE, Pipeline, Shop, Worker, ids
 
@@ -70,6 +71,12 @@ async def test_realistic_mix_gives_exact_outputs(pipeline: Pipeline) -> None:
     assert sorted(letter["error_kind"] for letter in letters) == [
         "invalid", "invalid", "not_json", "unknown_type"]
     assert all(letter["value_base64"] for letter in letters)
+    async with aiohttp.ClientSession() as http, http.get(
+        f"{worker.web_url}/cartwatch/counters/"
+    ) as response:
+        counts = await response.json()
+    assert counts["dead_lettered"] == 4
+    assert counts["out:cart_abandoned"] == len(expected_abandoned)
 
     abandoned = abandoned_by_id(outputs)
     cart = abandoned["c-abandon:1"]["cart"]
