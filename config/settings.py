@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from config.durations import parse_duration
+from config.operator import OperatorSettings, operator_from_environment
 
 ENV_PREFIX = "CARTWATCH_"
 
@@ -75,6 +76,7 @@ class Settings(BaseModel):
     max_clock_skew: Duration = 5 * 60
     max_event_age: Duration = 400 * 86_400
     stores: dict[str, StoreSettings] = {}
+    operator: OperatorSettings = OperatorSettings()
 
     def topic(self, name: str) -> str:
         """Return the full Kafka name of the logical topic ``name`` (a ``TopicNames`` field)."""
@@ -91,8 +93,11 @@ class Settings(BaseModel):
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for field in Settings.model_fields:
-        if field not in ("topics", "stores") and ENV_PREFIX + field.upper() in environ:
+        if field not in ("topics", "stores", "operator") and ENV_PREFIX + field.upper() in environ:
             values[field] = environ[ENV_PREFIX + field.upper()]
+    if "broker" not in values and environ.get(f"{ENV_PREFIX}KAFKA_PORT"):
+        # the local stack on another port (`cartwatch stack up` honours the same variable)
+        values["broker"] = f"kafka://127.0.0.1:{environ[f'{ENV_PREFIX}KAFKA_PORT']}"
     topics = {
         name: environ[f"{ENV_PREFIX}TOPIC_{name.upper()}"]
         for name in TopicNames.model_fields
@@ -111,6 +116,8 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
                 )
             stores[store_id.strip()] = {"abandon_after": duration.strip()}
         values["stores"] = stores
+    if operator := operator_from_environment(environ):
+        values["operator"] = operator
     return values
 
 
