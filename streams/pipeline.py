@@ -39,7 +39,7 @@ from streams.timers import DeadlineIndex, PartitionClock
 log = logging.getLogger(__name__)
 
 FIRE_BATCH = 1000
-"""Carts decided per timer tick; more due carts are taken by the following ticks."""
+"""Due carts decided together: their outputs are awaited at once, then their states written."""
 TICK_RETRY_SECONDS = 5.0
 """A tick request not seen back by then (lost in a rebalance) is asked for again."""
 
