@@ -7,6 +7,9 @@ arithmetic on epoch seconds, independent of calendars and time zones.
 
 import math
 import re
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field
 
 UNIT_SECONDS: dict[str, int] = {
     "s": 1,
@@ -33,3 +36,13 @@ def parse_duration(text: str) -> float:
         raise ValueError(f"invalid duration {text!r}: must be greater than zero and finite")
     return seconds
 
+
+
+def _seconds(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a duration, not a boolean")
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+Duration = Annotated[float, BeforeValidator(_seconds), Field(gt=0, allow_inf_nan=False)]
+"""Seconds, for settings; accepts "45s", "30m", "2h", "3d", "1w", "1mo" or a number of seconds."""

@@ -8,24 +8,15 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from config.durations import parse_duration
+from config.durations import Duration
+from config.notifier import NotifierSettings, notifier_from_environment
 from config.operator import OperatorSettings, operator_from_environment
 
 ENV_PREFIX = "CARTWATCH_"
-
-
-def _seconds(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError("a duration, not a boolean")
-    return parse_duration(value) if isinstance(value, str) else value
-
-
-Duration = Annotated[float, BeforeValidator(_seconds), Field(gt=0, allow_inf_nan=False)]
-"""Seconds; accepts "45s", "30m", "2h", "3d", "1w", "1mo" or a number of seconds."""
 
 
 class SettingsError(Exception):
@@ -44,6 +35,12 @@ class TopicNames(BaseModel):
     reactivated: str = "cart-reactivated"
     dead_letter: str = "cartwatch-dead-letter"
     timer_ticks: str = "cartwatch-timer-ticks"
+    reminder_ticks: str = "cartwatch-reminder-ticks"
+    reminders_due: str = "cartwatch-reminders-due"
+    reminders_sent: str = "cartwatch-reminders-sent"
+    unsubscribes: str = "cartwatch-unsubscribes"
+    notification_log: str = "cartwatch-notification-log"
+    operator_notifications: str = "cartwatch-operator-notifications"
 
 
 class StoreSettings(BaseModel):
@@ -77,6 +74,7 @@ class Settings(BaseModel):
     max_event_age: Duration = 400 * 86_400
     stores: dict[str, StoreSettings] = {}
     operator: OperatorSettings = OperatorSettings()
+    notifier: NotifierSettings = NotifierSettings()
 
     def topic(self, name: str) -> str:
         """Return the full Kafka name of the logical topic ``name`` (a ``TopicNames`` field)."""
@@ -92,8 +90,9 @@ class Settings(BaseModel):
 
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
+    sections = ("topics", "stores", "operator", "notifier")
     for field in Settings.model_fields:
-        if field not in ("topics", "stores", "operator") and ENV_PREFIX + field.upper() in environ:
+        if field not in sections and ENV_PREFIX + field.upper() in environ:
             values[field] = environ[ENV_PREFIX + field.upper()]
     if "broker" not in values and environ.get(f"{ENV_PREFIX}KAFKA_PORT"):
         # the local stack on another port (`cartwatch stack up` honours the same variable)
@@ -118,6 +117,8 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         values["stores"] = stores
     if operator := operator_from_environment(environ):
         values["operator"] = operator
+    if notifier := notifier_from_environment(environ):
+        values["notifier"] = notifier
     return values
 
 

@@ -10,10 +10,13 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.events import CartEvent, PurchaseEvent
+from schemas.notifications import NOTIFICATION_MODELS
 from schemas.outputs import OUTPUT_MODELS
 
 SCHEMA_DIR = Path(__file__).parent / "json"
-CONTRACT_MODELS: tuple[type[BaseModel], ...] = (CartEvent, PurchaseEvent, *OUTPUT_MODELS)
+CONTRACT_MODELS: tuple[type[BaseModel], ...] = (
+    CartEvent, PurchaseEvent, *OUTPUT_MODELS, *NOTIFICATION_MODELS
+)
 
 
 def schema_files() -> dict[str, str]:
