@@ -14,9 +14,11 @@ def main() -> None:
     from faust.cli.faust import cli
 
     import streams.pipeline  # noqa: F401  (registers the agents, tables and timers)
+    from streams.loadgen.cli import loadgen
     from streams.stack.cli import stack
 
     cli.add_command(stack)
+    cli.add_command(loadgen)
     app.main()
 
 
