@@ -13,7 +13,6 @@ ENVIRONMENT = {
     "CARTWATCH_API_TOKEN": "api_token",
     "CARTWATCH_API_URL": "api_url",
     "CARTWATCH_READ_MODEL": "read_model",
-    "CARTWATCH_TOPIC_NOTIFICATION_LOG": "notification_log_topic",
 }
 
 
@@ -33,9 +32,6 @@ class OperatorSettings(BaseModel):
         pattern=r"^(sqlite|memory)$",
         description="'sqlite' keeps the read model in <data_dir>/operator.sqlite3 across "
         "restarts; 'memory' rebuilds it from the output topics at every start",
-    )
-    notification_log_topic: str = Field(
-        "notification-log", min_length=1, description="Reminder attempts, before the prefix"
     )
     track_created_carts: bool = Field(
         True, description="Also read cart-events/purchase-events to count carts created"

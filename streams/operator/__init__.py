@@ -1,0 +1,1 @@
+"""Operator surface: read model, HTTP API, CSV exports, insights, metrics, probes, dashboard."""

@@ -1,0 +1,184 @@
+"""Filters of the abandoned-carts list: parsed from query parameters, turned into SQL.
+
+Pure functions, so every filter rule is unit-tested without a worker. The same ``CartQuery``
+serves the JSON list, the CSV export, the customer export and the CLI.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from streams.operator.store import STATUS_RANK, phone_digits
+
+DEFAULT_PAGE_SIZE = 50
+
+
+class QueryError(ValueError):
+    """A query parameter that cannot be understood; the message names it (HTTP 400)."""
+
+
+@dataclass(frozen=True)
+class CartQuery:
+    """Which abandonments to return. Times are epoch seconds; ``until`` is exclusive."""
+
+    stores: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()
+    since: float | None = None
+    until: float | None = None
+    product: str | None = None
+    customer: str | None = None
+    min_total: Decimal | None = None
+    max_total: Decimal | None = None
+    limit: int = DEFAULT_PAGE_SIZE
+    offset: int = 0
+
+
+def parse_time(name: str, text: str) -> float:
+    """RFC 3339 time, or a date (midnight UTC), as epoch seconds."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise QueryError(f"{name}: expected a date or RFC 3339 time, got {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _amount(name: str, text: str) -> Decimal:
+    try:
+        amount = Decimal(text.strip())
+    except InvalidOperation:
+        raise QueryError(f"{name}: expected an amount like 19.90, got {text!r}") from None
+    if not amount.is_finite():
+        raise QueryError(f"{name}: expected a finite amount, got {text!r}")
+    return amount
+
+
+def _count(name: str, text: str, low: int, high: int) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise QueryError(f"{name}: expected a whole number, got {text!r}") from None
+    if not low <= number <= high:
+        raise QueryError(f"{name}: must be between {low} and {high}, got {number}")
+    return number
+
+
+def _list(values: Mapping[str, str], name: str) -> tuple[str, ...]:
+    text = values.get(name, "")
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def parse_query(values: Mapping[str, str], max_page_size: int) -> CartQuery:
+    """Build a ``CartQuery`` from query parameters (``store=a,b&status=recovered&...``)."""
+    statuses = _list(values, "status")
+    unknown = [status for status in statuses if status not in STATUS_RANK]
+    if unknown:
+        raise QueryError(f"status: unknown {unknown}; use {sorted(STATUS_RANK)}")
+    since = parse_time("since", values["since"]) if values.get("since") else None
+    until = parse_time("until", values["until"]) if values.get("until") else None
+    min_total = _amount("min_total", values["min_total"]) if values.get("min_total") else None
+    max_total = _amount("max_total", values["max_total"]) if values.get("max_total") else None
+    return CartQuery(
+        stores=_list(values, "store"),
+        statuses=statuses,
+        since=since,
+        until=until,
+        product=values.get("product", "").strip() or None,
+        customer=values.get("customer", "").strip() or None,
+        min_total=min_total,
+        max_total=max_total,
+        limit=_count("limit", values.get("limit", str(DEFAULT_PAGE_SIZE)), 1, max_page_size),
+        offset=_count("offset", values.get("offset", "0"), 0, 10**9),
+    )
+
+
+def _like(text: str) -> str:
+    """A case-insensitive substring pattern with LIKE's wildcards taken literally."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def where_clause(query: CartQuery) -> tuple[str, list[Any]]:
+    """SQL condition on ``abandonments a`` and its parameters for every set filter."""
+    conditions: list[str] = []
+    params: list[Any] = []
+    if query.stores:
+        conditions.append(f"a.store_id IN ({', '.join('?' * len(query.stores))})")
+        params.extend(query.stores)
+    if query.statuses:
+        conditions.append(f"a.status IN ({', '.join('?' * len(query.statuses))})")
+        params.extend(query.statuses)
+    if query.since is not None:
+        conditions.append("a.abandoned_at >= ?")
+        params.append(query.since)
+    if query.until is not None:
+        conditions.append("a.abandoned_at < ?")
+        params.append(query.until)
+    if query.min_total is not None:
+        conditions.append("a.total_value >= ?")
+        params.append(float(query.min_total))
+    if query.max_total is not None:
+        conditions.append("a.total_value <= ?")
+        params.append(float(query.max_total))
+    if query.product:
+        conditions.append(
+            "EXISTS (SELECT 1 FROM lines l WHERE l.abandonment_id = a.abandonment_id AND "
+            "(lower(l.sku) LIKE ? ESCAPE '\\' OR lower(coalesce(l.name, '')) LIKE ? ESCAPE '\\'))"
+        )
+        params.extend([_like(query.product)] * 2)
+    if query.customer:
+        matches = [
+            "lower(coalesce(a.customer_name, '')) LIKE ? ESCAPE '\\'",
+            "lower(coalesce(a.customer_email, '')) LIKE ? ESCAPE '\\'",
+        ]
+        params.extend([_like(query.customer)] * 2)
+        digits = phone_digits(query.customer)
+        if digits and len(digits) >= 3:
+            matches.append("a.phone_digits LIKE ?")
+            params.append(f"%{digits}%")
+        conditions.append(f"({' OR '.join(matches)})")
+    return (" AND ".join(conditions) or "1"), params
+
+
+ORDER = "ORDER BY a.abandoned_at DESC, a.abandonment_id"
+"""Newest first; the id breaks ties so that pages never overlap or skip a row."""
+
+
+def list_sql(query: CartQuery) -> tuple[str, list[Any]]:
+    where, params = where_clause(query)
+    return (
+        f"SELECT a.* FROM abandonments a WHERE {where} {ORDER} LIMIT ? OFFSET ?",
+        [*params, query.limit, query.offset],
+    )
+
+
+def count_sql(query: CartQuery) -> tuple[str, list[Any]]:
+    where, params = where_clause(query)
+    return f"SELECT count(*) FROM abandonments a WHERE {where}", params
+
+
+def export_sql(query: CartQuery) -> tuple[str, list[Any]]:
+    """Every matching abandonment joined to its lines (no paging): one row per SKU."""
+    where, params = where_clause(query)
+    return (
+        "SELECT a.*, l.sku, l.name AS product_name, l.quantity, l.unit_price, l.line_total "
+        f"FROM abandonments a JOIN lines l ON l.abandonment_id = a.abandonment_id "
+        f"WHERE {where} {ORDER}, l.position",
+        params,
+    )
+
+
+def customers_sql(query: CartQuery) -> tuple[str, list[Any]]:
+    """One row per distinct email among the matching abandonments, newest cart first."""
+    where, params = where_clause(query)
+    return (
+        # SQLite takes the bare columns from the row holding max(): the newest cart's values.
+        "SELECT a.customer_email AS email, max(a.abandoned_at) AS last_abandoned_at, "
+        "a.customer_name AS name, a.marketing_consent AS marketing_consent, count(*) AS carts "
+        f"FROM abandonments a WHERE {where} AND a.customer_email IS NOT NULL "
+        "GROUP BY a.customer_email ORDER BY last_abandoned_at DESC, email",
+        params,
+    )

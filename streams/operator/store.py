@@ -1,0 +1,306 @@
+"""The operator's read model: every abandonment cartwatch published, in one SQLite database.
+
+Each worker keeps its own copy, fed from the output topics of *all* partitions (see
+``streams.operator.feed``), so any worker answers any query completely; there is no
+scatter-gather and no dependency on which worker owns which partition.
+
+Messages of one abandonment arrive on three topics in no guaranteed order (a recovery may be
+read before the abandonment it recovers), so every write is an idempotent upsert and a status
+only moves forward: abandoned < reactivated < recovered. Replaying a topic changes nothing.
+"""
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from schemas.events import CartEvent
+from schemas.notifications import NotificationLogEntry
+from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered
+
+STATUS_RANK = {"abandoned": 0, "reactivated": 1, "recovered": 2}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS abandonments (
+    abandonment_id TEXT PRIMARY KEY,
+    cart_id TEXT NOT NULL,
+    store_id TEXT NOT NULL,
+    sequence INTEGER,
+    status TEXT NOT NULL,
+    status_rank INTEGER NOT NULL,
+    created_at REAL,
+    last_activity_at REAL,
+    abandoned_at REAL NOT NULL,
+    reactivated_at REAL,
+    recovered_at REAL,
+    total TEXT,
+    total_value REAL,
+    currency TEXT,
+    item_count INTEGER,
+    customer_name TEXT,
+    customer_email TEXT,
+    customer_phone TEXT,
+    phone_digits TEXT,
+    marketing_consent INTEGER,
+    customer_json TEXT,
+    cart_url TEXT,
+    order_id TEXT,
+    revenue TEXT,
+    revenue_currency TEXT,
+    seconds_to_recover REAL,
+    reminder_sent INTEGER
+);
+CREATE INDEX IF NOT EXISTS abandonments_by_time ON abandonments (abandoned_at);
+CREATE INDEX IF NOT EXISTS abandonments_by_store ON abandonments (store_id, abandoned_at);
+CREATE INDEX IF NOT EXISTS abandonments_by_cart ON abandonments (cart_id);
+CREATE TABLE IF NOT EXISTS lines (
+    abandonment_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    sku TEXT NOT NULL,
+    name TEXT,
+    quantity INTEGER NOT NULL,
+    unit_price TEXT NOT NULL,
+    line_total TEXT NOT NULL,
+    url TEXT,
+    image_url TEXT,
+    PRIMARY KEY (abandonment_id, sku)
+);
+CREATE INDEX IF NOT EXISTS lines_by_sku ON lines (sku);
+CREATE TABLE IF NOT EXISTS notifications (
+    abandonment_id TEXT NOT NULL,
+    step INTEGER,
+    channel TEXT,
+    status TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (abandonment_id, step, channel, status, attempt, at)
+);
+CREATE TABLE IF NOT EXISTS carts (
+    cart_id TEXT PRIMARY KEY,
+    store_id TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS carts_by_time ON carts (store_id, created_at);
+CREATE TABLE IF NOT EXISTS offsets (
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition)
+);
+"""
+
+_NON_DIGITS = re.compile(r"\D+")
+
+
+def phone_digits(phone: str | None) -> str | None:
+    """Digits only, so "+49 151-234" is found by "49151234" and by "151 234"."""
+    return _NON_DIGITS.sub("", phone) if phone else None
+
+
+@dataclass(frozen=True, slots=True)
+class Offsets:
+    """Where the feed resumes: the next offset to read per (topic, partition)."""
+
+    positions: dict[tuple[str, int], int]
+
+
+class ReadModel:
+    """SQLite tables of abandonments, their lines, reminder attempts and created carts.
+
+    Not thread-safe by itself: ``streams.operator.feed.SharedReadModel`` serialises access.
+    Writes of one consumed batch go in one transaction together with the batch's offsets, so
+    a restarted worker resumes exactly where its database left off.
+    """
+
+    def __init__(self, path: Path | str = ":memory:") -> None:
+        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        if str(path) != ":memory:":
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def write_batch(
+        self, records: Iterable[object], offsets: Mapping[tuple[str, int], int]
+    ) -> None:
+        """Apply decoded records and remember the offsets they came from, atomically."""
+        with self._transaction():
+            for record in records:
+                self.apply(record)
+            self.db.executemany(
+                "INSERT INTO offsets VALUES (?, ?, ?) ON CONFLICT (topic, partition) "
+                "DO UPDATE SET next_offset = excluded.next_offset",
+                [(topic, partition, offset) for (topic, partition), offset in offsets.items()],
+            )
+
+    def apply(self, record: object) -> None:
+        if isinstance(record, CartAbandoned):
+            self._abandoned(record)
+        elif isinstance(record, CartReactivated):
+            self._advance(record.abandonment_id, record.cart_id, record.store_id,
+                          "reactivated", record.abandoned_at.timestamp(),
+                          reactivated_at=record.reactivated_at.timestamp())
+        elif isinstance(record, CartRecovered):
+            self._advance(record.abandonment_id, record.cart_id, record.store_id,
+                          "recovered", record.abandoned_at.timestamp(),
+                          recovered_at=record.recovered_at.timestamp(),
+                          order_id=record.order_id, revenue=format(record.revenue, "f"),
+                          revenue_currency=record.currency,
+                          seconds_to_recover=record.seconds_to_recover,
+                          reminder_sent=int(record.reminder_sent))
+        elif isinstance(record, NotificationLogEntry):
+            self.db.execute(
+                "INSERT OR IGNORE INTO notifications VALUES (?, ?, ?, ?, ?, ?)",
+                (record.abandonment_id, record.step, record.channel or "", record.status,
+                 record.attempt, record.at.timestamp()),
+            )
+        elif isinstance(record, CartEvent):
+            self.db.execute(
+                "INSERT INTO carts VALUES (?, ?, ?) ON CONFLICT (cart_id) DO UPDATE SET "
+                "created_at = min(created_at, excluded.created_at)",
+                (record.cart_id, record.store_id, record.occurred_at.timestamp()),
+            )
+        else:
+            raise TypeError(f"not a read-model record: {type(record).__name__}")
+
+    def _abandoned(self, record: CartAbandoned) -> None:
+        cart = record.cart
+        customer = cart.customer
+        self._advance(
+            record.abandonment_id, record.cart_id, record.store_id, "abandoned",
+            record.abandoned_at.timestamp(),
+            sequence=record.sequence,
+            created_at=record.created_at.timestamp(),
+            last_activity_at=record.last_activity_at.timestamp(),
+            total=format(cart.total, "f"),
+            total_value=float(cart.total),
+            currency=cart.currency,
+            item_count=cart.item_count,
+            customer_name=customer.name if customer else None,
+            customer_email=customer.email if customer else None,
+            customer_phone=customer.phone if customer else None,
+            phone_digits=phone_digits(customer.phone if customer else None),
+            marketing_consent=(
+                None if customer is None or customer.marketing_consent is None
+                else int(customer.marketing_consent)
+            ),
+            customer_json=customer.model_dump_json(exclude_none=True) if customer else None,
+            cart_url=cart.cart_url,
+        )
+        self.db.execute("DELETE FROM lines WHERE abandonment_id = ?", (record.abandonment_id,))
+        self.db.executemany(
+            "INSERT INTO lines VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (record.abandonment_id, position, line.sku, line.name, line.quantity,
+                 format(line.unit_price, "f"), format(line.line_total, "f"), line.url,
+                 line.image_url)
+                for position, line in enumerate(cart.lines)
+            ],
+        )
+
+    def _advance(
+        self, abandonment_id: str, cart_id: str, store_id: str, status: str,
+        abandoned_at: float, **fields: Any,
+    ) -> None:
+        """Insert or update one abandonment; its status never moves backwards."""
+        rank = STATUS_RANK[status]
+        columns = ["abandonment_id", "cart_id", "store_id", "status", "status_rank",
+                   "abandoned_at", *fields]
+        values = [abandonment_id, cart_id, store_id, status, rank, abandoned_at,
+                  *fields.values()]
+        updates = ", ".join(
+            [f"{name} = excluded.{name}" for name in fields]
+            + [
+                "status = CASE WHEN excluded.status_rank > status_rank "
+                "THEN excluded.status ELSE status END",
+                "status_rank = max(status_rank, excluded.status_rank)",
+            ]
+        )
+        self.db.execute(
+            f"INSERT INTO abandonments ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' * len(columns))}) "
+            f"ON CONFLICT (abandonment_id) DO UPDATE SET {updates}",
+            values,
+        )
+
+    def _transaction(self) -> "_Transaction":
+        return _Transaction(self.db)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def offsets(self) -> Offsets:
+        rows = self.db.execute("SELECT topic, partition, next_offset FROM offsets")
+        return Offsets({(row[0], row[1]): row[2] for row in rows})
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        return self.db.execute(sql, tuple(params)).fetchall()
+
+    def iterate(self, sql: str, params: Iterable[Any] = (), batch: int = 500) -> Iterator[
+        list[sqlite3.Row]
+    ]:
+        """Rows in batches, for exports too large to hold in memory at once."""
+        cursor = self.db.execute(sql, tuple(params))
+        while rows := cursor.fetchmany(batch):
+            yield rows
+
+    def lines_of(self, abandonment_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """The lines of each abandonment, in the order the snapshot listed them."""
+        found: dict[str, list[dict[str, Any]]] = {key: [] for key in abandonment_ids}
+        for start in range(0, len(abandonment_ids), 500):
+            chunk = abandonment_ids[start:start + 500]
+            rows = self.db.execute(
+                "SELECT abandonment_id, sku, name, quantity, unit_price, line_total, url, "
+                f"image_url FROM lines WHERE abandonment_id IN ({', '.join('?' * len(chunk))}) "
+                "ORDER BY abandonment_id, position",
+                chunk,
+            )
+            for row in rows:
+                line = dict(row)
+                found[line.pop("abandonment_id")].append(line)
+        return found
+
+    def sizes(self) -> dict[str, int]:
+        """Row counts per table, for the metrics."""
+        return {
+            table: self.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ("abandonments", "lines", "notifications", "carts")
+        }
+
+    def notification_counts(self) -> dict[str, int]:
+        """Reminder attempts per status (sent, skipped, deferred, failed), all stores."""
+        rows = self.db.execute("SELECT status, count(*) FROM notifications GROUP BY status")
+        return {row[0]: row[1] for row in rows}
+
+
+class _Transaction:
+    """``BEGIN``/``COMMIT`` around a block (the connection runs in autocommit mode)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def row_dict(row: sqlite3.Row) -> dict[str, Any]:
+    """An abandonment row as the API shows it: customer as an object, internal columns gone."""
+    data = dict(row)
+    for internal in ("status_rank", "total_value", "phone_digits", "customer_json"):
+        data.pop(internal, None)
+    customer = row["customer_json"] if "customer_json" in row.keys() else None  # noqa: SIM118
+    data["customer"] = json.loads(customer) if customer else None
+    for flag in ("marketing_consent", "reminder_sent"):
+        if data.get(flag) is not None:
+            data[flag] = bool(data[flag])
+    return data

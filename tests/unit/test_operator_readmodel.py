@@ -1,0 +1,211 @@
+"""Read model, filters and CSV rows of the operator surface, on an in-memory SQLite."""
+
+import csv
+import io
+from decimal import Decimal
+
+import pytest
+
+from schemas.common import utc_from_epoch
+from schemas.events import CartEvent
+from schemas.notifications import NotificationLogEntry
+from schemas.outputs import (
+    CartAbandoned,
+    CartLine,
+    CartReactivated,
+    CartRecovered,
+    CartSnapshot,
+)
+from streams.operator import query as q
+from streams.operator.export import CART_COLUMNS, cart_row, cell, csv_chunks
+from streams.operator.store import ReadModel, row_dict
+from tests.unit.factories import DAY, HOUR, T0
+
+
+def abandoned(cart_id: str, store: str = "s1", at: float = T0, seq: int = 1,
+              lines: tuple[tuple[str, str, int, str], ...] = (("MUG", "Blue mug", 1, "10.00"),),
+              **customer: object) -> CartAbandoned:
+    cart_lines = [
+        CartLine(sku=sku, name=name, quantity=qty, unit_price=Decimal(price),
+                 line_total=Decimal(price) * qty)
+        for sku, name, qty, price in lines
+    ]
+    return CartAbandoned(
+        abandonment_id=f"{cart_id}:{seq}", sequence=seq, cart_id=cart_id, store_id=store,
+        cart=CartSnapshot(
+            lines=cart_lines, item_count=sum(line.quantity for line in cart_lines),
+            total=sum((line.line_total for line in cart_lines), Decimal(0)), currency="EUR",
+            customer=customer or None, cart_url=f"https://shop.example/{cart_id}",
+        ),
+        created_at=utc_from_epoch(at - 100), last_activity_at=utc_from_epoch(at - 60),
+        abandoned_at=utc_from_epoch(at),
+    )
+
+
+def recovered(cart_id: str, at: float = T0, after: float = 600.0, revenue: str = "10.00",
+              reminded: bool = False, seq: int = 1) -> CartRecovered:
+    return CartRecovered(
+        abandonment_id=f"{cart_id}:{seq}", cart_id=cart_id, store_id="s1",
+        order_id=f"o-{cart_id}", revenue=Decimal(revenue), currency="EUR",
+        abandoned_at=utc_from_epoch(at), recovered_at=utc_from_epoch(at + after),
+        seconds_to_recover=after, reminder_sent=reminded,
+    )
+
+
+def reactivated(cart_id: str, at: float = T0) -> CartReactivated:
+    return CartReactivated(
+        abandonment_id=f"{cart_id}:1", cart_id=cart_id, store_id="s1", event_id="e",
+        abandoned_at=utc_from_epoch(at), reactivated_at=utc_from_epoch(at + 5),
+    )
+
+
+@pytest.fixture
+def model() -> ReadModel:
+    return ReadModel()
+
+
+def statuses(model: ReadModel) -> dict[str, str]:
+    return {row["abandonment_id"]: row["status"]
+            for row in model.query("SELECT * FROM abandonments")}
+
+
+def test_status_only_moves_forward_whatever_the_arrival_order(model: ReadModel) -> None:
+    model.write_batch([recovered("a"), abandoned("a")], {("t", 0): 2})
+    model.write_batch([reactivated("b"), abandoned("b"), reactivated("b")], {})
+    model.write_batch([abandoned("c"), reactivated("c"), recovered("c"), reactivated("c")], {})
+    assert statuses(model) == {"a:1": "recovered", "b:1": "reactivated", "c:1": "recovered"}
+    [row] = model.query("SELECT * FROM abandonments WHERE abandonment_id = 'a:1'")
+    assert (row["order_id"], row["revenue"], row["total"], row["item_count"]) == (
+        "o-a", "10.00", "10.00", 1)
+    assert model.offsets().positions == {("t", 0): 2}
+
+
+def test_replayed_abandonment_keeps_one_row_and_its_lines(model: ReadModel) -> None:
+    record = abandoned("a", lines=(("MUG", "Mug", 2, "5.00"), ("TEA", "Tea", 1, "3.50")))
+    model.write_batch([record, record], {})
+    assert model.sizes() == {"abandonments": 1, "lines": 2, "notifications": 0, "carts": 0}
+    assert [line["sku"] for line in model.lines_of(["a:1"])["a:1"]] == ["MUG", "TEA"]
+
+
+def test_failed_batch_writes_nothing(model: ReadModel) -> None:
+    with pytest.raises(TypeError):
+        model.write_batch([abandoned("a"), object()], {("t", 0): 5})
+    assert model.sizes()["abandonments"] == 0 and model.offsets().positions == {}
+
+
+def test_created_carts_keep_their_earliest_event(model: ReadModel) -> None:
+    def event(when: float) -> CartEvent:
+        return CartEvent(event_id=f"e{when}", type="cart_viewed", cart_id="c", store_id="s1",
+                         occurred_at=utc_from_epoch(when))
+    model.write_batch([event(T0 + 5), event(T0), event(T0 + 9)], {})
+    assert [tuple(row) for row in model.query("SELECT * FROM carts")] == [("c", "s1", T0)]
+
+
+def test_notification_log_entries_are_counted_once(model: ReadModel) -> None:
+    entry = NotificationLogEntry(abandonment_id="a:1", cart_id="a", store_id="s1", step=1,
+                                 channel="email", status="sent", attempt=1,
+                                 at=utc_from_epoch(T0))
+    skipped = entry.model_copy(update={"status": "skipped", "channel": None, "attempt": 0})
+    model.write_batch([entry, entry, skipped], {})
+    assert model.notification_counts() == {"sent": 1, "skipped": 1}
+
+
+@pytest.fixture
+def shop(model: ReadModel) -> ReadModel:
+    model.write_batch([
+        abandoned("c1", at=T0, name="Ann Lee", email="ann@example.com", phone="+49 151 2345"),
+        abandoned("c2", at=T0 + HOUR, lines=(("TEA", "Green tea", 3, "4.99"),),
+                  name="Bob", email="bob@example.org"),
+        abandoned("c3", store="s2", at=T0 + DAY,
+                  lines=(("MUG", "Blue mug", 1, "10.00"), ("50%_OFF", "Promo", 1, "0.00"))),
+        recovered("c1"),
+    ], {})
+    return model
+
+
+def found(model: ReadModel, **params: str) -> list[str]:
+    sql, args = q.list_sql(q.parse_query(params, max_page_size=100))
+    return [row["abandonment_id"] for row in model.query(sql, args)]
+
+
+@pytest.mark.parametrize(("params", "expected"), [
+    ({}, ["c3:1", "c2:1", "c1:1"]),
+    ({"store": "s1"}, ["c2:1", "c1:1"]),
+    ({"store": "s1,s2", "status": "recovered"}, ["c1:1"]),
+    ({"status": "abandoned"}, ["c3:1", "c2:1"]),
+    ({"since": "2024-01-01T00:30:00Z"}, ["c3:1", "c2:1"]),
+    ({"until": "2024-01-02"}, ["c2:1", "c1:1"]),
+    ({"product": "mug"}, ["c3:1", "c1:1"]),
+    ({"product": "GREEN"}, ["c2:1"]),
+    ({"product": "50%"}, ["c3:1"]),
+    ({"product": "%"}, ["c3:1"]),
+    ({"product": "m%g"}, []),
+    ({"product": "_ug"}, []),
+    ({"customer": "ann"}, ["c1:1"]),
+    ({"customer": "EXAMPLE.ORG"}, ["c2:1"]),
+    ({"customer": "151-2345"}, ["c1:1"]),
+    ({"min_total": "10.00"}, ["c3:1", "c2:1", "c1:1"]),
+    ({"min_total": "10.01"}, ["c2:1"]),
+    ({"max_total": "10"}, ["c3:1", "c1:1"]),
+    ({"limit": "2"}, ["c3:1", "c2:1"]),
+    ({"limit": "2", "offset": "2"}, ["c1:1"]),
+])
+def test_filters(shop: ReadModel, params: dict[str, str], expected: list[str]) -> None:
+    assert found(shop, **params) == expected
+    sql, args = q.count_sql(q.parse_query({**params, "limit": "100", "offset": "0"}, 100))
+    assert shop.query(sql, args)[0][0] == len(found(shop, **{**params, "limit": "100",
+                                                             "offset": "0"}))
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"status": "lost"}, "status"),
+    ({"since": "yesterday"}, "since"),
+    ({"min_total": "ten"}, "min_total"),
+    ({"max_total": "NaN"}, "max_total"),
+    ({"limit": "0"}, "limit"),
+    ({"limit": "101"}, "limit"),
+    ({"offset": "-1"}, "offset"),
+])
+def test_bad_parameters_are_named(params: dict[str, str], message: str) -> None:
+    with pytest.raises(q.QueryError, match=message):
+        q.parse_query(params, max_page_size=100)
+
+
+def test_export_has_one_line_per_sku(shop: ReadModel) -> None:
+    sql, args = q.export_sql(q.parse_query({}, 100))
+    rows = [cart_row(row) for row in shop.query(sql, args)]
+    text = "".join(csv_chunks([name for name, _ in CART_COLUMNS], rows, every=1))
+    parsed = list(csv.DictReader(io.StringIO(text)))
+    assert [(r["abandonment_id"], r["sku"], r["quantity"], r["line_total"]) for r in parsed] == [
+        ("c3:1", "MUG", "1", "10.00"), ("c3:1", "50%_OFF", "1", "0.00"),
+        ("c2:1", "TEA", "3", "14.97"), ("c1:1", "MUG", "1", "10.00"),
+    ]
+    first = parsed[-1]
+    assert first["status"] == "recovered" and first["revenue"] == "10.00"
+    assert first["abandoned_at"] == "2024-01-01T00:00:00Z"
+    assert first["customer_email"] == "ann@example.com" and first["cart_total"] == "10.00"
+
+
+def test_cells_defuse_spreadsheet_formulas() -> None:
+    assert cell("product_name", "=HYPERLINK(1)") == "'=HYPERLINK(1)"
+    assert cell("customer_name", "@SUM") == "'@SUM"
+    assert cell("cart_total", "10.00") == "10.00"
+    assert cell("reminder_sent", 0) == "false"
+    assert cell("recovered_at", None) == ""
+
+
+def test_customers_are_distinct_with_their_newest_values(shop: ReadModel) -> None:
+    shop.write_batch([abandoned("c1", seq=2, at=T0 + 2 * DAY, name="Ann L.",
+                                email="ann@example.com")], {})
+    sql, args = q.customers_sql(q.parse_query({"product": "MUG"}, 100))
+    rows = [dict(row) for row in shop.query(sql, args)]
+    assert [(r["email"], r["name"], r["carts"]) for r in rows] == [("ann@example.com", "Ann L.", 2)]
+
+
+def test_row_dict_hides_internal_columns(shop: ReadModel) -> None:
+    [row] = shop.query("SELECT * FROM abandonments WHERE cart_id = 'c1'")
+    data = row_dict(row)
+    assert data["customer"] == {"email": "ann@example.com", "name": "Ann Lee",
+                                "phone": "+49 151 2345"}
+    assert "phone_digits" not in data and "status_rank" not in data
+    assert data["reminder_sent"] is False
