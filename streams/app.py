@@ -49,11 +49,19 @@ abandoned_topic = _topic("abandoned")
 recovered_topic = _topic("recovered")
 reactivated_topic = _topic("reactivated")
 dead_letter_topic = _topic("dead_letter")
+reminders_sent_topic = _topic("reminders_sent")
+"""Feedback from the notifier (keyed by cart_id): sets ``CartState.reminder_sent``."""
+reminder_ticks_topic = _topic("reminder_ticks", retention=3600.0)
+reminders_due_topic = _topic("reminders_due")
+unsubscribes_topic = _topic("unsubscribes")
+notification_log_topic = _topic("notification_log")
+operator_notifications_topic = _topic("operator_notifications")
 
 pipeline_source = app.topic(
     settings.topic("cart_events"),
     settings.topic("purchase_events"),
     settings.topic("timer_ticks"),
+    settings.topic("reminders_sent"),
     internal=True,
     partitions=settings.partitions,
     key_serializer="raw",

@@ -147,6 +147,17 @@ def on_deadline(state: CartState, horizon: float, settings: Settings) -> Transit
     return Transition(state, tuple(outputs))
 
 
+def on_reminder_sent(state: CartState | None, abandonment_id: str) -> Transition:
+    """The notifier delivered a reminder: remember it for the abandonment's ``CartRecovered``.
+
+    Feedback for an earlier abandonment (or a forgotten cart) changes nothing.
+    """
+    if state is None or state.abandonment_id != abandonment_id or state.reminder_sent:
+        return Transition(state, changed=False)
+    state.reminder_sent = True
+    return Transition(state)
+
+
 def _purchase_time(pending: dict[str, Any]) -> float:
     return datetime.fromisoformat(pending["occurred_at"]).timestamp()
 

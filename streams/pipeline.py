@@ -14,12 +14,14 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-from faust.types import TP, EventT, StreamT
+from faust.types import EventT, StreamT
 from faust.web import Request, Response, Web
+from pydantic import ValidationError
 
 from schemas.common import Contract
+from schemas.notifications import ReminderSent
 from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered, DeadLetter
 from streams.app import (
     abandoned_topic,
@@ -33,19 +35,25 @@ from streams.app import (
     timer_ticks_topic,
 )
 from streams.intake import Rejected, dead_letter, decode_input
-from streams.lifecycle import CartState, Transition, apply_event, next_deadline, on_deadline
-from streams.timers import DeadlineIndex, PartitionClock
+from streams.lifecycle import (
+    CartState,
+    Transition,
+    apply_event,
+    next_deadline,
+    on_deadline,
+    on_reminder_sent,
+)
+from streams.scheduling import PartitionTimers
 
 log = logging.getLogger(__name__)
 
 FIRE_BATCH = 1000
 """Due carts decided together: their outputs are awaited at once, then their states written."""
-TICK_RETRY_SECONDS = 5.0
-"""A tick request not seen back by then (lost in a rebalance) is asked for again."""
 
 CART_TOPIC = settings.topic("cart_events")
 PURCHASE_TOPIC = settings.topic("purchase_events")
 TICK_TOPIC = settings.topic("timer_ticks")
+REMINDER_SENT_TOPIC = settings.topic("reminders_sent")
 INPUT_KIND = {CART_TOPIC: "cart", PURCHASE_TOPIC: "purchase"}
 OUTPUT_TOPICS = {
     CartAbandoned: abandoned_topic,
@@ -54,12 +62,10 @@ OUTPUT_TOPICS = {
     DeadLetter: dead_letter_topic,
 }
 
-deadlines = DeadlineIndex()
-clock = PartitionClock()
-next_offsets: dict[TP, int] = {}
-"""Per input partition, the offset after the last processed message."""
-ticks_requested: dict[int, float] = {}
+timers = PartitionTimers(app, (CART_TOPIC, PURCHASE_TOPIC), timer_ticks_topic)
 counters: Counter[str] = Counter()
+abandon_observers: list[Callable[[CartAbandoned, float], None]] = []
+"""Called with each abandonment and the wall time it was published (timer lag metric)."""
 
 
 async def declare_topics() -> None:
@@ -87,33 +93,13 @@ def save(cart_id: str, state: CartState | None) -> None:
     deadline = next_deadline(state, settings)
     if state.scheduled_at is None or deadline < state.scheduled_at:
         state.scheduled_at = deadline
-        deadlines.schedule(state.partition, deadline, cart_id)
+        timers.deadlines.schedule(state.partition, deadline, cart_id)
     carts_table[cart_id] = state.to_dict()
 
 
 def load(cart_id: str) -> CartState | None:
     stored = carts_table.get(cart_id)
     return None if stored is None else CartState.from_dict(stored)
-
-
-def input_partitions(partition: int) -> tuple[TP, TP]:
-    return TP(CART_TOPIC, partition), TP(PURCHASE_TOPIC, partition)
-
-
-def caught_up(tp: TP) -> bool:
-    """Has this worker processed every message of the input partition the broker holds?"""
-    highwater = app.consumer.highwater(tp)
-    if highwater is None:
-        return False
-    # Before a partition's first message is processed, its committed offset is the position
-    # (Faust keeps it per partition; there is no public accessor).
-    position = next_offsets.get(tp) or app.consumer._committed_offset.get(tp) or 0
-    return position >= highwater
-
-
-def safe_time(partition: int) -> float:
-    """Deadlines of the partition up to this time may fire now (see ``PartitionClock``)."""
-    return clock.horizon(((tp, caught_up(tp)) for tp in input_partitions(partition)), time.time())
 
 
 async def handle_input(event: EventT) -> None:
@@ -125,8 +111,8 @@ async def handle_input(event: EventT) -> None:
         await reject(event, decoded, now)
         return
     # Deadlines the event's time has passed fire first, exactly as they would have live.
-    clock.observe(message.tp, decoded.occurred_at.timestamp(), now)
-    await fire_due(message.partition, safe_time(message.partition))
+    timers.observe(message.tp, decoded.occurred_at.timestamp(), now)
+    await fire_due(message.partition, timers.safe_time(message.partition))
     try:
         transition = apply_event(load(decoded.cart_id), decoded, settings, message.partition)
     except Exception as exc:  # a bug must cost one event, never the stream
@@ -136,8 +122,21 @@ async def handle_input(event: EventT) -> None:
     await commit_transitions([(decoded.cart_id, transition)])
     # Only now is the message processed: if it was the partition's last, the wall clock may
     # fire what it holds back (such as this very purchase).
-    next_offsets[message.tp] = message.offset + 1
-    await fire_due(message.partition, safe_time(message.partition))
+    timers.processed(message.tp, message.offset)
+    await fire_due(message.partition, timers.safe_time(message.partition))
+
+
+async def handle_reminder_sent(event: EventT) -> None:
+    """The notifier's feedback that a reminder went out for the cart's abandonment."""
+    message = event.message
+    try:
+        feedback = ReminderSent.model_validate_json(message.value or b"")
+    except ValidationError as exc:
+        await reject(event, Rejected("invalid", str(exc)[:1000]), time.time())
+        return
+    transition = on_reminder_sent(load(feedback.cart_id), feedback.abandonment_id)
+    if transition.changed:
+        save(feedback.cart_id, transition.state)
 
 
 async def reject(event: EventT, rejected: Rejected, now: float) -> None:
@@ -158,7 +157,8 @@ async def reject(event: EventT, rejected: Rejected, now: float) -> None:
         now=now,
     )
     await publish([(message.key or b"", letter)])
-    next_offsets[message.tp] = message.offset + 1
+    if message.topic in INPUT_KIND:
+        timers.processed(message.tp, message.offset)
 
 
 async def commit_transitions(transitions: Sequence[tuple[str, Transition]]) -> None:
@@ -174,7 +174,7 @@ async def commit_transitions(transitions: Sequence[tuple[str, Transition]]) -> N
 
 async def fire_due(partition: int, horizon: float) -> None:
     """Decide every cart of the partition whose deadline is at or before ``horizon``."""
-    while (due := deadlines.pop_due(partition, horizon, FIRE_BATCH)):
+    while (due := timers.deadlines.pop_due(partition, horizon, FIRE_BATCH)):
         transitions = []
         for deadline, cart_id in due:
             state = load(cart_id)
@@ -183,12 +183,18 @@ async def fire_due(partition: int, horizon: float) -> None:
             state.scheduled_at = None
             transitions.append((cart_id, on_deadline(state, horizon, settings)))
         await commit_transitions(transitions)
+        fired_at = time.time()
+        for _, transition in transitions:
+            for output in transition.outputs:
+                if isinstance(output, CartAbandoned):
+                    for observe in abandon_observers:
+                        observe(output, fired_at)
 
 
 async def handle_tick(partition: int) -> None:
     """A tick asked for by the wall-clock timer: fire what the partition's safe time allows."""
-    ticks_requested.pop(partition, None)
-    await fire_due(partition, safe_time(partition))
+    timers.tick_seen(partition)
+    await fire_due(partition, timers.safe_time(partition))
 
 
 @app.agent(pipeline_source)
@@ -198,51 +204,32 @@ async def cart_lifecycle(stream: StreamT) -> None:
     async for event in stream.events():
         if event.message.topic == TICK_TOPIC:
             await handle_tick(event.message.partition)
+        elif event.message.topic == REMINDER_SENT_TOPIC:
+            await handle_reminder_sent(event)
         else:
             await handle_input(event)
-
-
-def owned_partitions() -> list[int]:
-    return sorted(
-        tp.partition for tp in app.assignor.assigned_actives() if tp.topic == CART_TOPIC
-    )
 
 
 @app.timer(interval=settings.timer_resolution)
 async def request_ticks() -> None:
     """Ask the agent to fire timers on partitions whose earliest deadline is due."""
-    now = time.time()
-    for partition in owned_partitions():
-        earliest = deadlines.earliest(partition)
-        if earliest is None:
-            continue
-        requested_at = ticks_requested.get(partition)
-        if requested_at is not None and now - requested_at < TICK_RETRY_SECONDS:
-            continue  # the agent has not seen the previous tick yet
-        if earliest <= safe_time(partition):
-            ticks_requested[partition] = now
-            await timer_ticks_topic.send(key=b"tick", value=b"", partition=partition)
+    await timers.request_ticks()
 
 
 @carts_table.on_recover
 async def rebuild_deadlines() -> None:
     """After a rebalance, rebuild the deadline index of the owned partitions from the table."""
-    owned = set(owned_partitions())
+    owned = set(timers.owned_partitions())
     entries: dict[int, list[tuple[float, str]]] = {partition: [] for partition in owned}
     for cart_id, stored in carts_table.items():
         state = CartState.from_dict(stored)
         if state.partition in owned:
             deadline = state.scheduled_at or next_deadline(state, settings)
             entries[state.partition].append((deadline, cart_id))
-    deadlines.keep_only(owned)
-    for partition, heap in entries.items():
-        deadlines.rebuild(partition, heap)
-    clock.keep_only(tp for partition in owned for tp in input_partitions(partition))
-    for tp in list(next_offsets):
-        if tp.partition not in owned:
-            del next_offsets[tp]
-    ticks_requested.clear()
-    log.info("deadline index rebuilt: %d carts on partitions %s", len(deadlines), sorted(owned))
+    timers.reset(owned, entries)
+    log.info(
+        "deadline index rebuilt: %d carts on partitions %s", len(timers.deadlines), sorted(owned)
+    )
 
 
 @app.page("/cartwatch/counters/")
