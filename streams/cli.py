@@ -13,6 +13,7 @@ def main() -> None:
         sys.exit(f"cartwatch: {exc}")
     from faust.cli.faust import cli
 
+    import streams.operator.web  # noqa: F401  (registers the operator API and read model)
     import streams.pipeline  # noqa: F401  (registers the agents, tables and timers)
     from streams.loadgen.cli import loadgen
     from streams.stack.cli import stack

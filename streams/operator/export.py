@@ -41,7 +41,6 @@ CART_COLUMNS: tuple[tuple[str, str], ...] = (
 
 CUSTOMER_COLUMNS = ("email", "name", "marketing_consent", "carts", "last_abandoned_at")
 
-_RENAMED = {"cart_total": "total", "cart_item_count": "item_count"}
 _TIMES = {"created_at", "last_activity_at", "abandoned_at", "reactivated_at", "recovered_at",
           "last_abandoned_at"}
 _FLAGS = {"marketing_consent", "reminder_sent"}
@@ -73,9 +72,11 @@ def cell(column: str, value: Any) -> str:
     return text
 
 
-def cart_row(row: Mapping[str, Any]) -> list[str]:
-    """One export line from a joined abandonment + line row (``query.export_sql``)."""
-    return [cell(name, row[_RENAMED.get(name, name)]) for name, _ in CART_COLUMNS]
+def cart_row(abandonment: Mapping[str, Any], line: Mapping[str, Any]) -> list[str]:
+    """One export line: the abandonment's columns, then one of its lines."""
+    values = {**abandonment, **line, "cart_total": abandonment["total"],
+              "cart_item_count": abandonment["item_count"], "product_name": line["name"]}
+    return [cell(name, values[name]) for name, _ in CART_COLUMNS]
 
 
 def customer_row(row: Mapping[str, Any]) -> list[str]:

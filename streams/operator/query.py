@@ -160,15 +160,19 @@ def count_sql(query: CartQuery) -> tuple[str, list[Any]]:
     return f"SELECT count(*) FROM abandonments a WHERE {where}", params
 
 
-def export_sql(query: CartQuery) -> tuple[str, list[Any]]:
-    """Every matching abandonment joined to its lines (no paging): one row per SKU."""
+def keyset_sql(
+    query: CartQuery, after: tuple[float, str] | None, size: int
+) -> tuple[str, list[Any]]:
+    """The next ``size`` matching abandonments after ``after`` (list order), for exports.
+
+    Paging by the last row's sort key instead of an offset keeps a long export stable while
+    new abandonments arrive, and lets each page be read in one short database call.
+    """
     where, params = where_clause(query)
-    return (
-        "SELECT a.*, l.sku, l.name AS product_name, l.quantity, l.unit_price, l.line_total "
-        f"FROM abandonments a JOIN lines l ON l.abandonment_id = a.abandonment_id "
-        f"WHERE {where} {ORDER}, l.position",
-        params,
-    )
+    if after is not None:
+        where += " AND (a.abandoned_at < ? OR (a.abandoned_at = ? AND a.abandonment_id > ?))"
+        params += [after[0], after[0], after[1]]
+    return f"SELECT a.* FROM abandonments a WHERE {where} {ORDER} LIMIT ?", [*params, size]
 
 
 def customers_sql(query: CartQuery) -> tuple[str, list[Any]]:

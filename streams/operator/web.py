@@ -1,0 +1,406 @@
+"""The operator's HTTP surface, served by every worker on Faust's web server.
+
+Importing this module registers the views and the read-model feed on the app. All reads are
+answered from this worker's own read model, which holds every partition, so a load balancer
+may send any request to any worker.
+
+Endpoints under ``/cartwatch/api/`` expose shop and customer data and need
+``Authorization: Bearer <CARTWATCH_API_TOKEN>`` when a token is configured; the probes,
+``/metrics`` and the dashboard's static files do not (the dashboard asks for the token).
+"""
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web as aioweb
+from faust.web import Request, Response, View, Web
+
+from streams import pipeline
+from streams.app import app, settings
+from streams.operator import query as q
+from streams.operator.export import CART_COLUMNS, CUSTOMER_COLUMNS, cart_row, csv_chunks
+from streams.operator.export import customer_row as customer_csv_row
+from streams.operator.feed import ReadModelFeed, SharedReadModel
+from streams.operator.insights import PERIODS, AbandonmentFacts, aggregate
+from streams.operator.metrics import collect, timer_lag
+from streams.operator.notifications import gateway
+from streams.operator.prometheus import CONTENT_TYPE, render
+from streams.operator.store import ReadModel, row_dict
+
+log = logging.getLogger(__name__)
+
+EXPORT_PAGE = 500
+"""Abandonments read from the database per step of a streamed export."""
+STATIC = resources.files("streams.operator") / "static"
+STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+
+
+class Runtime:
+    """The worker's read model and its feed, once the feed has started."""
+
+    feed: ReadModelFeed | None = None
+    shared: SharedReadModel | None = None
+
+
+runtime = Runtime()
+
+
+def read_model_path() -> Path | str:
+    if settings.operator.read_model == "memory":
+        return ":memory:"
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings.data_dir / "operator.sqlite3"
+
+
+@app.service
+class OperatorFeed(ReadModelFeed):
+    """The read-model feed of this worker, started with the app after table recovery."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        shared = SharedReadModel(ReadModel(read_model_path()))
+        super().__init__(settings, shared, **kwargs)
+        runtime.feed, runtime.shared = self, shared
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        await self.shared.run(ReadModel.close)
+
+
+pipeline.abandon_observers.append(
+    lambda output, fired_at: timer_lag.observe(fired_at - output.abandoned_at.timestamp())
+)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+class HTTPProblem(Exception):
+    """An error answered as ``{"error": ...}`` with an HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def authorized(header: str | None, token: str | None) -> bool:
+    """Does the Authorization header carry the configured bearer token (always, if none)?"""
+    if token is None:
+        return True
+    scheme, _, presented = (header or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        presented.strip().encode(), token.encode()
+    )
+
+
+def require_token(request: Request) -> None:
+    secret = settings.operator.api_token
+    token = secret.get_secret_value() if secret is not None else None
+    if not authorized(request.headers.get("Authorization"), token):
+        raise HTTPProblem(401, "missing or wrong bearer token")
+
+
+def shared_model() -> SharedReadModel:
+    if runtime.shared is None:
+        raise HTTPProblem(503, "the read model is not started yet")
+    return runtime.shared
+
+
+def parse(request: Request) -> q.CartQuery:
+    try:
+        return q.parse_query(dict(request.query), settings.operator.max_page_size)
+    except q.QueryError as exc:
+        raise HTTPProblem(400, str(exc)) from None
+
+
+def problem_response(status: int, message: str) -> aioweb.Response:
+    return aioweb.json_response({"error": message}, status=status)
+
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+def api(handler: Handler) -> Handler:
+    """Token check and HTTP problems for an API view method."""
+
+    async def wrapped(self: View, request: Request, **match: str) -> Any:
+        try:
+            require_token(request)
+            return await handler(self, request, **match)
+        except HTTPProblem as problem:
+            return problem_response(problem.status, str(problem))
+
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
+
+
+# -- read queries -------------------------------------------------------------------------
+
+
+def list_carts(model: ReadModel, query: q.CartQuery) -> dict[str, Any]:
+    rows = model.query(*q.list_sql(query))
+    total = model.query(*q.count_sql(query))[0][0]
+    lines = model.lines_of([row["abandonment_id"] for row in rows])
+    carts = [{**row_dict(row), "lines": lines[row["abandonment_id"]]} for row in rows]
+    return {"total": total, "limit": query.limit, "offset": query.offset, "carts": carts}
+
+
+def cart_detail(model: ReadModel, cart_id: str) -> dict[str, Any] | None:
+    rows = model.query(
+        "SELECT a.* FROM abandonments a WHERE a.cart_id = ? ORDER BY a.abandoned_at DESC, "
+        "a.sequence DESC", [cart_id]
+    )
+    if not rows:
+        return None
+    ids = [row["abandonment_id"] for row in rows]
+    lines = model.lines_of(ids)
+    attempts = model.query(
+        f"SELECT * FROM notifications WHERE abandonment_id IN ({', '.join('?' * len(ids))}) "
+        "ORDER BY at", ids
+    )
+    reminders: dict[str, list[dict[str, Any]]] = {key: [] for key in ids}
+    for attempt in attempts:
+        entry = dict(attempt)
+        reminders[entry.pop("abandonment_id")].append(entry)
+    abandonments = [
+        {**row_dict(row), "lines": lines[row["abandonment_id"]],
+         "reminders": reminders[row["abandonment_id"]]}
+        for row in rows
+    ]
+    return {"cart_id": cart_id, "store_id": rows[0]["store_id"], "abandonments": abandonments}
+
+
+def export_page(
+    model: ReadModel, query: q.CartQuery, after: tuple[float, str] | None
+) -> tuple[list[list[str]], tuple[float, str] | None]:
+    """CSV rows of the next export page and the key to continue after (None at the end)."""
+    rows = model.query(*q.keyset_sql(query, after, EXPORT_PAGE))
+    if not rows:
+        return [], None
+    lines = model.lines_of([row["abandonment_id"] for row in rows])
+    out = [cart_row(row, line) for row in rows for line in lines[row["abandonment_id"]]]
+    return out, (rows[-1]["abandoned_at"], rows[-1]["abandonment_id"])
+
+
+def customers(model: ReadModel, query: q.CartQuery) -> list[list[str]]:
+    return [customer_csv_row(row) for row in model.query(*q.customers_sql(query))]
+
+
+def insight_facts(
+    model: ReadModel, query: q.CartQuery
+) -> tuple[list[tuple[str, float]], list[AbandonmentFacts]]:
+    """Created carts and abandonment facts within the query's stores and time range."""
+    where, params = q.where_clause(query)
+    rows = model.query(
+        "SELECT a.store_id, a.abandoned_at, a.status, a.revenue, a.revenue_currency, "
+        "a.seconds_to_recover, coalesce(a.reminder_sent, 0) OR EXISTS (SELECT 1 FROM "
+        "notifications n WHERE n.abandonment_id = a.abandonment_id AND n.status = 'sent') "
+        f"AS reminded FROM abandonments a WHERE {where}", params
+    )
+    facts = [
+        AbandonmentFacts(row[0], row[1], row[2], bool(row[6]),
+                         None if row[3] is None else Decimal(row[3]), row[4], row[5])
+        for row in rows
+    ]
+    conditions, created_params = ["1"], []
+    if query.stores:
+        conditions.append(f"store_id IN ({', '.join('?' * len(query.stores))})")
+        created_params += list(query.stores)
+    if query.since is not None:
+        conditions.append("created_at >= ?")
+        created_params.append(query.since)
+    if query.until is not None:
+        conditions.append("created_at < ?")
+        created_params.append(query.until)
+    created = [
+        (row[0], row[1]) for row in model.query(
+            f"SELECT store_id, created_at FROM carts WHERE {' AND '.join(conditions)}",
+            created_params,
+        )
+    ]
+    return created, facts
+
+
+# -- views --------------------------------------------------------------------------------
+
+
+@app.page("/cartwatch/api/carts/")
+class CartsView(View):
+    """Abandoned carts, newest first: filters, search and paging as query parameters."""
+
+    @api
+    async def get(self, request: Request) -> Response:
+        result = await shared_model().run(list_carts, parse(request))
+        return self.json(result)
+
+
+@app.page("/cartwatch/api/carts/{cart_id}/")
+class CartView(View):
+    """One cart: each of its abandonments with lines and reminder attempts."""
+
+    @api
+    async def get(self, request: Request, cart_id: str) -> Response:
+        detail = await shared_model().run(cart_detail, cart_id)
+        if detail is None:
+            raise HTTPProblem(404, f"no abandonment of cart {cart_id!r}")
+        return self.json(detail)
+
+
+@app.page("/cartwatch/api/carts/{cart_id}/remind/")
+class RemindView(View):
+    """Ask the notifier to remind the cart's latest abandonment now (same consent and caps)."""
+
+    @api
+    async def post(self, request: Request, cart_id: str) -> Response:
+        detail = await shared_model().run(cart_detail, cart_id)
+        if detail is None:
+            raise HTTPProblem(404, f"no abandonment of cart {cart_id!r}")
+        latest = detail["abandonments"][0]
+        if latest["status"] != "abandoned":
+            raise HTTPProblem(409, f"cart {cart_id!r} is {latest['status']}, not abandoned")
+        result = await gateway().remind(latest["abandonment_id"], cart_id, latest["store_id"])
+        return self.json(result.body, status=result.status)
+
+
+@app.page("/cartwatch/api/carts.csv")
+class CartsCsvView(View):
+    """The matching abandoned carts as CSV, one line per SKU, streamed page by page."""
+
+    @api
+    async def get(self, request: Request) -> aioweb.StreamResponse:
+        query, model = parse(request), shared_model()
+        response = csv_response("abandoned-carts.csv")
+        await response.prepare(request)  # type: ignore[arg-type]
+        header = [name for name, _ in CART_COLUMNS]
+        after: tuple[float, str] | None = None
+        first = True
+        while True:
+            rows, after = await model.run(export_page, query, after)
+            for chunk in csv_chunks(header if first else (), rows):
+                await response.write(chunk.encode())
+            first = False
+            if after is None:
+                break
+        await response.write_eof()
+        return response
+
+
+@app.page("/cartwatch/api/customers.csv")
+class CustomersCsvView(View):
+    """Emails of the customers whose abandoned carts hold ``product`` (SKU or name)."""
+
+    @api
+    async def get(self, request: Request) -> aioweb.StreamResponse:
+        query = parse(request)
+        if not query.product:
+            raise HTTPProblem(400, "product: give the SKU or product name to export for")
+        rows = await shared_model().run(customers, query)
+        response = csv_response("customers.csv")
+        await response.prepare(request)  # type: ignore[arg-type]
+        for chunk in csv_chunks(CUSTOMER_COLUMNS, rows):
+            await response.write(chunk.encode())
+        await response.write_eof()
+        return response
+
+
+@app.page("/cartwatch/api/insights/")
+class InsightsView(View):
+    """Per store and day or week: created, abandoned, reminded, recovered, rates, revenue."""
+
+    @api
+    async def get(self, request: Request) -> Response:
+        period = request.query.get("period", "day")
+        if period not in PERIODS:
+            raise HTTPProblem(400, f"period: use one of {list(PERIODS)}")
+        query = parse(request)
+        created, facts = await shared_model().run(insight_facts, query)
+        return self.json({"period": period, "buckets": aggregate(created, facts, period)})
+
+
+@app.page("/cartwatch/unsubscribe/")
+class UnsubscribeView(View):
+    """The target of the signed unsubscribe links in reminders (no bearer token: the link's
+    signature is the credential)."""
+
+    async def get(self, request: Request) -> Response:
+        return await self._unsubscribe(request)
+
+    async def post(self, request: Request) -> Response:
+        return await self._unsubscribe(request)
+
+    async def _unsubscribe(self, request: Request) -> Response:
+        token = request.query.get("token", "")
+        if not token:
+            return problem_response(400, "token: missing")  # type: ignore[return-value]
+        result = await gateway().unsubscribe(token)
+        return self.json(result.body, status=result.status)
+
+
+def csv_response(filename: str) -> aioweb.StreamResponse:
+    return aioweb.StreamResponse(headers={
+        "Content-Type": "text/csv; charset=utf-8",
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        "Cache-Control": "no-store",
+    })
+
+
+@app.page("/metrics")
+async def metrics(web: Web, request: Request) -> Response:
+    """Prometheus metrics of this worker (text exposition format)."""
+    families = await collect(runtime.feed, runtime.shared)
+    return aioweb.Response(  # type: ignore[return-value]
+        body=render(families).encode(), headers={"Content-Type": CONTENT_TYPE}
+    )
+
+
+@app.page("/livez")
+async def livez(web: Web, request: Request) -> Response:
+    """The process answers; checks no dependency, so a broker outage never restarts workers."""
+    return web.json({"status": "alive"})
+
+
+@app.page("/readyz")
+async def readyz(web: Web, request: Request) -> Response:
+    """Ready to serve: partitions assigned and recovered, broker reachable, read model loaded."""
+    checks = await readiness_checks()
+    status = 200 if all(checks.values()) else 503
+    return web.json({"ready": status == 200, "checks": checks}, status=status)
+
+
+async def readiness_checks() -> dict[str, bool]:
+    feed = runtime.feed
+    recovery = app.tables.recovery
+    return {
+        "partitions_assigned": bool(app.assignor.assigned_actives()),
+        "tables_recovered": recovery.completed.is_set() and not app.rebalancing,
+        "broker_reachable": feed is not None and await feed.broker_reachable(),
+        "read_model_loaded": feed is not None and feed.loaded.is_set(),
+    }
+
+
+@app.page("/cartwatch/dashboard/")
+async def dashboard(web: Web, request: Request) -> Response:
+    """The operator dashboard (static HTML; data comes from the API with the token)."""
+    return static_file("index.html")
+
+
+@app.page("/cartwatch/dashboard/{name}")
+async def dashboard_asset(web: Web, request: Request, name: str) -> Response:
+    return static_file(name)
+
+
+def static_file(name: str) -> Response:
+    suffix = Path(name).suffix
+    resource = STATIC / name
+    if suffix not in STATIC_TYPES or "/" in name or not resource.is_file():
+        return problem_response(404, "not found")  # type: ignore[return-value]
+    return aioweb.Response(  # type: ignore[return-value]
+        body=resource.read_bytes(),
+        headers={"Content-Type": f"{STATIC_TYPES[suffix]}; charset=utf-8",
+                 "Cache-Control": "no-cache"},
+    )
+
