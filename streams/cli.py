@@ -8,6 +8,7 @@ from config.settings import SettingsError
 def main() -> None:
     """Entry point of the ``cartwatch`` console script."""
     try:
+        import streams.notifier.worker  # noqa: F401  (reminder agents if enabled; checks templates)
         from streams.app import app
     except SettingsError as exc:
         sys.exit(f"cartwatch: {exc}")
@@ -15,11 +16,13 @@ def main() -> None:
 
     import streams.operator.web  # noqa: F401  (registers the operator API and read model)
     import streams.pipeline  # noqa: F401  (registers the agents, tables and timers)
+    from streams.bench.cli import bench
     from streams.loadgen.cli import loadgen
     from streams.stack.cli import stack
 
     cli.add_command(stack)
     cli.add_command(loadgen)
+    cli.add_command(bench)
     app.main()
 
 

@@ -1,0 +1,51 @@
+"""`cartwatch bench`: run every contender and measurement once, print the table, write JSON."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from config.settings import SettingsError, load_settings
+from config.stack import parse_bootstrap
+from streams.bench.measurements import Bench, Scale
+from streams.bench.processes import BenchError
+from streams.bench.report import Report
+
+
+@click.command("bench")
+@click.option("--quick", is_flag=True, help="Small inputs: proves the bench works (CI), "
+              "its figures mean nothing.")
+@click.option("--broker", default=None,
+              help="kafka://host:port [default: CARTWATCH_BROKER / settings].")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("bench-results.json"), show_default=True)
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where contenders keep state and logs [default: a temporary directory].")
+def bench(quick: bool, broker: str | None, output: Path, workdir: Path | None) -> None:
+    """Throughput against baselines and Quix Streams, timer precision, memory, recovery."""
+    try:
+        bootstrap = parse_bootstrap(broker or load_settings().broker)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    command = "cartwatch bench" + (" --quick" if quick else "")
+    report = Report(mode="quick" if quick else "full", command=command)
+    with tempfile.TemporaryDirectory(prefix="cartwatch-bench-", dir=workdir) as tmp:
+        run = Bench(bootstrap, Scale.named(quick), Path(tmp), report,
+                    say=lambda line: click.echo(f"== {line}", err=True))
+        try:
+            run.throughput()
+            run.timers()
+            run.notifier()
+        except BenchError as exc:
+            report.write_json(output)
+            raise click.ClickException(f"{exc}\n(logs in {shlex.quote(tmp)})") from None
+    report.write_json(output)
+    click.echo(report.table())
+    click.echo(f"machine: {report.machine}\nJSON: {output}")
+    if not report.floors_hold():
+        click.echo("some floors do not hold (marked NO)", err=True)
+    sys.stdout.flush()

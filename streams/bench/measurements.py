@@ -1,0 +1,353 @@
+"""The benchmark itself: pre-load the input once, run each contender on it, measure.
+
+Throughput (a-d) is measured from the first to the last event a contender processed, each with
+a fresh consumer group on the same pre-loaded topics. The timer figures (e-h) come from one
+real cartwatch worker tracking ``tracked_carts`` carts: ``silent_carts`` more go silent at
+once (e), then its timer tick cost (f) and memory (g) are read, then it is restarted (h).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import socket
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from streams.bench import processes
+from streams.bench.contenders import ContenderConfig
+from streams.bench.processes import BenchError, Process, poll
+from streams.bench.report import Figure, Report
+from streams.loadgen import LoadSpec, Message, expected_outcomes, generate, silent_carts
+from streams.loadgen.produce import Progress, produce
+
+PARTITIONS = 4
+INPUTS = {"cart_events": "cart-events", "purchase_events": "purchase-events"}
+OUTPUTS = ("cart-abandoned", "cart-recovered", "cart-reactivated")
+MB = 2**20
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big a run is: ``full`` for the figures, ``quick`` to prove the bench works in CI."""
+
+    throughput_carts: int
+    silent_carts: int
+    tracked_carts: int
+    silent_after: float
+    """Time to abandon of the silent carts: the worker must have read them all by then."""
+    timeout: float
+    """Deadline of each step (a contender's run, an ingest, a recovery)."""
+
+    @classmethod
+    def named(cls, quick: bool) -> Scale:
+        if quick:
+            return cls(throughput_carts=700, silent_carts=2_000, tracked_carts=20_000,
+                       silent_after=20.0, timeout=90.0)
+        return cls(throughput_carts=28_000, silent_carts=100_000, tracked_carts=1_000_000,
+                   silent_after=90.0, timeout=900.0)
+
+
+@dataclass
+class Bench:
+    """One run: its broker, its private topic prefix, its working directory."""
+
+    bootstrap: str
+    scale: Scale
+    workdir: Path
+    report: Report
+    say: Callable[[str], None]
+
+    def __post_init__(self) -> None:
+        self.run_id = f"bench-{uuid.uuid4().hex[:8]}"
+
+    def prefix(self, part: str) -> str:
+        return f"{self.run_id}.{part}."
+
+    # -- throughput -------------------------------------------------------------------------
+
+    def throughput(self) -> None:
+        prefix = self.prefix("tp")
+        spec = LoadSpec(seed=1, carts=self.scale.throughput_carts).ending_before(time.time())
+        messages = generate(spec)
+        expected = expected_outcomes(spec, messages)
+        self.say(f"throughput input: {len(messages):,} messages, {spec.carts:,} carts")
+        asyncio.run(self._load(prefix, messages))
+        topics = tuple(prefix + name for name in INPUTS.values())
+        runs = [
+            ("a", "raw aiokafka consume -> JSON -> produce", "passthrough"),
+            ("b", "naive Faust agent, one table write per event", "faust_naive"),
+            ("c", "Quix Streams, per-cart state in RocksDB", "quix"),
+        ]
+        for key, label, module in runs:
+            if module == "quix" and importlib.util.find_spec("quixstreams") is None:
+                self.report.add(Figure(key, label, None, "events/s",
+                                       note="not measured: quixstreams not installed "
+                                       "(pip install 'cartwatch[bench]')"))
+                continue
+            self.say(f"{key}: {label}")
+            rate = self._contender(key, module, topics, len(messages), prefix)
+            self.report.add(Figure(key, label, rate, "events/s"))
+        self.say("d: cartwatch worker")
+        rate = self._cartwatch_throughput(prefix, len(messages), spec, expected)
+        self.report.add(Figure("d", "cartwatch pipeline, RocksDB state (1 worker)", rate,
+                               "events/s", floor=">= 3 x b"))
+        self.report.ratio("d/a", "d", "a")
+        self.report.ratio("d/b", "d", "b")
+        self.report.ratio("d/c", "d", "c")
+        ratio_b = self.report.ratios["d/b"]
+        self.report.figures[-1].ok = None if ratio_b is None else ratio_b >= 3.0
+
+    def _contender(
+        self, key: str, module: str, topics: tuple[str, ...], expect: int, prefix: str
+    ) -> float:
+        workdir = self.workdir / key
+        config = ContenderConfig(
+            bootstrap=self.bootstrap, topics=topics, group=f"{self.run_id}-{key}",
+            expect=expect, result=workdir / "result.json", workdir=workdir,
+            output_topic=prefix + "passthrough", partitions=PARTITIONS,
+        )
+        env = config.to_env() | {"BENCH_WEB_PORT": str(_free_port())}
+        process = processes.contender(key, f"streams.bench.contenders.{module}", env, workdir)
+        process.start()
+        try:
+            result = processes.wait_result(process, config.result, self.scale.timeout)
+        finally:
+            process.stop()
+        return result["count"] / max(result["last_at"] - result["first_at"], 1e-6)
+
+    def _worker(self, name: str, prefix: str, **settings: str) -> Process:
+        env = {
+            "CARTWATCH_BROKER": f"kafka://{self.bootstrap}",
+            "CARTWATCH_APP_ID": f"{self.run_id}-{name}",
+            "CARTWATCH_TOPIC_PREFIX": prefix,
+            "CARTWATCH_PARTITIONS": str(PARTITIONS),
+            "CARTWATCH_DATA_DIR": str(self.workdir / name / "data"),
+            "CARTWATCH_WEB_PORT": str(_free_port()),
+            **settings,
+        }
+        return processes.cartwatch_worker(name, env, self.workdir / name)
+
+    def _wait_inputs(self, worker: Process, count: int) -> tuple[float, int, float]:
+        """Poll the worker's counters until it read ``count`` inputs.
+
+        Returns when and at what count it was first seen reading, and when it was done.
+        """
+        url = f"http://127.0.0.1:{worker.env['CARTWATCH_WEB_PORT']}"
+        first: tuple[float, int] | None = None
+
+        def done() -> bool:
+            nonlocal first
+            worker.check_alive()
+            try:
+                read = sum(v for k, v in processes.counters(url).items() if k.startswith("in:"))
+            except OSError:
+                return False  # the web server is not up yet
+            if first is None and read > 0:
+                first = (time.time(), read)
+            return read >= count
+
+        poll(done, self.scale.timeout, f"{worker.name} to read {count:,} inputs", 0.05)
+        assert first is not None
+        return first[0], first[1], time.time()
+
+    def _cartwatch_throughput(
+        self, prefix: str, count: int, spec: LoadSpec, expected: Any
+    ) -> float:
+        worker = self._worker("d", prefix, CARTWATCH_ABANDON_AFTER=str(spec.abandon_after))
+        worker.start()
+        try:
+            first_at, first_count, last_at = self._wait_inputs(worker, count)
+            found = asyncio.run(self._outputs(prefix, expected))
+        finally:
+            worker.stop()
+        missing = {name: len(want - found[name]) for name, want in (
+            ("abandonment_ids", expected.abandonment_ids),
+            ("recovered_ids", expected.recovered_ids),
+            ("reactivated_ids", expected.reactivated_ids))}
+        self.report.checks["d_outputs"] = {
+            "expected": {k: len(v) for k, v in expected.as_json().items()},
+            "missing": missing,
+            "unexpected_abandonments": len(found["abandonment_ids"] - expected.abandonment_ids),
+        }
+        return (count - first_count) / max(last_at - first_at, 1e-6)
+
+    async def _outputs(self, prefix: str, expected: Any) -> dict[str, set[str]]:
+        """Read the worker's outputs until they hold what the seed says, or the deadline."""
+        names = {prefix + "cart-abandoned": "abandonment_ids",
+                 prefix + "cart-recovered": "recovered_ids",
+                 prefix + "cart-reactivated": "reactivated_ids"}
+        found: dict[str, set[str]] = {name: set() for name in names.values()}
+        want = {"abandonment_ids": expected.abandonment_ids,
+                "recovered_ids": expected.recovered_ids,
+                "reactivated_ids": expected.reactivated_ids}
+        async for topic, value, _ in _read(self.bootstrap, names, min(self.scale.timeout, 120)):
+            found[names[topic]].add(value["abandonment_id"])
+            if all(found[name] >= want[name] for name in found):
+                break
+        return found
+
+    async def _load(self, prefix: str, messages: Iterable[Message], total: int = 0) -> None:
+        await create_topics(self.bootstrap, [prefix + name for name in INPUTS.values()])
+        topics = {logical: prefix + name for logical, name in INPUTS.items()}
+        progress = Progress(total or len(messages))  # type: ignore[arg-type]
+        await produce(self.bootstrap, messages, topics, on_sent=progress.advance)
+        progress.close()
+
+    # -- timers, memory, recovery -----------------------------------------------------------
+
+    def timers(self) -> None:
+        scale, prefix = self.scale, self.prefix("timer")
+        self.say(f"loading {scale.tracked_carts:,} tracked carts")
+        asyncio.run(self._load(
+            prefix, silent_carts(scale.tracked_carts, time.time(), prefix="tracked",
+                                 store_id="tracked"),
+            total=scale.tracked_carts,
+        ))
+        worker = self._worker(
+            "timers", prefix, CARTWATCH_ABANDON_AFTER="1d",
+            CARTWATCH_STORE_ABANDON_AFTER=f"silent={scale.silent_after}s",
+        )
+        worker.start()
+        try:
+            first_at, first_count, last_at = self._wait_inputs(worker, scale.tracked_carts)
+            self.report.checks["tracked_ingest_events_per_s"] = round(
+                (scale.tracked_carts - first_count) / max(last_at - first_at, 1e-6))
+            self._precision(worker, prefix)
+            self._tick_cost(worker)
+            rss = worker.rss_bytes() / MB
+            self.report.add(Figure("g", f"worker RSS, {self._tracked()} tracked carts", rss,
+                                   "MB", floor="<= 400 MB", ok=rss <= 400))
+            self._recovery(worker)
+        finally:
+            worker.stop()
+
+    def _tracked(self) -> str:
+        total = self.scale.tracked_carts + self.scale.silent_carts
+        return f"{total / 1e6:.2g}M" if total >= 1e6 else f"{total:,}"
+
+    def _precision(self, worker: Process, prefix: str) -> None:
+        scale = self.scale
+        self.say(f"e: {scale.silent_carts:,} carts go silent at once")
+        silent_at = time.time()
+        asyncio.run(self._load(
+            prefix, silent_carts(scale.silent_carts, silent_at, store_id="silent"),
+            total=scale.silent_carts,
+        ))
+        _, _, read_at = self._wait_inputs(worker, scale.tracked_carts + scale.silent_carts)
+        due = silent_at + scale.silent_after
+        if read_at > due:
+            raise BenchError(f"the worker read the silent carts {read_at - due:.1f} s after "
+                             "their deadline; raise Scale.silent_after")
+        delays = asyncio.run(self._delays(prefix, due))
+        label = f"timer delay, {scale.silent_carts:,} carts silent at once"
+        if len(delays) < scale.silent_carts:
+            raise BenchError(f"only {len(delays)} of {scale.silent_carts} abandonments arrived")
+        delays.sort()
+        p99 = delays[min(len(delays) - 1, int(0.99 * len(delays)))]
+        self.report.add(Figure("e.p50", f"{label}: p50", statistics.median(delays), "s"))
+        self.report.add(Figure("e.p99", f"{label}: p99", p99, "s", floor="<= 1 s", ok=p99 <= 1))
+        self.report.add(Figure("e.max", f"{label}: max", delays[-1], "s"))
+
+    async def _delays(self, prefix: str, due: float) -> list[float]:
+        """Deadline to abandoned message (its broker timestamp), per silent cart."""
+        delays: list[float] = []
+        timeout = due - time.time() + self.scale.timeout
+        topic = {prefix + "cart-abandoned": "abandoned"}
+        async for _, value, timestamp_ms in _read(self.bootstrap, topic, timeout):
+            if value["store_id"] == "silent":
+                deadline = datetime.fromisoformat(value["abandoned_at"]).timestamp()
+                delays.append(timestamp_ms / 1000 - deadline)
+                if len(delays) >= self.scale.silent_carts:
+                    break
+        return delays
+
+    def _tick_cost(self, worker: Process) -> None:
+        url = f"http://127.0.0.1:{worker.env['CARTWATCH_WEB_PORT']}"
+        label = f"timer tick cost, {self._tracked()} tracked carts, none due"
+        before = processes.counters(url)
+        if "ticks" not in before:
+            self.report.add(Figure("f", label, None, "ms",
+                                   note="not measured: the worker does not count its ticks"))
+            return
+        after = poll(lambda: (c := processes.counters(url))["ticks"] >= before["ticks"] + 20
+                     and c, 60, "20 timer ticks", 0.2)
+        ticks = after["ticks"] - before["ticks"]
+        mean_ms = (after["tick_ns"] - before["tick_ns"]) / ticks / 1e6
+        self.report.add(Figure("f", label, mean_ms, "ms", floor="< 5 ms", ok=mean_ms < 5,
+                               note=f"max {after['tick_ns_max'] / 1e6:.2f} ms since start"))
+
+    def _recovery(self, worker: Process) -> None:
+        self.say("h: restart")
+        worker.stop()
+        seen = processes.ready_count(worker)
+        started = time.monotonic()
+        worker.start()
+        poll(lambda: worker.check_alive() or processes.ready_count(worker) > seen,
+             self.scale.timeout, "the restarted worker to recover")
+        seconds = time.monotonic() - started
+        self.report.add(Figure("h", f"restart recovery, {self._tracked()} carts", seconds, "s",
+                               floor="<= 60 s", ok=seconds <= 60))
+
+    # -- notifier ---------------------------------------------------------------------------
+
+    def notifier(self) -> None:
+        label = "notifier throughput into a local SMTP server"
+        self.report.add(Figure("i", label, None, "emails/s", floor=">= 500 emails/s",
+                               note="not measured: notifier not landed"))
+
+
+async def _read(
+    bootstrap: str, topics: dict[str, str], timeout: float
+) -> Any:
+    """Yield ``(topic, JSON value, timestamp ms)`` from the start of ``topics`` until timeout."""
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for tp, records in batch.items():
+                for record in records:
+                    yield tp.topic, json.loads(record.value), record.timestamp
+    finally:
+        await consumer.stop()
+
+
+async def create_topics(bootstrap: str, names: list[str]) -> None:
+    """Create the run's input topics and wait for their leaders (a worker must see them)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in names])
+
+        async def led() -> bool:
+            described = await admin.describe_topics(names)
+            return all(t["error_code"] == 0 and len(t["partitions"]) == PARTITIONS
+                       and all(p["leader"] >= 0 for p in t["partitions"]) for t in described)
+
+        deadline = time.monotonic() + 30
+        while not await led():
+            if time.monotonic() > deadline:
+                raise BenchError(f"topics {names} have no leaders after 30 s")
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
+
+
+def _free_port() -> int:
+    """A port nothing listens on right now, for a worker's web server."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

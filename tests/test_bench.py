@@ -1,0 +1,41 @@
+"""`cartwatch bench --quick` runs end to end and reports every figure (not timed)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+FIGURES = {"a", "b", "c", "d", "e.p50", "e.p99", "e.max", "f", "g", "h", "i"}
+
+
+def test_quick_bench_reports_every_figure_well_formed(kafka_bootstrap, tmp_path):
+    output = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARTWATCH_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "bench", "--quick",
+         "--broker", f"kafka://{kafka_bootstrap}", "--output", str(output),
+         "--workdir", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(output.read_text())
+    figures = {figure["key"]: figure for figure in report["figures"]}
+    assert set(figures) == FIGURES
+    for key, figure in figures.items():
+        if key == "i" and figure["value"] is None:
+            assert figure["note"].startswith("not measured:")
+            continue
+        assert isinstance(figure["value"], float) and math.isfinite(figure["value"]), key
+        assert figure["value"] > 0, key
+    assert set(report["ratios"]) == {"d/a", "d/b", "d/c"}
+    assert all(ratio > 0 for ratio in report["ratios"].values())
+    assert report["checks"]["d_outputs"]["missing"] == {
+        "abandonment_ids": 0, "recovered_ids": 0, "reactivated_ids": 0}
+    assert report["checks"]["d_outputs"]["unexpected_abandonments"] == 0
+    assert report["machine"]["cores"] >= 1 and report["started_at"]
+    assert "| d |" in done.stdout and "d/c" in done.stdout
