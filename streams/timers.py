@@ -26,11 +26,18 @@ class DeadlineIndex:
         return heap[0][0] if heap else None
 
     def pop_due(self, partition: int, horizon: float, limit: int) -> list[tuple[float, str]]:
-        """Remove and return up to ``limit`` entries due at ``horizon``, earliest first."""
+        """Remove and return up to ``limit`` entries due at ``horizon``, earliest first.
+
+        Identical entries come out once: a stale entry becomes current again when the cart is
+        rescheduled to the same deadline (a purchase read before the cart's events), and two
+        copies decided in one batch would emit the same output twice.
+        """
         heap = self._heaps.get(partition)
         due: list[tuple[float, str]] = []
         while heap and heap[0][0] <= horizon and len(due) < limit:
-            due.append(heapq.heappop(heap))
+            entry = heapq.heappop(heap)
+            if not due or due[-1] != entry:
+                due.append(entry)
         return due
 
     def rebuild(self, partition: int, entries: Iterable[tuple[float, str]]) -> None:

@@ -36,6 +36,13 @@ def test_earliest_is_the_smallest_deadline_of_that_partition_only():
     assert len(index) == 4
 
 
+def test_pop_due_returns_a_twice_scheduled_entry_once():
+    """A stale entry that became current again must not be decided twice in one batch."""
+    index = index_with(0, (50.0, "a"), (10.0, "a"), (50.0, "a"), (50.0, "b"))
+    assert index.pop_due(0, 60.0, 10) == [(10.0, "a"), (50.0, "a"), (50.0, "b")]
+    assert len(index) == 0
+
+
 def test_pop_due_returns_due_entries_earliest_first_and_respects_the_horizon():
     index = index_with(0, (30.0, "c"), (10.0, "a"), (20.0, "b"), (40.0, "d"))
 
