@@ -4,6 +4,7 @@ Pure functions, so every filter rule is unit-tested without a worker. The same `
 serves the JSON list, the CSV export, the customer export and the CLI.
 """
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,6 +14,8 @@ from typing import Any
 from streams.operator.store import STATUS_RANK, phone_digits
 
 DEFAULT_PAGE_SIZE = 50
+PHONE_LIKE = re.compile(r"^\+?[0-9 ()./-]+$")
+"""A customer search that is all phone characters is also matched against phone digits."""
 
 
 class QueryError(ValueError):
@@ -136,7 +139,7 @@ def where_clause(query: CartQuery) -> tuple[str, list[Any]]:
         ]
         params.extend([_like(query.customer)] * 2)
         digits = phone_digits(query.customer)
-        if digits and len(digits) >= 3:
+        if digits and len(digits) >= 3 and PHONE_LIKE.match(query.customer):
             matches.append("a.phone_digits LIKE ?")
             params.append(f"%{digits}%")
         conditions.append(f"({' OR '.join(matches)})")

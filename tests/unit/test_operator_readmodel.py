@@ -144,6 +144,7 @@ def found(model: ReadModel, **params: str) -> list[str]:
     ({"customer": "ann"}, ["c1:1"]),
     ({"customer": "EXAMPLE.ORG"}, ["c2:1"]),
     ({"customer": "151-2345"}, ["c1:1"]),
+    ({"customer": "bob2345"}, []),
     ({"min_total": "10.00"}, ["c3:1", "c2:1", "c1:1"]),
     ({"min_total": "10.01"}, ["c2:1"]),
     ({"max_total": "10"}, ["c3:1", "c1:1"]),
