@@ -17,12 +17,14 @@ def main() -> None:
     import streams.operator.web  # noqa: F401  (registers the operator API and read model)
     import streams.pipeline  # noqa: F401  (registers the agents, tables and timers)
     from streams.bench.cli import bench
+    from streams.chaos.cli import chaos
     from streams.loadgen.cli import loadgen
     from streams.stack.cli import stack
 
     cli.add_command(stack)
     cli.add_command(loadgen)
     cli.add_command(bench)
+    cli.add_command(chaos)
     app.main()
 
 

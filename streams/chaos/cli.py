@@ -1,0 +1,89 @@
+"""``cartwatch chaos``: run the fault scenarios against a real broker and print the report."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import click
+
+from config.settings import SettingsError, load_settings
+from config.stack import parse_bootstrap
+from streams.chaos.deployment import Deployment
+from streams.chaos.report import ScenarioResult, render
+from streams.chaos.scenarios import broker_restart, hostile_input, kill9, rebalance
+from streams.chaos.stack import PrivateStack
+from streams.stack.kafka import broker_reachable
+
+ON_DEPLOYMENT: dict[str, Callable[[Deployment], Awaitable[ScenarioResult]]] = {
+    "kill9": kill9,
+    "rebalance": rebalance,
+    "hostile-input": hostile_input,
+}
+SCENARIOS = (*ON_DEPLOYMENT, "broker-restart")
+
+
+async def run_scenarios(names: list[str], bootstrap: str | None, workdir: Path) -> list[str]:
+    """Run ``names`` in order; returns the report lines of each as soon as it is done."""
+    results: list[ScenarioResult] = []
+    private: PrivateStack | None = None
+    if bootstrap is None and any(name in ON_DEPLOYMENT for name in names):
+        private = PrivateStack(workdir / "shared-stack")
+        await asyncio.to_thread(private.up)
+        bootstrap = private.bootstrap
+    try:
+        for name in names:
+            click.echo(f"running {name} ...", err=True)
+            if name == "broker-restart":
+                results.append(await broker_restart(workdir / name))
+                continue
+            assert bootstrap is not None
+            deployment = Deployment(bootstrap, workdir / name,
+                                    prefix=f"chaos-{name}-{uuid.uuid4().hex[:8]}")
+            await deployment.create_topics()
+            try:
+                results.append(await ON_DEPLOYMENT[name](deployment))
+            finally:
+                deployment.stop_all()
+            click.echo(render(results[-1:]), err=True)
+    finally:
+        if private is not None:
+            await asyncio.to_thread(private.down)
+    return [render(results), "", "ALL OK: nothing lost, no duplicate email" if all(
+        result.ok for result in results) else "FAILED"]
+
+
+@click.command("chaos")
+@click.option("--scenario", "scenarios", multiple=True, type=click.Choice(SCENARIOS),
+              help="Run only these (repeatable) [default: all].")
+@click.option("--broker", default=None,
+              help="kafka://host:port for the scenarios that do not restart the broker "
+                   "[default: the configured broker if it answers, else a private stack].")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where worker logs and data go [default: a new temporary directory].")
+def chaos(scenarios: tuple[str, ...], broker: str | None, workdir: Path | None) -> None:
+    """Inject faults into real workers under seeded load and report what was lost or repeated.
+
+    kill -9 a worker 5 times, kill one of two workers (rebalance), stop and restart the broker
+    (always on a private stack: a broker others use is never restarted), and hostile input.
+    Exits non-zero unless every scenario emitted exactly the expected outputs.
+    """
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    bootstrap = parse_bootstrap(broker or settings.broker)
+    if not broker_reachable(bootstrap):
+        if broker:
+            raise click.ClickException(f"no Kafka broker answers at {broker}")
+        click.echo(f"no broker at {bootstrap}: starting a private stack", err=True)
+        bootstrap = None
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="cartwatch-chaos-"))
+    click.echo(f"cartwatch chaos: workers' logs in {workdir}", err=True)
+    lines = asyncio.run(run_scenarios(list(scenarios or SCENARIOS), bootstrap, workdir))
+    click.echo("\n".join(lines))
+    if lines[-1] != "ALL OK: nothing lost, no duplicate email":
+        raise SystemExit(1)

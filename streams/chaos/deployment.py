@@ -1,0 +1,270 @@
+"""A private cartwatch deployment on a real broker: its topics, workers, producer and outputs.
+
+Every scenario gets its own topic prefix and consumer group, so scenarios never see each
+other's data and can run on a shared cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from config.settings import TopicNames
+from streams.chaos.workers import WorkerProcess
+from streams.loadgen.model import Message
+
+INPUTS = ("cart_events", "purchase_events")
+OUTPUTS = ("abandoned", "reactivated", "recovered", "dead_letter")
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+"""Input topics accept messages up to this size (Kafka 2.3's default is 1000012 bytes), so a
+producer can hand cartwatch a hostile 1 MB message and the worker must dead-letter it."""
+FAULT_TOLERANT_FAUST = {
+    # A killed worker's partitions move once its session expires; Faust's default is 60 s.
+    # 6 s is the broker's group.min.session.timeout.ms. Faust reads these from the environment.
+    "BROKER_SESSION_TIMEOUT": "6",
+    "BROKER_HEARTBEAT_INTERVAL": "1",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Output:
+    """One record read from an output topic, with the time the broker got it (CreateTime)."""
+
+    topic: str
+    """Logical name: ``abandoned``, ``reactivated``, ``recovered`` or ``dead_letter``."""
+    value: dict[str, Any]
+    timestamp: float
+
+
+@dataclass
+class OutputLog:
+    """Reads every output topic from the beginning in the background, for the whole scenario."""
+
+    bootstrap: str
+    topics: Mapping[str, str]
+    """Kafka topic name -> logical name."""
+    records: list[Output] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=self.bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+        )
+        await consumer.start()
+        self._task = asyncio.create_task(self._read(consumer))
+
+    async def _read(self, consumer: AIOKafkaConsumer) -> None:
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=200)
+                for tp, records in batch.items():
+                    name = self.topics[tp.topic]
+                    self.records.extend(
+                        Output(name, json.loads(r.value), r.timestamp / 1000) for r in records
+                    )
+        finally:
+            await consumer.stop()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def reread(self, timeout: float = 60.0) -> None:
+        """Replace the records by a fresh read of every output up to its end offset.
+
+        The verdict rests on this read, not on the background one: a consumer that lived
+        through a broker restart is itself a thing under test.
+        """
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+        )
+        await consumer.start()
+        try:
+            partitions = [
+                TopicPartition(topic, partition)
+                for topic in self.topics
+                for partition in sorted(consumer.partitions_for_topic(topic) or ())
+            ]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            records: list[Output] = []
+            deadline = time.monotonic() + timeout
+            while any(await consumer.position(tp) < end for tp, end in ends.items()):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"output topics not read to their end in {timeout} s")
+                batch = await consumer.getmany(timeout_ms=200)
+                for tp, batch_records in batch.items():
+                    records.extend(
+                        Output(self.topics[tp.topic], json.loads(r.value), r.timestamp / 1000)
+                        for r in batch_records if r.offset < ends[tp]
+                    )
+            self.records = records
+        finally:
+            await consumer.stop()
+
+    def of(self, topic: str) -> list[Output]:
+        return [record for record in self.records if record.topic == topic]
+
+    def ids(self, topic: str) -> set[str]:
+        return {record.value["abandonment_id"] for record in self.of(topic)}
+
+    def duplicates(self) -> int:
+        """Output records beyond the first with the same (type, abandonment_id)."""
+        counts = Counter(
+            (record.topic, record.value["abandonment_id"])
+            for record in self.records if record.topic != "dead_letter"
+        )
+        return sum(count - 1 for count in counts.values())
+
+    def first_emitted(self) -> dict[str, Output]:
+        """The first ``cart_abandoned`` record of each abandonment."""
+        first: dict[str, Output] = {}
+        for record in self.of("abandoned"):
+            first.setdefault(record.value["abandonment_id"], record)
+        return first
+
+
+@dataclass
+class Deployment:
+    """Settings, topics and workers of one scenario; workers are real processes."""
+
+    bootstrap: str
+    workdir: Path
+    prefix: str
+    partitions: int = 4
+    settings: dict[str, str] = field(default_factory=dict)
+    """Extra ``CARTWATCH_*`` settings for every worker (e.g. ``CARTWATCH_ABANDON_AFTER``)."""
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    @property
+    def app_id(self) -> str:
+        return f"cartwatch-{self.prefix}"
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}.{getattr(TopicNames(), name)}"
+
+    async def create_topics(self, timeout: float = 30.0) -> None:
+        """Create inputs and outputs up front: a worker must find its inputs when it subscribes,
+        and an output log subscribing first must not auto-create outputs with one partition."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            big = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
+            new = [NewTopic(self.topic(n), self.partitions, 1, topic_configs=big) for n in INPUTS]
+            new += [NewTopic(self.topic(n), self.partitions, 1) for n in OUTPUTS]
+            response = await admin.create_topics(new, timeout_ms=int(timeout * 1000))
+            errors = [(name, code) for name, code, *_ in response.topic_errors if code != 0]
+            if errors:
+                raise RuntimeError(f"creating topics failed (topic, Kafka error code): {errors}")
+            names = [topic.name for topic in new]
+            deadline = time.monotonic() + timeout
+            while not _all_led(await admin.describe_topics(names), names, self.partitions):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"topics {names} have no leaders after {timeout} s")
+                await asyncio.sleep(0.1)
+        finally:
+            await admin.close()
+
+    def worker(self, name: str) -> WorkerProcess:
+        """A new (not yet started) worker with its own data dir, web port and log."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CARTWATCH_")}
+        env.update(FAULT_TOLERANT_FAUST)
+        env.update(
+            CARTWATCH_BROKER=f"kafka://{self.bootstrap}",
+            CARTWATCH_APP_ID=self.app_id,
+            CARTWATCH_TOPIC_PREFIX=f"{self.prefix}.",
+            CARTWATCH_PARTITIONS=str(self.partitions),
+            CARTWATCH_DATA_DIR=str(self.workdir / name / "data"),
+            CARTWATCH_WEB_PORT=str(free_port()),
+            CARTWATCH_TIMER_RESOLUTION="0.1",
+        )
+        env.update(self.settings)
+        worker = WorkerProcess(name=name, env=env, workdir=self.workdir / name)
+        self.workers.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        for worker in self.workers:
+            worker.kill()
+
+    def output_log(self) -> OutputLog:
+        return OutputLog(self.bootstrap, {self.topic(name): name for name in OUTPUTS})
+
+    def producer(self) -> AIOKafkaProducer:
+        """A producer that may send the large hostile messages the input topics accept."""
+        return AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
+            max_request_size=MAX_MESSAGE_BYTES, request_timeout_ms=60_000,
+        )
+
+    async def send(self, messages: Iterable[tuple[str, bytes | None, bytes | None]]) -> None:
+        """Produce ``(logical topic, key, value)`` in order, as fast as possible, all acked."""
+        producer = self.producer()
+        await producer.start()
+        try:
+            futures = [await producer.send(self.topic(topic), value, key=key)
+                       for topic, key, value in messages]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    async def send_live(self, messages: Sequence[Message], lag: list[float]) -> None:
+        """Send each message when the wall clock reaches its ``sent_at``, as a shop would.
+
+        Appends the producer's worst lag behind schedule to ``lag`` (it must stay far below
+        the time to abandon, or the expectations computed from ``sent_at`` do not hold).
+        """
+        producer = self.producer()
+        await producer.start()
+        worst = 0.0
+        try:
+            pending = []
+            for message in messages:
+                ahead = message.sent_at - time.time()
+                if ahead > 0:
+                    if pending:  # flush what is due before sleeping
+                        await asyncio.gather(*pending)
+                        pending.clear()
+                    await asyncio.sleep(message.sent_at - time.time())
+                worst = max(worst, time.time() - message.sent_at)
+                pending.append(await producer.send(
+                    self.topic(message.topic), message.value, key=message.key))
+            await asyncio.gather(*pending)
+        finally:
+            lag.append(worst)
+            await producer.stop()
+
+
+def _all_led(described: list[dict[str, Any]], names: list[str], partitions: int) -> bool:
+    ready = {
+        topic["topic"]
+        for topic in described
+        if topic["error_code"] == 0
+        and len(topic["partitions"]) == partitions
+        and all(p["error_code"] == 0 and p["leader"] >= 0 for p in topic["partitions"])
+    }
+    return ready == set(names)

@@ -1,0 +1,111 @@
+"""What a fault scenario saw, and the one-table report ``cartwatch chaos`` prints."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from streams.loadgen.model import Expected
+
+
+@dataclass
+class ScenarioResult:
+    """Expected versus seen for one scenario; ``ok`` is the verdict the tests assert."""
+
+    name: str
+    faults: list[str]
+    carts: int
+    messages: int
+    expected: Expected
+    abandoned: set[str]
+    recovered: set[str]
+    reactivated: set[str]
+    duplicate_outputs: int
+    """Output records repeating a (type, abandonment_id): tolerated, consumers de-duplicate."""
+    dead_letters_expected: Counter[str] = field(default_factory=Counter)
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    emails_expected: int | None = None
+    emails: int | None = None
+    duplicate_emails: int | None = None
+    max_delay: float | None = None
+    """Worst time from an abandonment's ``abandoned_at`` to its first output record."""
+    delay_bound: float | None = None
+    """The worst delay allowed (the measured rebalance time plus slack), if the scenario has one."""
+    producer_lag: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    """Problems a scenario found itself (a worker exited, a partition did not move...)."""
+
+    @property
+    def lost(self) -> set[str]:
+        expected = self.expected
+        return ((expected.abandonment_ids - self.abandoned)
+                | (expected.recovered_ids - self.recovered)
+                | (expected.reactivated_ids - self.reactivated))
+
+    @property
+    def unexpected(self) -> set[str]:
+        expected = self.expected
+        return ((self.abandoned - expected.abandonment_ids)
+                | (self.recovered - expected.recovered_ids)
+                | (self.reactivated - expected.reactivated_ids))
+
+    def problems(self) -> list[str]:
+        """Every way the run fell short; empty means nothing lost and nothing sent twice."""
+        found = list(self.failures)
+        if self.lost:
+            found.append(f"lost {len(self.lost)}: {sorted(self.lost)[:5]}")
+        if self.unexpected:
+            found.append(f"unexpected {len(self.unexpected)}: {sorted(self.unexpected)[:5]}")
+        if self.dead_letters != self.dead_letters_expected:
+            found.append(f"dead letters {dict(self.dead_letters)} != "
+                         f"expected {dict(self.dead_letters_expected)}")
+        if self.emails_expected is not None and self.emails != self.emails_expected:
+            found.append(f"emails {self.emails} != expected {self.emails_expected}")
+        if self.duplicate_emails:
+            found.append(f"{self.duplicate_emails} duplicate email(s)")
+        if (self.delay_bound is not None and self.max_delay is not None
+                and self.max_delay > self.delay_bound):
+            found.append(f"max delay {self.max_delay:.2f} s > bound {self.delay_bound:.2f} s")
+        return found
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems()
+
+
+def _pair(expected: int | None, seen: int | None) -> str:
+    return "-" if expected is None else f"{expected}/{seen}"
+
+
+def render(results: list[ScenarioResult]) -> str:
+    """The report: one row per scenario, then the faults and any problem of each."""
+    header = ("scenario", "carts", "abandoned exp/seen", "recovered", "reactivated",
+              "dup outputs", "emails exp/seen", "dup emails", "dead letters", "max delay",
+              "verdict")
+    rows = [header]
+    for r in results:
+        delay = "-" if r.max_delay is None else f"{r.max_delay:.2f} s"
+        if r.delay_bound is not None:
+            delay += f" (<= {r.delay_bound:.2f})"
+        rows.append((
+            r.name, str(r.carts),
+            f"{len(r.expected.abandonment_ids)}/{len(r.abandoned)}",
+            f"{len(r.expected.recovered_ids)}/{len(r.recovered)}",
+            f"{len(r.expected.reactivated_ids)}/{len(r.reactivated)}",
+            str(r.duplicate_outputs),
+            _pair(r.emails_expected, r.emails),
+            "-" if r.duplicate_emails is None else str(r.duplicate_emails),
+            _pair(sum(r.dead_letters_expected.values()), sum(r.dead_letters.values())),
+            delay,
+            "OK" if r.ok else "FAILED",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+             for row in rows]
+    for r in results:
+        lines.append(f"\n{r.name}: {r.messages} messages, producer lag <= {r.producer_lag:.2f} s")
+        lines.extend(f"  fault: {fault}" for fault in r.faults)
+        lines.extend(f"  note: {note}" for note in r.notes)
+        lines.extend(f"  PROBLEM: {problem}" for problem in r.problems())
+    return "\n".join(lines)

@@ -1,0 +1,281 @@
+"""The fault scenarios: real workers, a real broker, seeded load with known expectations.
+
+Each scenario publishes traffic from the load generator (``streams.loadgen``), which says from
+its seed which abandonments, recoveries and reactivations a correct pipeline emits, injects
+its faults while the traffic flows, reads every output topic, and returns a
+``ScenarioResult``: expected versus seen, duplicates, and how late the deadlines fired.
+
+Traffic is live: each message is sent when the wall clock reaches its event time, as a shop
+would, so deadlines fall due while faults happen. A fault that stops the producer too (the
+broker restart) gets a quiet window instead: carts with a message inside it are left out, so
+the expectations never depend on how long the outage lasted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from streams.chaos.deployment import Deployment, OutputLog
+from streams.chaos.hostile import hostile_messages
+from streams.chaos.report import ScenarioResult
+from streams.chaos.stack import PrivateStack
+from streams.chaos.workers import WorkerProcess
+from streams.loadgen.model import Expected, LoadSpec, Message, expected_outcomes, generate
+
+SETTLE_SECONDS = 3.0
+"""After everything expected arrived, keep reading this long to catch extras and duplicates."""
+REBALANCE_SLACK = 2.0
+"""Allowed on top of the measured rebalance time: timer resolution, tick round trip, load."""
+
+
+@dataclass(frozen=True)
+class Load:
+    """Live traffic and what it must produce."""
+
+    spec: LoadSpec
+    messages: list[Message]
+    expected: Expected
+
+    @property
+    def carts(self) -> int:
+        return len({message.key for message in self.messages})
+
+    @property
+    def start(self) -> float:
+        return self.spec.start
+
+
+def live_load(
+    seed: int, carts: int, abandon_after: float, span: float, *, lead: float = 2.0,
+    quiet: tuple[float, float] | None = None,
+) -> Load:
+    """Sessions starting within ``span`` s from ``lead`` s from now, in event time = wall time.
+
+    ``quiet`` (seconds after the start) drops every cart with a message inside that window.
+    """
+    spec = LoadSpec(seed=seed, carts=carts, abandon_after=abandon_after, span=span,
+                    start=time.time() + lead)
+    messages = generate(spec)
+    if quiet is not None:
+        low, high = spec.start + quiet[0], spec.start + quiet[1]
+        noisy = {m.key for m in messages if low <= m.sent_at <= high}
+        messages = [m for m in messages if m.key not in noisy]
+    return Load(spec, messages, expected_outcomes(spec, messages))
+
+
+def _parse(timestamp: str) -> float:
+    return datetime.fromisoformat(timestamp).timestamp()
+
+
+async def _wait_outputs(log: OutputLog, expected: Expected, timeout: float) -> None:
+    """Poll until every expected output arrived (or the deadline), then read a while longer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not (
+        log.ids("abandoned") >= expected.abandonment_ids
+        and log.ids("recovered") >= expected.recovered_ids
+        and log.ids("reactivated") >= expected.reactivated_ids
+    ):
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(SETTLE_SECONDS)
+    await log.stop()
+    await log.reread()
+
+
+def _result(name: str, load: Load, log: OutputLog, faults: list[str], lag: float) -> ScenarioResult:
+    delays = [record.timestamp - _parse(record.value["abandoned_at"])
+              for record in log.first_emitted().values()]
+    return ScenarioResult(
+        name=name, faults=faults, carts=load.carts, messages=len(load.messages),
+        expected=load.expected, abandoned=log.ids("abandoned"),
+        recovered=log.ids("recovered"), reactivated=log.ids("reactivated"),
+        duplicate_outputs=log.duplicates(),
+        dead_letters=Counter(r.value["error_kind"] for r in log.of("dead_letter")),
+        max_delay=max(delays, default=None), producer_lag=lag,
+    )
+
+
+async def _run_live(
+    deployment: Deployment, load: Load, name: str,
+    inject: Callable[[list[str]], Awaitable[None]], timeout: float,
+) -> ScenarioResult:
+    """Send ``load`` live while ``inject`` runs its faults; then collect and judge."""
+    log = deployment.output_log()
+    await log.start()
+    faults: list[str] = []
+    lag: list[float] = []
+    try:
+        producing = asyncio.create_task(deployment.send_live(load.messages, lag))
+        try:
+            await inject(faults)
+        finally:
+            await producing
+        await _wait_outputs(log, load.expected, timeout)
+        return _result(name, load, log, faults, lag[0] if lag else 0.0)
+    finally:
+        await log.stop()
+
+
+async def _start(worker: WorkerProcess) -> float:
+    before = worker.ready_count()
+    worker.start()
+    return await worker.wait_ready(after=before)
+
+
+async def kill9(deployment: Deployment, *, carts: int = 600, kills: int = 5,
+                abandon_after: float = 3.0, seed: int = 7) -> ScenarioResult:
+    """kill -9 the worker ``kills`` times under load, restarting it each time."""
+    deployment.settings["CARTWATCH_ABANDON_AFTER"] = str(abandon_after)
+    worker = deployment.worker("w1")
+    await _start(worker)
+    rng = random.Random(seed)
+    load = live_load(seed, carts, abandon_after, span=12.0 * kills)
+
+    async def inject(faults: list[str]) -> None:
+        await asyncio.sleep(max(0.0, load.start - time.time()))
+        for number in range(1, kills + 1):
+            await asyncio.sleep(rng.uniform(1.0, 4.0))  # under load, at a random moment
+            killed_at = time.time()
+            worker.kill()
+            ready_at = await _start(worker)
+            faults.append(f"kill -9 #{number} at +{killed_at - load.start:.1f} s; "
+                          f"restarted, owning partitions again after "
+                          f"{ready_at - killed_at:.1f} s")
+
+    return await _run_live(deployment, load, "kill9", inject, timeout=90.0)
+
+
+async def rebalance(deployment: Deployment, *, carts: int = 400, abandon_after: float = 3.0,
+                    seed: int = 11) -> ScenarioResult:
+    """Two workers; kill -9 one under load. Its partitions and timers move to the survivor,
+    and no deadline fires later than the rebalance took (plus ``REBALANCE_SLACK``)."""
+    deployment.settings["CARTWATCH_ABANDON_AFTER"] = str(abandon_after)
+    first, second = deployment.worker("w1"), deployment.worker("w2")
+    await _start(first)
+    before = first.ready_count()
+    await _start(second)
+    await first.wait_ready(after=before)  # the rebalance that split the partitions
+    load = live_load(seed, carts, abandon_after, span=20.0)
+    measured: dict[str, float] = {}
+
+    async def inject(faults: list[str]) -> None:
+        await asyncio.sleep(max(0.0, load.start + 8.0 - time.time()))
+        victim, survivor = first, second
+        moved = victim.owned_partitions()
+        before = survivor.ready_count()
+        killed_at = time.time()
+        victim.kill()
+        ready_at = await survivor.wait_ready(after=before)
+        measured["rebalance"] = ready_at - killed_at
+        owned = survivor.owned_partitions()
+        faults.append(f"kill -9 of {victim.name} (partitions {sorted(moved)}) at "
+                      f"+{killed_at - load.start:.1f} s; {survivor.name} owned "
+                      f"{sorted(owned)} with rebuilt timers {measured['rebalance']:.1f} s later")
+        measured["all_moved"] = float(owned == set(range(deployment.partitions)))
+
+    result = await _run_live(deployment, load, "rebalance", inject, timeout=60.0)
+    result.delay_bound = measured["rebalance"] + REBALANCE_SLACK
+    if not measured["all_moved"]:
+        result.failures.append("the survivor does not own every partition")
+    return result
+
+
+async def broker_restart(workdir: Path, *, carts: int = 500, abandon_after: float = 3.0,
+                         down_for: float = 5.0, seed: int = 13) -> ScenarioResult:
+    """Stop the broker under load and start it again; the workers carry on by themselves.
+
+    Runs on a private stack (never restart a broker others use). Carts with a message in the
+    outage window are left out of the traffic (a shop cannot publish either), so late
+    publishing does not change what the pipeline must emit.
+    """
+    outage_at, window = 10.0, 35.0
+    stack = PrivateStack(workdir / "stack")
+    await asyncio.to_thread(stack.up)  # the stack's readiness checks run their own event loop
+    try:
+        deployment = Deployment(stack.bootstrap, workdir, prefix="broker-restart",
+                                settings={"CARTWATCH_ABANDON_AFTER": str(abandon_after)})
+        try:
+            await deployment.create_topics()
+            workers = [deployment.worker("w1"), deployment.worker("w2")]
+            await _start(workers[0])
+            before = workers[0].ready_count()
+            await _start(workers[1])
+            await workers[0].wait_ready(after=before)
+            load = live_load(seed, carts, abandon_after, span=outage_at + window + 10.0,
+                             quiet=(outage_at - 1.0, outage_at + window))
+
+            async def inject(faults: list[str]) -> None:
+                await asyncio.sleep(max(0.0, load.start + outage_at - time.time()))
+                stopped_at = time.time()
+                await asyncio.to_thread(stack.stop_broker)
+                await asyncio.sleep(down_for)  # the outage itself
+                await asyncio.to_thread(stack.start_broker)
+                back_at = time.time()
+                faults.append(f"broker stopped at +{stopped_at - load.start:.1f} s, "
+                              f"back {back_at - stopped_at:.1f} s later")
+
+            result = await _run_live(deployment, load, "broker-restart", inject, timeout=120.0)
+            result.notes.append(f"private stack at {stack.bootstrap}; carts active in the "
+                                f"outage window left out of the traffic")
+            exited = [w.name for w in workers if not w.alive]
+            if exited:
+                result.failures.append(f"workers exited: {exited}")
+            return result
+        finally:
+            deployment.stop_all()
+    finally:
+        await asyncio.to_thread(stack.down)
+
+
+async def hostile_input(deployment: Deployment, *, carts: int = 200, abandon_after: float = 3.0,
+                        seed: int = 17) -> ScenarioResult:
+    """Recorded good traffic with every kind of bad message interleaved, replayed by one worker:
+    each bad one is dead-lettered with its reason, the worker keeps running, the good ones
+    give exactly the expected outputs."""
+    deployment.settings["CARTWATCH_ABANDON_AFTER"] = str(abandon_after)
+    spec = LoadSpec(seed=seed, carts=carts, abandon_after=abandon_after,
+                    span=10.0).ending_before(time.time())
+    good = generate(spec)
+    load = Load(spec, good, expected_outcomes(spec, good))
+    bad = hostile_messages(time.time())
+    step = max(1, len(good) // (len(bad) + 1))
+    mixed: list[tuple[str, bytes | None, bytes | None]] = []
+    # one bad message after every ``step`` good ones, the rest at the end
+    for index, message in enumerate(good):
+        if index % step == 0 and index // step < len(bad):
+            hostile = bad[index // step]
+            mixed.append((hostile.topic, hostile.key, hostile.value))
+        mixed.append((message.topic, message.key, message.value))
+    mixed.extend((h.topic, h.key, h.value) for h in bad[len(mixed) - len(good):])
+    log = deployment.output_log()
+    await log.start()
+    worker = deployment.worker("w1")
+    try:
+        # The whole backlog first: a worker caught up with a half-sent backlog would rightly
+        # fire its deadlines by the wall clock, long after the recorded events.
+        await deployment.send(mixed)
+        await _start(worker)
+        expected_letters = Counter(h.kind for h in bad)
+        deadline = time.monotonic() + 60.0
+        while len(log.of("dead_letter")) < len(bad) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        await _wait_outputs(log, load.expected, timeout=60.0)
+        result = _result("hostile-input", load, log,
+                         [f"{len(bad)} hostile messages: " + ", ".join(h.label for h in bad)],
+                         0.0)
+        result.dead_letters_expected = expected_letters
+        result.max_delay = None  # a backlog replay: every deadline was already due
+        if not worker.alive:
+            result.failures.append("the worker exited")
+        reasonless = [r.value for r in log.of("dead_letter") if not r.value.get("error")]
+        if reasonless:
+            result.failures.append(f"{len(reasonless)} dead letters without a reason")
+        return result
+    finally:
+        await log.stop()

@@ -1,0 +1,69 @@
+"""A private local stack whose broker a scenario may stop and restart.
+
+Restarting a broker other people use would break their work, so the broker-restart scenario
+always runs on a stack it starts itself, on free ports in its own directory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from config.stack import StackSettings
+from streams.chaos.deployment import free_port
+from streams.stack import StackState, down, up
+from streams.stack.kafka import provision, start_kafka
+from streams.stack.process import stop
+
+
+class PrivateStack:
+    """Kafka (and optionally SMTP) on free 127.0.0.1 ports in ``stack_dir``; use as a context."""
+
+    def __init__(self, stack_dir: Path, *, smtp: bool = False) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CARTWATCH_")}
+        env.update(
+            CARTWATCH_STACK_DIR=str(stack_dir),
+            CARTWATCH_KAFKA_PORT=str(free_port()),
+            CARTWATCH_ZOOKEEPER_PORT=str(free_port()),
+            CARTWATCH_SMTP_PORT=str(free_port()),
+        )
+        self.settings = replace(StackSettings.from_env(env), run_smtp=smtp)
+        self.state: StackState | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return self.settings.bootstrap
+
+    def up(self) -> PrivateStack:
+        """Start the stack (blocking: run it in a thread from async code)."""
+        self.state = up(self.settings)
+        return self
+
+    def down(self) -> None:
+        down(self.settings.stack_dir)
+
+    def __enter__(self) -> PrivateStack:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    def _kafka_index(self) -> int:
+        assert self.state is not None, "the stack is not up"
+        return next(i for i, s in enumerate(self.state.services) if s.name == "kafka")
+
+    def stop_broker(self) -> None:
+        """Stop the broker (SIGTERM: a controlled shutdown, as in a rolling restart)."""
+        assert self.state is not None
+        stop(self.state.services[self._kafka_index()])
+
+    def start_broker(self) -> None:
+        """Start the broker again on the same port and data, and record its new process."""
+        assert self.state is not None
+        index = self._kafka_index()
+        service = start_kafka(provision(self.settings.cache_dir), self.settings)
+        services = list(self.state.services)
+        services[index] = service
+        self.state = replace(self.state, services=tuple(services))
+        self.state.save()  # so `down` stops the new broker

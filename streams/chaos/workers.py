@@ -1,0 +1,106 @@
+"""Real ``cartwatch worker`` processes that a fault scenario can start, kill -9 and restart.
+
+Each worker runs in its own session (process group), so a kill reaches everything it spawned,
+and logs to its own file, which is how readiness and partition ownership are observed: the
+lifecycle agent logs ``deadline index rebuilt: N carts on partitions [...]`` after every
+rebalance, once the table state of its partitions is recovered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+READY_LINE = "deadline index rebuilt"
+_OWNED = re.compile(r"deadline index rebuilt: \d+ carts on partitions \[([0-9, ]*)\]")
+
+
+class WorkerError(AssertionError):
+    """A worker exited or did not become ready in time; the message ends with its log."""
+
+
+@dataclass
+class WorkerProcess:
+    """One ``cartwatch worker`` process, restartable with the same data dir and log file."""
+
+    name: str
+    env: dict[str, str]
+    workdir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['CARTWATCH_WEB_PORT']}"
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self) -> WorkerProcess:
+        """Start the worker (appending to its log, so earlier ready lines still count)."""
+        if self.alive:
+            raise WorkerError(f"worker {self.name} is already running")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker", "-l", "info"],
+                env=self.env,
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def ready_count(self) -> int:
+        """How many rebalances this worker finished (over all its runs)."""
+        return self.log().count(READY_LINE)
+
+    def owned_partitions(self) -> set[int]:
+        """The partitions the worker owned after its latest rebalance (empty before the first)."""
+        found = _OWNED.findall(self.log())
+        if not found:
+            return set()
+        return {int(number) for number in found[-1].split(",") if number.strip()}
+
+    async def wait_ready(self, after: int, timeout: float = 90.0) -> float:
+        """Wait for the worker's ``after``+1-th finished rebalance; return when it was seen."""
+        deadline = time.monotonic() + timeout
+        while self.ready_count() <= after:
+            if not self.alive:
+                raise WorkerError(f"worker {self.name} exited:\n{self.log()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise WorkerError(f"worker {self.name} not ready in {timeout} s:\n"
+                                  f"{self.log()[-4000:]}")
+            await asyncio.sleep(0.05)
+        return time.time()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        """Signal the worker's process group and wait for it; SIGKILL if it lingers."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, sig)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout)
+
+    def kill(self) -> None:
+        """kill -9: no shutdown code runs, nothing is committed or flushed."""
+        self.stop(signal.SIGKILL)
