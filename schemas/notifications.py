@@ -52,7 +52,7 @@ class ReminderDue(Contract):
     steps: int = Field(ge=1, description="Number of steps in the store's sequence")
     template: str
     channel: Channel
-    recipient: Email | None = Field(description="The address for the email channel")
+    recipient: Email | None = Field(description="The customer's address, if known (the key)")
     cart: CartSnapshot
     abandoned_at: Timestamp
     due_at: Timestamp = Field(description="When the step was planned (before any deferral)")

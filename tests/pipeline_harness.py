@@ -141,14 +141,16 @@ class Pipeline:
         finally:
             await producer.stop()
 
-    async def wait_committed(self, timeout: float = 30.0) -> None:
-        """Wait until the workers committed every input message (their state is in the log)."""
+    async def wait_committed(
+        self, timeout: float = 30.0, topics: Iterable[str] = INPUT_TOPICS
+    ) -> None:
+        """Wait until the workers committed every message of ``topics`` (the inputs by default)."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
         await admin.start()
         await consumer.start()
         try:
-            inputs = [self.topic(name) for name in INPUT_TOPICS]
+            inputs = [self.topic(name) for name in topics]
             deadline = time.monotonic() + timeout
             while True:
                 committed = await admin.list_consumer_group_offsets(self.app_id)
@@ -171,19 +173,22 @@ class Pipeline:
         done: Callable[[dict[str, list[dict[str, Any]]]], bool],
         timeout: float = 60.0,
         settle: float = 0.0,
+        topics: Iterable[str] = OUTPUT_TOPICS,
     ) -> dict[str, list[dict[str, Any]]]:
-        """Read every output topic from the start until ``done(outputs)`` or the deadline.
+        """Read ``topics`` (the outputs by default) from the start until ``done(outputs)`` or
+        the deadline.
 
         ``settle`` keeps reading that long after ``done`` held, to catch unexpected extras.
         """
+        topics = tuple(topics)
         consumer = AIOKafkaConsumer(
-            *(self.topic(name) for name in OUTPUT_TOPICS),
+            *(self.topic(name) for name in topics),
             bootstrap_servers=self.bootstrap,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
         )
-        outputs: dict[str, list[dict[str, Any]]] = {name: [] for name in OUTPUT_TOPICS}
-        names = {self.topic(name): name for name in OUTPUT_TOPICS}
+        outputs: dict[str, list[dict[str, Any]]] = {name: [] for name in topics}
+        names = {self.topic(name): name for name in topics}
         await consumer.start()
         try:
             deadline = time.monotonic() + timeout

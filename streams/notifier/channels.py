@@ -1,0 +1,157 @@
+"""Delivery channels (SMTP, webhook) and the retry loop around them.
+
+Each channel turns its own exceptions into ``DeliveryError(transient=...)``: transient failures
+(connection refused or lost, timeouts, 4xx replies, HTTP 408/429/5xx) are retried with
+exponential backoff until ``give_up_after``; permanent ones (SMTP 5xx, other HTTP 4xx) are not.
+Error texts are built from codes and server replies only: never from credentials.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+import aiohttp
+import aiosmtplib
+
+from config.notifier import SmtpSettings
+from streams.notifier.sending import backoff_delay
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryError(Exception):
+    """A failed delivery attempt; ``transient`` says whether trying again can help."""
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+def smtp_failure(exc: Exception) -> DeliveryError:
+    """Classify an aiosmtplib (or socket) exception."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        codes = [error.code for error in exc.recipients]
+        text = "; ".join(f"{error.code} {error.message}" for error in exc.recipients)
+        return DeliveryError(f"recipients refused: {text}"[:500],
+                             transient=any(code < 500 for code in codes))
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        # A credentials problem for the operator to fix: keep the reminder until give_up_after.
+        return DeliveryError(f"SMTP authentication failed ({exc.code})", transient=True)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return DeliveryError(f"SMTP {exc.code}: {exc.message}"[:500], transient=exc.code < 500)
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected | aiosmtplib.SMTPTimeoutError):
+        return DeliveryError(f"SMTP connection lost: {type(exc).__name__}", transient=True)
+    if isinstance(exc, aiosmtplib.SMTPConnectError | OSError | TimeoutError):
+        return DeliveryError(f"SMTP server unreachable: {type(exc).__name__}", transient=True)
+    return DeliveryError(f"SMTP error: {type(exc).__name__}", transient=False)
+
+
+class SmtpMailer:
+    """One reused SMTP connection; reconnects (with TLS and login) after it was lost."""
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self._client: aiosmtplib.SMTP | None = None
+
+    async def _connected(self) -> aiosmtplib.SMTP:
+        if self._client is not None and self._client.is_connected:
+            return self._client
+        s = self.settings
+        client = aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port,
+            username=s.username,
+            password=s.password.get_secret_value() if s.password is not None else None,
+            use_tls=s.tls,
+            start_tls=s.starttls,
+            validate_certs=s.validate_certs,
+            timeout=s.timeout,
+            local_hostname="cartwatch",
+        )
+        await client.connect()
+        self._client = client
+        return client
+
+    async def send(self, message: EmailMessage, sender: str, recipients: Sequence[str]) -> None:
+        try:
+            client = await self._connected()
+            await client.send_message(message, sender=sender, recipients=list(recipients))
+        except Exception as exc:
+            failure = smtp_failure(exc)
+            if failure.transient:
+                await self.close()  # the next attempt starts on a fresh connection
+            raise failure from None
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and client.is_connected:
+            try:
+                await client.quit()
+            except Exception:  # already broken: just drop it
+                client.close()
+
+
+class WebhookPoster:
+    """POSTs JSON bodies over one reused aiohttp session."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> None:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        try:
+            async with self._session.post(
+                url, data=body, headers={"Content-Type": "application/json", **headers},
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as response:
+                if response.status < 300:
+                    return
+                transient = response.status in (408, 429) or response.status >= 500
+                raise DeliveryError(f"webhook answered HTTP {response.status}",
+                                    transient=transient)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise DeliveryError(f"webhook unreachable: {type(exc).__name__}",
+                                transient=True) from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    initial: float
+    maximum: float
+    give_up_after: float
+
+
+async def deliver_with_retries(
+    attempt: Callable[[], Awaitable[None]],
+    policy: RetryPolicy,
+    on_failure: Callable[[int, DeliveryError, bool], Awaitable[None]],
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[bool, int]:
+    """Run ``attempt`` until it succeeds, fails permanently, or time is up.
+
+    ``on_failure(attempt_number, error, retrying)`` logs each failed attempt. Returns
+    ``(delivered, attempts)``.
+    """
+    started = clock()
+    number = 0
+    while True:
+        number += 1
+        try:
+            await attempt()
+            return True, number
+        except DeliveryError as error:
+            delay = backoff_delay(number, policy.initial, policy.maximum)
+            retrying = error.transient and clock() + delay - started <= policy.give_up_after
+            await on_failure(number, error, retrying)
+            if not retrying:
+                return False, number
+            await sleep(delay)

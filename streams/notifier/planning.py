@@ -1,0 +1,201 @@
+"""The reminder scheduler's core: plain functions from (plan, input) to (new plan, messages).
+
+A cart has at most one ``ReminderPlan``: the steps of its latest abandonment still to decide.
+Nothing here reads the clock or Kafka; ``now`` is a parameter, so quiet hours, staleness and
+cancellation are unit-tested directly.
+
+    abandoned -> plan steps at abandoned_at + after
+    a step falls due -> send (ReminderDue), defer (quiet hours, logged), or skip (logged)
+    recovered / reactivated (if the store says so) -> remaining steps skipped (logged)
+"""
+
+import hashlib
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from config.notifier import QuietHours, ReminderPolicy
+from schemas.common import Contract, utc_from_epoch
+from schemas.notifications import Channel, NotificationLogEntry, ReminderDue
+from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered
+
+
+@dataclass(slots=True)
+class ReminderPlan:
+    """The pending reminder steps of one cart's latest abandonment (a table value)."""
+
+    cart_id: str
+    store_id: str
+    partition: int
+    abandonment_id: str
+    abandoned: dict[str, Any]
+    """The ``CartAbandoned`` message (contract JSON): the cart to show in every step."""
+    due: list[float]
+    """Planned due time of every step (abandoned_at + after)."""
+    next_step: int = 0
+    """Index of the first step not decided yet."""
+    scheduled_at: float | None = None
+    """Deadline the index holds for this plan: the next step's due time or its deferral."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ReminderPlan":
+        return cls(**data)
+
+
+@dataclass(slots=True)
+class Decision:
+    """A plan's new value (``None``: nothing left, forget it) and the messages to publish."""
+
+    plan: ReminderPlan | None
+    messages: list[Contract] = field(default_factory=list)
+    changed: bool = True
+
+
+def idempotency_key(abandonment_id: str, step: int, channel: Channel) -> str:
+    """Stable per (abandonment, step, channel): delivery record and Message-ID derive from it."""
+    return hashlib.sha256(f"{abandonment_id}\x00{step}\x00{channel}".encode()).hexdigest()[:32]
+
+
+def plan_reminders(
+    current: ReminderPlan | None, abandoned: CartAbandoned, policy: ReminderPolicy,
+    partition: int, now: float,
+) -> Decision:
+    """A new abandonment: plan its steps; an older plan of the cart is superseded (logged)."""
+    if current is not None and current.abandonment_id == abandoned.abandonment_id:
+        return Decision(current, changed=False)  # a redelivery
+    messages: list[Contract] = []
+    if current is not None:
+        messages = _skip_rest(current, "superseded", now)
+    if not policy.enabled:
+        return Decision(None, messages + [_log(abandoned.abandonment_id, abandoned.cart_id,
+                                               abandoned.store_id, 1, None, "skipped", now,
+                                               reason="disabled")])
+    start = abandoned.abandoned_at.timestamp()
+    plan = ReminderPlan(
+        cart_id=abandoned.cart_id,
+        store_id=abandoned.store_id,
+        partition=partition,
+        abandonment_id=abandoned.abandonment_id,
+        abandoned=abandoned.model_dump(mode="json"),
+        due=[start + step.after for step in policy.steps],
+    )
+    plan.scheduled_at = plan.due[0]
+    return Decision(plan, messages)
+
+
+def cancel_reminders(
+    current: ReminderPlan | None, event: CartRecovered | CartReactivated,
+    policy: ReminderPolicy, now: float,
+) -> Decision:
+    """A purchase (always) or new activity (if ``cancel_on_reactivation``) ends the plan."""
+    if current is None or current.abandonment_id != event.abandonment_id:
+        return Decision(current, changed=False)
+    if isinstance(event, CartReactivated) and not policy.cancel_on_reactivation:
+        return Decision(current, changed=False)
+    reason = "cart_recovered" if isinstance(event, CartRecovered) else "cart_reactivated"
+    return Decision(None, _skip_rest(current, reason, now))
+
+
+def choose_channel(customer: dict[str, Any] | None, policy: ReminderPolicy) -> Channel | str:
+    """The channel for a customer, or the reason there is none (no_contact, no_consent)."""
+    customer = customer or {}
+    if customer.get("email"):
+        if customer.get("marketing_consent") is True or not policy.require_marketing_consent:
+            return "email"
+        reason = "no_consent"
+    else:
+        reason = "no_contact"
+    if policy.webhook_url is not None and policy.webhook_fallback:
+        return "webhook"
+    return reason
+
+
+def quiet_until(moment: float, zone: ZoneInfo, quiet: QuietHours) -> float | None:
+    """When the quiet hours around ``moment`` end (epoch seconds), or None if not inside them."""
+    local = datetime.fromtimestamp(moment, zone)
+    now_time = local.time().replace(tzinfo=None)
+    start, end = quiet.start, quiet.end
+    if start < end:
+        inside = start <= now_time < end
+        end_day = local.date()
+    else:  # spans midnight
+        inside = now_time >= start or now_time < end
+        end_day = local.date() + timedelta(days=1) if now_time >= start else local.date()
+    if not inside:
+        return None
+    # Wall time in the zone, resolved by zoneinfo (a DST gap moves it forward, never back).
+    resume = datetime.combine(end_day, end, zone)
+    return max(resume.timestamp(), moment)
+
+
+def customer_zone(customer: dict[str, Any] | None, policy: ReminderPolicy) -> ZoneInfo:
+    return ZoneInfo((customer or {}).get("timezone") or policy.timezone)
+
+
+def decide_due_step(plan: ReminderPlan, policy: ReminderPolicy, now: float) -> Decision:
+    """The plan's next step fell due: emit it, defer it past quiet hours, or skip it."""
+    step = plan.next_step + 1
+    due_at = plan.due[plan.next_step]
+    customer = plan.abandoned["cart"].get("customer")
+    target = plan.scheduled_at if plan.scheduled_at is not None else due_at
+    if now - target > policy.stale_after:
+        return _advance(plan, [_plan_log(plan, step, None, "skipped", now, reason="stale")])
+    channel = choose_channel(customer, policy)
+    if channel not in ("email", "webhook"):
+        return _advance(plan, [_plan_log(plan, step, None, "skipped", now, reason=channel)])
+    if policy.quiet_hours is not None:
+        resume = quiet_until(now, customer_zone(customer, policy), policy.quiet_hours)
+        if resume is not None:
+            plan.scheduled_at = resume
+            return Decision(plan, [_plan_log(plan, step, channel, "deferred", now,
+                                             reason="quiet_hours", deferred_until=resume)])
+    abandoned = CartAbandoned.model_validate(plan.abandoned)
+    due = ReminderDue(
+        idempotency_key=idempotency_key(plan.abandonment_id, step, channel),  # type: ignore[arg-type]
+        abandonment_id=plan.abandonment_id,
+        cart_id=plan.cart_id,
+        store_id=plan.store_id,
+        step=step,
+        steps=len(plan.due),
+        template=policy.steps[min(plan.next_step, len(policy.steps) - 1)].template,
+        channel=channel,  # type: ignore[arg-type]
+        recipient=(customer or {}).get("email"),
+        cart=abandoned.cart,
+        abandoned_at=abandoned.abandoned_at,
+        due_at=utc_from_epoch(due_at),
+        decided_at=utc_from_epoch(now),
+    )
+    return _advance(plan, [due])
+
+
+def _advance(plan: ReminderPlan, messages: list[Contract]) -> Decision:
+    plan.next_step += 1
+    if plan.next_step >= len(plan.due):
+        return Decision(None, messages)
+    plan.scheduled_at = plan.due[plan.next_step]
+    return Decision(plan, messages)
+
+
+def _skip_rest(plan: ReminderPlan, reason: str, now: float) -> list[Contract]:
+    return [_plan_log(plan, step, None, "skipped", now, reason=reason)
+            for step in range(plan.next_step + 1, len(plan.due) + 1)]
+
+
+def _plan_log(plan: ReminderPlan, step: int, channel: Channel | None, status: str, now: float,
+              **extra: Any) -> NotificationLogEntry:
+    return _log(plan.abandonment_id, plan.cart_id, plan.store_id, step, channel, status, now,
+                **extra)
+
+
+def _log(abandonment_id: str, cart_id: str, store_id: str, step: int, channel: Channel | None,
+         status: str, now: float, **extra: Any) -> NotificationLogEntry:
+    if "deferred_until" in extra:
+        extra["deferred_until"] = utc_from_epoch(extra["deferred_until"])
+    return NotificationLogEntry(
+        abandonment_id=abandonment_id, cart_id=cart_id, store_id=store_id, step=step,
+        channel=channel, status=status, at=utc_from_epoch(now), **extra,  # type: ignore[arg-type]
+    )

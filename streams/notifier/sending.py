@@ -1,0 +1,179 @@
+"""The reminder sender's core: screening, links, message building, backoff (pure functions).
+
+The sender is partitioned by recipient, so one address's unsubscribes, frequency cap and
+delivery records live on one partition; these functions decide on them without any I/O.
+"""
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from decimal import Decimal
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr
+from typing import Any
+
+from config.notifier import ReminderPolicy
+from schemas.common import utc_from_epoch
+from schemas.notifications import ReminderDue, Unsubscribe, WebhookReminder, unsubscribe_key
+from streams.notifier.rendering import RenderedReminder, money
+from streams.notifier.tokens import LinkClaims, link_with_token, sign_token
+
+
+@dataclass(slots=True)
+class Contact:
+    """What the sender remembers about one address (a table value keyed by ``unsubscribe_key``)."""
+
+    unsubscribed_all: bool = False
+    unsubscribed_stores: list[str] = field(default_factory=list)
+    last_sent_at: float | None = None
+    last_abandonment_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"unsubscribed_all": self.unsubscribed_all,
+                "unsubscribed_stores": self.unsubscribed_stores,
+                "last_sent_at": self.last_sent_at,
+                "last_abandonment_id": self.last_abandonment_id}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "Contact":
+        return cls(**data) if data else cls()
+
+
+def recipient_key(due: ReminderDue) -> bytes:
+    """Kafka key of a due reminder: the address when known, so its contact state is local."""
+    if due.recipient:
+        return unsubscribe_key(due.recipient)
+    return f"cart:{due.cart_id}".encode()
+
+
+def apply_unsubscribe(contact: Contact, unsubscribe: Unsubscribe) -> Contact:
+    if unsubscribe.store_id is None:
+        contact.unsubscribed_all = True
+    elif unsubscribe.store_id not in contact.unsubscribed_stores:
+        contact.unsubscribed_stores.append(unsubscribe.store_id)
+    return contact
+
+
+def screen(
+    due: ReminderDue, contact: Contact, delivery: dict[str, Any] | None,
+    policy: ReminderPolicy, now: float,
+) -> str | None:
+    """Why this reminder must not go out (a log reason), or None to send it.
+
+    A delivery record means the step was attempted before (a redelivery after a crash or a
+    rebalance): never send twice, even when the outcome of that attempt is unknown.
+    """
+    status = None if delivery is None else delivery.get("status")
+    if status == "sending":
+        return "outcome_unknown"
+    if status in ("sent", "failed"):
+        return "duplicate"
+    # "pending": every attempt so far failed before the server took the message; go on.
+    if contact.unsubscribed_all or due.store_id in contact.unsubscribed_stores:
+        return "unsubscribed"
+    if (
+        due.channel == "email"
+        and policy.frequency_cap is not None
+        and contact.last_sent_at is not None
+        and contact.last_abandonment_id != due.abandonment_id
+        and now - contact.last_sent_at < policy.frequency_cap
+    ):
+        return "frequency_capped"
+    return None
+
+
+def record_sent(contact: Contact, due: ReminderDue, now: float) -> Contact:
+    if due.channel == "email":
+        contact.last_sent_at = now
+        contact.last_abandonment_id = due.abandonment_id
+    return contact
+
+
+def links(due: ReminderDue, policy: ReminderPolicy, secret: bytes, now: float
+          ) -> tuple[str | None, str | None]:
+    """The signed cart link and unsubscribe link (None where there is nothing to link)."""
+    expires = int(now + policy.link_ttl)
+    cart_link = None
+    if due.cart.cart_url:
+        token = sign_token(secret, LinkClaims("cart", due.cart_id, due.store_id, expires,
+                                              due.abandonment_id))
+        cart_link = link_with_token(due.cart.cart_url, token, "cw_token")
+    unsubscribe_link = None
+    if due.recipient:
+        token = sign_token(secret, LinkClaims("unsubscribe", due.recipient.strip().lower(),
+                                              due.store_id, expires, due.abandonment_id))
+        unsubscribe_link = link_with_token(policy.unsubscribe_url, token)
+    return cart_link, unsubscribe_link
+
+
+def reminder_context(due: ReminderDue, policy: ReminderPolicy, secret: bytes, now: float
+                     ) -> dict[str, Any]:
+    """The template parameters (``rendering.PARAMETERS``) of a due reminder."""
+    cart_link, unsubscribe_link = links(due, policy, secret, now)
+    customer = due.cart.customer
+    return {
+        "customer_name": customer.name if customer else None,
+        "cart_link": cart_link,
+        "lines": [
+            {"name": line.name, "sku": line.sku, "quantity": line.quantity,
+             "price": money(line.unit_price), "line_total": money(line.line_total),
+             "image": line.image_url, "url": line.url}
+            for line in due.cart.lines
+        ],
+        "item_count": due.cart.item_count,
+        "total": money(Decimal(due.cart.total)),
+        "currency": due.cart.currency or "",
+        "store_name": policy.store_name or due.store_id,
+        "discount_code": policy.discount_code,
+        "unsubscribe_link": unsubscribe_link,
+        "step": due.step,
+        "steps": due.steps,
+    }
+
+
+def message_id(due: ReminderDue, policy: ReminderPolicy) -> str:
+    """Derived from the idempotency key: a resend, should one ever happen, is recognisable."""
+    return f"<{due.idempotency_key}@{policy.from_address.rpartition('@')[2]}>"
+
+
+def build_email(due: ReminderDue, rendered: RenderedReminder, policy: ReminderPolicy,
+                unsubscribe_link: str | None, now: float) -> EmailMessage:
+    """The MIME message (text + HTML alternative); BCC stays in the envelope only."""
+    assert due.recipient is not None
+    message = EmailMessage()
+    message["From"] = formataddr((policy.from_name or policy.store_name or "", policy.from_address))
+    message["To"] = formataddr(((due.cart.customer.name if due.cart.customer else None) or "",
+                                due.recipient))
+    if policy.reply_to:
+        message["Reply-To"] = policy.reply_to
+    message["Subject"] = rendered.subject
+    message["Date"] = format_datetime(utc_from_epoch(now))
+    message["Message-ID"] = message_id(due, policy)
+    if unsubscribe_link:
+        message["List-Unsubscribe"] = f"<{unsubscribe_link}>"
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message["X-Cartwatch-Abandonment"] = due.abandonment_id
+    message["X-Cartwatch-Step"] = str(due.step)
+    message.set_content(rendered.text)
+    message.add_alternative(rendered.html, subtype="html")
+    return message
+
+
+def webhook_body(due: ReminderDue, policy: ReminderPolicy, secret: bytes, now: float) -> bytes:
+    cart_link, unsubscribe_link = links(due, policy, secret, now)
+    return WebhookReminder(
+        idempotency_key=due.idempotency_key, abandonment_id=due.abandonment_id,
+        cart_id=due.cart_id, store_id=due.store_id, step=due.step, cart=due.cart,
+        cart_link=cart_link, unsubscribe_link=unsubscribe_link,
+        discount_code=policy.discount_code,
+    ).model_dump_json().encode()
+
+
+def webhook_signature(secret: bytes, body: bytes) -> str:
+    """``X-Cartwatch-Signature``: lets the receiver check the body came from cartwatch."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based): doubling, capped."""
+    return min(maximum, initial * 2 ** max(0, attempt - 1))

@@ -1,0 +1,409 @@
+"""The reminder notifier's Faust agents: a scheduler partitioned by cart, a sender by address.
+
+``reminder_scheduler`` consumes the abandoned, recovered and reactivated topics (keyed by
+cart_id, co-partitioned) and its own tick topic. It keeps each cart's ``ReminderPlan`` in a table
+and its next deadline in a ``DeadlineIndex`` (``streams.scheduling.PartitionTimers``, the same
+machinery as the cart lifecycle, rebuilt from the table after a rebalance), and emits due steps
+to ``reminders-due`` keyed by the customer's address.
+
+``reminder_sender`` consumes ``reminders-due`` and ``unsubscribes`` (both keyed by address), so
+an address's suppression, frequency cap and delivery records are local to one partition. Before
+each delivery attempt it writes the step's delivery record and waits until its changelog record
+is acknowledged by the broker: a redelivered step (crash, restart, rebalance) finds the record
+and is skipped, so no step is ever sent twice.
+
+Test-only fault injection: ``CARTWATCH_FAULT_EXIT_AFTER_SEND=1`` makes the worker exit with
+``os._exit(70)`` right after a successful delivery, before anything is recorded or committed.
+"""
+
+import logging
+import os
+import time
+from collections import Counter
+from typing import Any, TypeVar
+
+import faust
+from faust.types import EventT, StreamT
+from pydantic import BaseModel, ValidationError
+
+from config.notifier import ReminderPolicy
+from config.settings import SettingsError
+from schemas.common import utc_from_epoch
+from schemas.notifications import (
+    NotificationLogEntry,
+    OperatorNotification,
+    ReminderDue,
+    ReminderSent,
+    Unsubscribe,
+    unsubscribe_key,
+)
+from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered
+from streams.app import (
+    app,
+    dead_letter_topic,
+    notification_log_topic,
+    operator_notifications_topic,
+    reminder_ticks_topic,
+    reminders_due_topic,
+    reminders_sent_topic,
+    settings,
+)
+from streams.intake import Rejected, dead_letter
+from streams.notifier.channels import (
+    DeliveryError,
+    RetryPolicy,
+    SmtpMailer,
+    WebhookPoster,
+    deliver_with_retries,
+)
+from streams.notifier.planning import (
+    Decision,
+    ReminderPlan,
+    cancel_reminders,
+    decide_due_step,
+    plan_reminders,
+)
+from streams.notifier.rendering import TemplateError, check_templates, render
+from streams.notifier.sending import (
+    Contact,
+    apply_unsubscribe,
+    build_email,
+    message_id,
+    recipient_key,
+    record_sent,
+    reminder_context,
+    screen,
+    webhook_body,
+    webhook_signature,
+)
+from streams.scheduling import PartitionTimers
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+
+FIRE_BATCH = 500
+EXIT_AFTER_SEND = os.environ.get("CARTWATCH_FAULT_EXIT_AFTER_SEND") == "1"
+
+notifier = settings.notifier
+ABANDONED = settings.topic("abandoned")
+RECOVERED = settings.topic("recovered")
+REACTIVATED = settings.topic("reactivated")
+REMINDER_TICKS = settings.topic("reminder_ticks")
+REMINDERS_DUE = settings.topic("reminders_due")
+UNSUBSCRIBES = settings.topic("unsubscribes")
+SCHEDULER_INPUTS: dict[str, type[CartAbandoned | CartRecovered | CartReactivated]] = {
+    ABANDONED: CartAbandoned, RECOVERED: CartRecovered, REACTIVATED: CartReactivated,
+}
+counters: Counter[str] = Counter()
+
+
+def _source(*names: str) -> faust.TopicT:
+    return app.topic(*names, internal=True, partitions=settings.partitions,
+                     key_serializer="raw", value_serializer="raw")
+
+
+try:
+    environments = check_templates(
+        [("defaults", notifier.reminders), *notifier.policies().items()]
+    ) if notifier.enabled else {}
+except TemplateError as exc:
+    raise SettingsError(f"reminder templates: {exc}") from None
+
+timers = PartitionTimers(app, (ABANDONED, RECOVERED, REACTIVATED), reminder_ticks_topic)
+mailer = SmtpMailer(notifier.smtp)
+webhooks = WebhookPoster()
+retry_policy = RetryPolicy(notifier.retry_initial, notifier.retry_max, notifier.give_up_after)
+
+
+
+def _table(name: str, help: str) -> Any:
+    """A table when the notifier runs; otherwise a plain dict (no changelog topic is created)."""
+    if not notifier.enabled:
+        return {}
+    return app.Table(name, default=None, partitions=settings.partitions, help=help)
+
+
+reminder_plans = _table("reminder_plans", "Pending reminder steps per cart (ReminderPlan)")
+contacts = _table("notifier_contacts", "Unsubscribes and last send per address (Contact)")
+deliveries = _table("notifier_deliveries", "Delivery record per idempotency key")
+
+
+# --- shared -----------------------------------------------------------------------------------
+
+
+async def publish(messages: list[tuple[faust.TopicT, bytes, BaseModel]]) -> None:
+    """Send messages and wait until the broker has them all."""
+    pending = [await topic.send(key=key, value=message.model_dump_json().encode())
+               for topic, key, message in messages]
+    for future in pending:
+        await future
+
+
+async def reject(event: EventT, error: str) -> None:
+    """Log and dead-letter a message the notifier cannot read; the stream goes on."""
+    message = event.message
+    log.error("dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset,
+              error)
+    counters["dead_lettered"] += 1
+    letter = dead_letter(Rejected("invalid", error[:1000]), topic=message.topic,
+                         partition=message.partition, offset=message.offset, key=message.key,
+                         value=message.value, now=time.time())
+    await publish([(dead_letter_topic, message.key or b"", letter)])
+
+
+async def decode(event: EventT, model: type[M]) -> M | None:
+    """The message as ``model``, or None after dead-lettering it."""
+    try:
+        return model.model_validate_json(event.message.value or b"")
+    except ValidationError as exc:
+        await reject(event, f"not a {model.__name__}: {exc}")
+        return None
+
+
+def operator_messages(entry: NotificationLogEntry, policy: ReminderPolicy
+                      ) -> list[tuple[faust.TopicT, bytes, BaseModel]]:
+    """The log entry, plus an operator notification if the store subscribed to its status."""
+    messages: list[tuple[faust.TopicT, bytes, BaseModel]] = [
+        (notification_log_topic, entry.cart_id.encode(), entry)
+    ]
+    counters[f"log:{entry.status}"] += 1
+    if entry.status in policy.operator_events:
+        notification = OperatorNotification(
+            store_id=entry.store_id, event=entry.status, abandonment_id=entry.abandonment_id,
+            step=entry.step, channel=entry.channel, detail=entry.error or entry.reason,
+            at=entry.at,
+        )
+        messages.append((operator_notifications_topic, entry.store_id.encode(), notification))
+    return messages
+
+
+async def set_durably(table: Any, key: str, value: Any) -> None:
+    """Write a table entry and wait until its changelog record is acknowledged by the broker.
+
+    ``table[key] = value`` only queues the changelog record; this is the write a crash right
+    after must not lose.
+    """
+    future = table.send_changelog(table.partition_for_key(key), key, value)
+    table.data[key] = value
+    await future
+
+
+# --- scheduler --------------------------------------------------------------------------------
+
+
+def load_plan(cart_id: str) -> ReminderPlan | None:
+    stored = reminder_plans.get(cart_id)
+    return None if stored is None else ReminderPlan.from_dict(stored)
+
+
+async def commit(cart_id: str, decision: Decision, scheduled_before: float | None) -> None:
+    """Publish the decision's messages, then write the plan (at-least-once, like the lifecycle)."""
+    if not decision.changed:
+        return
+    messages: list[tuple[faust.TopicT, bytes, BaseModel]] = []
+    for message in decision.messages:
+        if isinstance(message, ReminderDue):
+            messages.append((reminders_due_topic, recipient_key(message), message))
+            counters["due"] += 1
+        else:
+            assert isinstance(message, NotificationLogEntry)
+            messages.extend(operator_messages(message, notifier.policy(message.store_id)))
+    await publish(messages)
+    plan = decision.plan
+    if plan is None:
+        reminder_plans.pop(cart_id, None)
+        return
+    if plan.scheduled_at is not None and plan.scheduled_at != scheduled_before:
+        timers.deadlines.schedule(plan.partition, plan.scheduled_at, cart_id)
+    reminder_plans[cart_id] = plan.to_dict()
+
+
+async def fire_due(partition: int, horizon: float) -> None:
+    """Decide every plan of the partition whose next step is due at ``horizon``."""
+    while due := timers.deadlines.pop_due(partition, horizon, FIRE_BATCH):
+        for deadline, cart_id in dict.fromkeys(due):
+            plan = load_plan(cart_id)
+            if plan is None or plan.scheduled_at != deadline:
+                continue  # stale entry: the plan ended or moved
+            try:
+                decision = decide_due_step(plan, notifier.policy(plan.store_id), time.time())
+            except Exception:  # a bug must cost one plan, never the stream
+                log.exception("deciding reminder of %s failed; plan dropped", cart_id)
+                reminder_plans.pop(cart_id, None)
+                continue
+            await commit(cart_id, decision, deadline)
+
+
+async def handle_scheduler_input(event: EventT) -> None:
+    message = event.message
+    now = time.time()
+    parsed = await decode(event, SCHEDULER_INPUTS[message.topic])
+    if parsed is None:
+        timers.processed(message.tp, message.offset)
+        return
+    event_time = (parsed.abandoned_at if isinstance(parsed, CartAbandoned)
+                  else parsed.recovered_at if isinstance(parsed, CartRecovered)
+                  else parsed.reactivated_at)
+    timers.observe(message.tp, event_time.timestamp(), now)
+    await fire_due(message.partition, timers.safe_time(message.partition))
+    current = load_plan(parsed.cart_id)
+    policy = notifier.policy(parsed.store_id)
+    if isinstance(parsed, CartAbandoned):
+        decision = plan_reminders(current, parsed, policy, message.partition, now)
+    else:
+        decision = cancel_reminders(current, parsed, policy, now)
+    await commit(parsed.cart_id, decision, current.scheduled_at if current else None)
+    timers.processed(message.tp, message.offset)
+    await fire_due(message.partition, timers.safe_time(message.partition))
+
+
+async def declare_topics() -> None:
+    """Create the notifier's output topics before anything is sent to them."""
+    for topic in (reminders_due_topic, notification_log_topic, operator_notifications_topic,
+                  reminders_sent_topic, dead_letter_topic):
+        await topic.maybe_declare()
+
+
+async def reminder_scheduler(stream: StreamT) -> None:
+    """Plan reminder steps per abandonment, cancel them, and emit the due ones."""
+    await declare_topics()
+    async for event in stream.events():
+        if event.message.topic == REMINDER_TICKS:
+            timers.tick_seen(event.message.partition)
+            await fire_due(event.message.partition, timers.safe_time(event.message.partition))
+        else:
+            await handle_scheduler_input(event)
+
+
+async def request_reminder_ticks() -> None:
+    await timers.request_ticks()
+
+
+async def rebuild_reminder_index() -> None:
+    """After a rebalance, rebuild the reminder deadline index of the owned partitions."""
+    owned = set(timers.owned_partitions())
+    entries: dict[int, list[tuple[float, str]]] = {partition: [] for partition in owned}
+    for cart_id, stored in reminder_plans.items():
+        plan = ReminderPlan.from_dict(stored)
+        if plan.partition in owned and plan.scheduled_at is not None:
+            entries[plan.partition].append((plan.scheduled_at, cart_id))
+    timers.reset(owned, entries)
+    log.info("reminder index rebuilt: %d plans on partitions %s", len(timers.deadlines),
+             sorted(owned))
+
+
+# --- sender -----------------------------------------------------------------------------------
+
+
+async def handle_unsubscribe(event: EventT) -> None:
+    message = event.message
+    unsubscribe = await decode(event, Unsubscribe)
+    if unsubscribe is None:
+        return
+    key = unsubscribe_key(unsubscribe.email)
+    if message.key != key:
+        await reject(event, "message key must be the normalized email (schemas.notifications."
+                            "unsubscribe_key)")
+        return
+    contact = apply_unsubscribe(Contact.from_dict(contacts.get(key.decode())), unsubscribe)
+    contacts[key.decode()] = contact.to_dict()
+    counters["unsubscribed"] += 1
+
+
+def log_entry(due: ReminderDue, status: str, now: float, **extra: Any) -> NotificationLogEntry:
+    return NotificationLogEntry(
+        abandonment_id=due.abandonment_id, cart_id=due.cart_id, store_id=due.store_id,
+        step=due.step, channel=due.channel, status=status,  # type: ignore[arg-type]
+        idempotency_key=due.idempotency_key, at=utc_from_epoch(now), **extra,
+    )
+
+
+async def attempt_delivery(due: ReminderDue, policy: ReminderPolicy) -> None:
+    """One delivery attempt, after its record is durably marked ``sending``."""
+    now = time.time()
+    await set_durably(deliveries, due.idempotency_key, {"status": "sending", "at": now})
+    if due.channel == "email":
+        env = environments.get(policy.templates_dir)
+        context = reminder_context(due, policy, notifier.secret, now)
+        try:
+            rendered = render(env, due.template, context) if env else None
+        except Exception as exc:  # a template that passed the start-up check but fails here
+            raise DeliveryError(f"rendering failed: {type(exc).__name__}: {exc}"[:500],
+                                transient=False) from None
+        if rendered is None:
+            raise DeliveryError("templates of this store were not loaded", transient=False)
+        email = build_email(due, rendered, policy, context["unsubscribe_link"], now)
+        assert due.recipient is not None
+        await mailer.send(email, policy.from_address, [due.recipient, *policy.bcc])
+    else:
+        assert policy.webhook_url is not None
+        body = webhook_body(due, policy, notifier.secret, now)
+        await webhooks.post(policy.webhook_url, body, {
+            "Idempotency-Key": due.idempotency_key,
+            "X-Cartwatch-Signature": webhook_signature(notifier.secret, body),
+        }, policy.webhook_timeout)
+    if EXIT_AFTER_SEND:
+        log.warning("CARTWATCH_FAULT_EXIT_AFTER_SEND: exiting right after a delivery")
+        os._exit(70)
+
+
+async def handle_due(event: EventT) -> None:
+    due = await decode(event, ReminderDue)
+    if due is None:
+        return
+    policy = notifier.policy(due.store_id)
+    key = recipient_key(due).decode()
+    contact = Contact.from_dict(contacts.get(key))
+    now = time.time()
+    reason = screen(due, contact, deliveries.get(due.idempotency_key), policy, now)
+    if reason is not None:
+        await publish(operator_messages(log_entry(due, "skipped", now, reason=reason), policy))
+        return
+
+    async def on_failure(attempt: int, error: DeliveryError, retrying: bool) -> None:
+        log.warning("reminder %s step %d attempt %d failed (%s): %s", due.abandonment_id,
+                    due.step, attempt, "will retry" if retrying else "giving up", error)
+        deliveries[due.idempotency_key] = {"status": "pending" if retrying else "failed",
+                                           "at": time.time()}
+        entry = log_entry(due, "failed", time.time(), error=str(error)[:500],
+                          retrying=retrying, attempt=attempt)
+        await publish(operator_messages(entry, policy))
+
+    async def attempt() -> None:
+        await attempt_delivery(due, policy)
+
+    delivered, attempts = await deliver_with_retries(attempt, retry_policy, on_failure)
+    if not delivered:
+        return
+    sent_at = time.time()
+    entry = log_entry(due, "sent", sent_at, attempt=attempts,
+                      message_id=message_id(due, policy) if due.channel == "email" else None)
+    feedback = ReminderSent(abandonment_id=due.abandonment_id, cart_id=due.cart_id,
+                            step=due.step, channel=due.channel, sent_at=utc_from_epoch(sent_at))
+    await publish([*operator_messages(entry, policy),
+                   (reminders_sent_topic, due.cart_id.encode(), feedback)])
+    deliveries[due.idempotency_key] = {"status": "sent", "at": sent_at}
+    contacts[key] = record_sent(contact, due, sent_at).to_dict()
+
+
+async def reminder_sender(stream: StreamT) -> None:
+    """Screen and deliver due reminders; keep unsubscribes, caps and delivery records."""
+    await declare_topics()
+    async for event in stream.events():
+        try:
+            if event.message.topic == UNSUBSCRIBES:
+                await handle_unsubscribe(event)
+            else:
+                await handle_due(event)
+        except Exception as exc:  # a bug must cost one message, never the stream
+            log.exception("notifier failed on %s", event.message.topic)
+            await reject(event, f"processing failed: {type(exc).__name__}")
+
+
+if notifier.enabled:
+    app.agent(_source(ABANDONED, RECOVERED, REACTIVATED, REMINDER_TICKS),
+              name="cartwatch.reminder_scheduler")(reminder_scheduler)
+    app.agent(_source(REMINDERS_DUE, UNSUBSCRIBES),
+              name="cartwatch.reminder_sender")(reminder_sender)
+    app.timer(interval=settings.timer_resolution)(request_reminder_ticks)
+    reminder_plans.on_recover(rebuild_reminder_index)

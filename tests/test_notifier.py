@@ -1,0 +1,365 @@
+"""The reminder notifier end to end: real broker, real `cartwatch worker`, real SMTP servers."""
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from aiohttp import web
+from kafka_helpers import create_topics, free_ports
+from pipeline_harness import PARTITIONS, Pipeline, Shop
+
+from schemas.notifications import unsubscribe_key
+from streams.notifier.tokens import verify_token
+from streams.stack import read_maildir
+
+pytestmark = pytest.mark.integration
+
+SECRET = "test-link-secret-0123456789"
+Entries = list[dict[str, Any]]
+
+
+def configure(pipeline: Pipeline, tmp_path: Path, toml: str, smtp_port: int, **env: str) -> None:
+    """Point the workers at a TOML config with the notifier enabled and at an SMTP port."""
+    config = tmp_path / "cartwatch.toml"
+    config.write_text(toml)
+    pipeline.settings.update(
+        CARTWATCH_CONFIG=str(config), CARTWATCH_NOTIFIER_ENABLED="true",
+        CARTWATCH_LINK_SECRET=SECRET, CARTWATCH_SMTP_HOST="127.0.0.1",
+        CARTWATCH_SMTP_PORT=str(smtp_port), **env,
+    )
+
+
+async def read_topic(
+    pipeline: Pipeline, name: str, done: Callable[[Entries], bool],
+    timeout: float = 60.0, settle: float = 0.0,
+) -> Entries:
+    """Every record of a topic from the start until ``done`` held (then ``settle`` s more)."""
+    records = (await pipeline.collect(lambda out: done(out[name]), timeout, settle,
+                                      topics=[name]))[name]
+    assert done(records), f"{name}: condition not met in {timeout} s: {records}"
+    return records
+
+
+def outcomes(log: Entries) -> set[tuple[str, int, str, str | None]]:
+    """(abandonment, step, status, reason) of the final entries (retries left out)."""
+    return {(e["abandonment_id"], e["step"], e["status"], e["reason"])
+            for e in log if not e["retrying"]}
+
+
+def unsubscribe(email: str, store_id: str | None = None) -> tuple[str, bytes, bytes]:
+    value = {"type": "unsubscribe", "email": email, "store_id": store_id,
+             "unsubscribed_at": datetime.now(UTC).isoformat()}
+    return "cartwatch-unsubscribes", unsubscribe_key(email), json.dumps(value).encode()
+
+
+def wait_for_mail(maildir: Path, count: int, timeout: float = 30.0) -> list:
+    deadline = time.monotonic() + timeout
+    while len(messages := read_maildir(maildir)) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"expected {count} message(s), got {len(messages)}")
+        time.sleep(0.05)
+    return messages
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def notifier_pipeline(pipeline: Pipeline) -> Pipeline:
+    """The pipeline plus the notifier's input topic, created before any worker subscribes."""
+    await create_topics(pipeline.bootstrap, [pipeline.topic("cartwatch-unsubscribes")], PARTITIONS)
+    return pipeline
+
+
+class MailServer:
+    """A second SMTP server (the stack's aiosmtpd process) a test can stop and start."""
+
+    def __init__(self, maildir: Path) -> None:
+        self.port = free_ports(1)[0]
+        self.maildir = maildir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streams.stack.smtp", "--port", str(self.port),
+             "--maildir", str(self.maildir)],
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(10)
+
+    def messages(self) -> list:
+        return read_maildir(self.maildir)
+
+
+@pytest.fixture
+def mail_server(tmp_path: Path):
+    server = MailServer(tmp_path / "maildir")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+TWO_STEPS = """
+abandon_after = "2s"
+[notifier]
+retry_initial = "0.2s"
+retry_max = "1s"
+[notifier.reminders]
+store_name = "Tea & Co"
+from_address = "hello@tea.example"
+from_name = "Tea & Co"
+bcc = ["audit@tea.example"]
+discount_code = "COMEBACK10"
+unsubscribe_url = "https://tea.example/unsubscribe"
+steps = [{after = "2s", template = "reminder"}, {after = "6s", template = "last-chance"}]
+"""
+
+
+def customer(email: str, consent: bool = True, **fields: Any) -> dict[str, Any]:
+    return {"email": email, "marketing_consent": consent, **fields}
+
+
+async def test_two_step_sequence_with_recovery_unsubscribe_consent_and_cap(
+    notifier_pipeline: Pipeline, mail_server: MailServer, tmp_path: Path
+) -> None:
+    pipeline = notifier_pipeline
+    mail_server.start()
+    configure(pipeline, tmp_path, TWO_STEPS, mail_server.port)
+    pipeline.worker("w1").start().wait_ready()
+    shop = Shop("tea")
+    await pipeline.send([
+        unsubscribe("Cid@Example.com"),
+        shop.cart_event("c-ann", "item_added",
+                        customer=customer("ann@example.com", name="Ann <b>"),
+                        cart_url="https://tea.example/cart/c-ann",
+                        item={"sku": "TEA-1", "name": "Green <Tea>", "quantity": 2,
+                              "unit_price": "4.50", "currency": "EUR",
+                              "image_url": "https://tea.example/img/tea-1.png"}),
+        shop.add("c-ann", "MUG", price="12.00"),
+        shop.add("c-bob", "MUG", customer=customer("bob@example.com")),
+        shop.add("c-cid", "MUG", customer=customer("cid@example.com")),
+        shop.add("c-dan", "MUG", customer=customer("dan@example.com", consent=False)),
+        shop.add("c-ann2", "MUG", offset=1, customer=customer("ann@example.com")),
+    ])
+    # bob's first reminder goes out (and its feedback reaches his cart); he then buys: his
+    # second step is cancelled, and the recovery says a reminder was sent
+    await read_topic(pipeline, "cartwatch-reminders-sent",
+                     lambda records: any(r["cart_id"] == "c-bob" for r in records))
+    await pipeline.wait_committed(topics=["cartwatch-reminders-sent"])
+    shop.base = datetime.now(UTC)
+    await pipeline.send([shop.purchase("c-bob", total="10.00")])
+
+    expected = {
+        ("c-ann:1", 1, "sent", None), ("c-ann:1", 2, "sent", None),
+        ("c-bob:1", 1, "sent", None), ("c-bob:1", 2, "skipped", "cart_recovered"),
+        ("c-cid:1", 1, "skipped", "unsubscribed"), ("c-cid:1", 2, "skipped", "unsubscribed"),
+        ("c-dan:1", 1, "skipped", "no_consent"), ("c-dan:1", 2, "skipped", "no_consent"),
+        ("c-ann2:1", 1, "skipped", "frequency_capped"),
+        ("c-ann2:1", 2, "skipped", "frequency_capped"),
+    }
+    log = await read_topic(pipeline, "cartwatch-notification-log",
+                           lambda records: outcomes(records) >= expected, settle=3.0)
+    assert outcomes(log) == expected
+    assert len(log) == len(expected)
+    assert all(e["channel"] == "email" for e in log if e["status"] == "sent")
+
+    messages = mail_server.messages()
+    assert sorted((m["To"], m["X-Cartwatch-Step"]) for m in messages) == [
+        ('"Ann <b>" <ann@example.com>', "1"), ('"Ann <b>" <ann@example.com>', "2"),
+        ("bob@example.com", "1"),
+    ]
+    sent_ids = {e["message_id"] for e in log if e["status"] == "sent"}
+    assert {m["Message-ID"] for m in messages} == sent_ids
+    for message in messages:
+        assert message["From"] == "Tea & Co <hello@tea.example>"
+        assert message["X-RcptTo"].split(",")[-1].strip() == "audit@tea.example"
+        assert "Bcc" not in message
+
+    first = next(m for m in messages if "ann@" in m["To"] and m["X-Cartwatch-Step"] == "1")
+    assert first["Subject"] == "Ann <b>, you left 3 items in your cart at Tea & Co"
+    text = first.get_body(("plain",)).get_content()
+    html = first.get_body(("html",)).get_content()
+    assert "2 x Green <Tea> (TEA-1)  4.50 EUR = 9.00 EUR" in text
+    assert "1 x Product MUG (MUG)  12.00 EUR" in text
+    assert "Total: 21.00 EUR" in text and "COMEBACK10" in text
+    assert "Green &lt;Tea&gt;" in html and "Green <Tea>" not in html  # autoescaped
+    assert "Ann &lt;b&gt;" in html
+    assert '<img src="https://tea.example/img/tea-1.png"' in html
+
+    cart_link = next(w for w in text.split() if w.startswith("https://tea.example/cart/c-ann"))
+    token = cart_link.split("cw_token=")[1]
+    claims = verify_token(token, secret=SECRET.encode(), purpose="cart", now=time.time())
+    assert (claims.subject, claims.abandonment_id) == ("c-ann", "c-ann:1")
+    unsubscribe_link = first["List-Unsubscribe"].strip("<>")
+    assert unsubscribe_link.startswith("https://tea.example/unsubscribe?token=")
+    assert unsubscribe_link in text
+    claims = verify_token(unsubscribe_link.split("token=")[1], secret=SECRET.encode(),
+                          purpose="unsubscribe", now=time.time())
+    assert (claims.subject, claims.store_id) == ("ann@example.com", "tea")
+    last = next(m for m in messages if "ann@" in m["To"] and m["X-Cartwatch-Step"] == "2")
+    assert last["Subject"].strip() == (  # a long header is folded: a leading space may stay
+        "Last chance: your cart at Tea & Co is waiting (code COMEBACK10 inside)")
+
+    recovered = await read_topic(pipeline, "cart-recovered", lambda records: len(records) >= 1)
+    assert [(r["abandonment_id"], r["reminder_sent"]) for r in recovered] == [("c-bob:1", True)]
+
+
+QUIET_AND_WEBHOOK = """
+abandon_after = "1s"
+[notifier]
+retry_initial = "0.2s"
+retry_max = "1s"
+[notifier.reminders]
+steps = [{{after = "1s"}}]
+[notifier.stores.quiet]
+quiet_hours = {{start = "{start}", end = "{end}"}}
+timezone = "Pacific/Auckland"
+[notifier.stores.hook]
+webhook_url = "http://127.0.0.1:{hook_port}/reminders"
+operator_events = ["sent", "skipped"]
+"""
+
+
+async def test_quiet_hours_defer_and_webhook_fallback(
+    notifier_pipeline: Pipeline, mail_server: MailServer, tmp_path: Path
+) -> None:
+    pipeline = notifier_pipeline
+    zone = ZoneInfo("Pacific/Auckland")
+    local_now = datetime.now(zone)
+    start = (local_now - timedelta(hours=1)).strftime("%H:%M")
+    end_local = (local_now + timedelta(hours=2)).replace(second=0, microsecond=0)
+    received: list[tuple[dict[str, str], dict[str, Any]]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append((dict(request.headers), await request.json()))
+        return web.json_response({"ok": True})
+
+    hook_app = web.Application()
+    hook_app.router.add_post("/reminders", hook)
+    runner = web.AppRunner(hook_app)
+    await runner.setup()
+    hook_port = free_ports(1)[0]
+    await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+    try:
+        mail_server.start()
+        configure(pipeline, tmp_path, QUIET_AND_WEBHOOK.format(
+            start=start, end=end_local.strftime("%H:%M"), hook_port=hook_port),
+            mail_server.port)
+        pipeline.worker("w1").start().wait_ready()
+        quiet, hook_shop = Shop("quiet"), Shop("hook")
+        await pipeline.send([
+            quiet.add("c-night", "MUG", customer=customer("nora@example.com")),
+            hook_shop.add("c-noconsent", "MUG", cart_url="https://hook.example/cart/1",
+                          customer=customer("nic@example.com", consent=False)),
+            hook_shop.add("c-anon", "LAMP", price="99.00"),
+        ])
+        expected = {("c-night:1", 1, "deferred", "quiet_hours"),
+                    ("c-noconsent:1", 1, "sent", None), ("c-anon:1", 1, "sent", None)}
+        log = await read_topic(pipeline, "cartwatch-notification-log",
+                               lambda records: outcomes(records) >= expected, settle=2.0)
+        assert outcomes(log) == expected
+        [deferred] = [e for e in log if e["status"] == "deferred"]
+        assert datetime.fromisoformat(deferred["deferred_until"]) == end_local
+        assert {e["channel"] for e in log if e["status"] == "sent"} == {"webhook"}
+        assert mail_server.messages() == []
+
+        assert sorted(body["cart_id"] for _, body in received) == ["c-anon", "c-noconsent"]
+        for headers, body in received:
+            assert headers["Idempotency-Key"] == body["idempotency_key"]
+            assert headers["X-Cartwatch-Signature"].startswith("sha256=")
+        by_cart = {body["cart_id"]: body for _, body in received}
+        assert by_cart["c-noconsent"]["cart_link"].startswith(
+            "https://hook.example/cart/1?cw_token=")
+        assert by_cart["c-anon"]["cart"]["total"] == "99.00"
+        assert by_cart["c-anon"]["unsubscribe_link"] is None
+
+        notes = await read_topic(pipeline, "cartwatch-operator-notifications",
+                                 lambda records: len(records) >= 2, settle=1.0)
+        assert sorted((n["store_id"], n["event"]) for n in notes) == [
+            ("hook", "sent"), ("hook", "sent")]
+    finally:
+        await runner.cleanup()
+
+
+ONE_STEP = """
+abandon_after = "1s"
+[notifier]
+retry_initial = "0.2s"
+retry_max = "0.5s"
+[notifier.reminders]
+steps = [{after = "1s"}]
+"""
+
+
+async def test_smtp_down_then_back_delivers_everything_once(
+    notifier_pipeline: Pipeline, mail_server: MailServer, tmp_path: Path
+) -> None:
+    pipeline = notifier_pipeline
+    configure(pipeline, tmp_path, ONE_STEP, mail_server.port)  # not started: refused
+    pipeline.worker("w1").start().wait_ready()
+    shop = Shop("s")
+    carts = [f"c-{n}" for n in range(3)]
+    await pipeline.send([shop.add(cart, "MUG", customer=customer(f"{cart}@example.com"))
+                         for cart in carts])
+    await read_topic(pipeline, "cartwatch-notification-log",
+                     lambda records: sum(e["retrying"] for e in records) >= 3)
+    mail_server.start()
+    expected = {(f"{cart}:1", 1, "sent", None) for cart in carts}
+    log = await read_topic(pipeline, "cartwatch-notification-log",
+                           lambda records: outcomes(records) >= expected, settle=2.0)
+    assert outcomes(log) == expected
+    failures = [e for e in log if e["status"] == "failed"]
+    assert failures and all(e["retrying"] for e in failures)
+    assert all("unreachable" in e["error"] for e in failures)
+    assert sorted(m["To"] for m in mail_server.messages()) == [
+        f"{cart}@example.com" for cart in carts]
+
+
+async def test_crash_between_send_and_ack_sends_no_duplicate(
+    notifier_pipeline: Pipeline, mail_server: MailServer, tmp_path: Path
+) -> None:
+    pipeline = notifier_pipeline
+    mail_server.start()
+    configure(pipeline, tmp_path, ONE_STEP, mail_server.port)
+    crashing = pipeline.worker("crashing", CARTWATCH_FAULT_EXIT_AFTER_SEND="1").start()
+    crashing.wait_ready()
+    await pipeline.send([Shop("s").add("c-1", "MUG", customer=customer("one@example.com"))])
+    assert crashing.process is not None
+    await wait_until(lambda: crashing.process.poll() is not None, 40, "the injected crash")
+    assert crashing.process.returncode == 70
+    assert len(mail_server.messages()) == 1
+
+    pipeline.worker("replacement").start().wait_ready(timeout=120)  # the dead member's session
+    log = await read_topic(pipeline, "cartwatch-notification-log",
+                           lambda records: len(records) >= 1, settle=4.0)
+    assert outcomes(log) == {("c-1:1", 1, "skipped", "outcome_unknown")}
+    assert len(mail_server.messages()) == 1
