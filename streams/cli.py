@@ -19,10 +19,13 @@ def main() -> None:
     from streams.bench.cli import bench
     from streams.chaos.cli import chaos
     from streams.loadgen.cli import loadgen
+    from streams.operator.cli import carts, insights
     from streams.stack.cli import stack
 
     cli.add_command(stack)
     cli.add_command(loadgen)
+    cli.add_command(carts)
+    cli.add_command(insights)
     cli.add_command(bench)
     cli.add_command(chaos)
     app.main()

@@ -10,6 +10,8 @@ import asyncio
 import csv
 import io
 import json
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -20,13 +22,16 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiokafka import AIOKafkaConsumer
 from pipeline_harness import Pipeline, Shop, Worker
 
+from streams.notifier import LinkClaims, sign_token
 from streams.operator.export import CART_COLUMNS
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "operator-test-token"
+LINK_SECRET = "operator-test-link-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ABANDON_AFTER = 60
 CATALOG = {"MUG-1": ("Blue mug", "12.50"), "TEA-2": ("Green tea", "4.99"),
@@ -147,7 +152,8 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 async def test_operator_surface_with_two_workers(pipeline: Pipeline) -> None:
     pipeline.settings.update(CARTWATCH_ABANDON_AFTER=f"{ABANDON_AFTER}s",
-                             CARTWATCH_API_TOKEN=TOKEN, CARTWATCH_READ_MODEL="memory")
+                             CARTWATCH_API_TOKEN=TOKEN, CARTWATCH_READ_MODEL="memory",
+                             CARTWATCH_LINK_SECRET=LINK_SECRET)
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     base = today - timedelta(days=3) + timedelta(hours=10)
     expected = build_input(base)
@@ -191,6 +197,8 @@ async def test_operator_surface_with_two_workers(pipeline: Pipeline) -> None:
         await check_insights(http, first, expected)
         await check_access_and_probes(http, workers)
         await check_metrics(http, workers, expected)
+        await check_unsubscribe(http, second, pipeline)
+    check_cli(first, expected)
 
 
 async def check_queries(http: aiohttp.ClientSession, worker: Worker, expected: Expected) -> None:
@@ -301,6 +309,9 @@ async def check_access_and_probes(http: aiohttp.ClientSession, workers: tuple[Wo
     async with http.post(f"{worker.web_url}/cartwatch/api/carts/cart-001/remind/",
                          headers=AUTH) as response:
         assert response.status == 409  # recovered: nothing to remind
+    async with http.post(f"{worker.web_url}/cartwatch/api/carts/cart-003/remind/",
+                         headers=AUTH) as response:
+        assert response.status == 503  # abandoned, but this notifier takes no manual reminders
     async with http.get(f"{worker.web_url}/cartwatch/unsubscribe/") as response:
         assert response.status == 400
     for each in workers:
@@ -332,3 +343,55 @@ async def check_metrics(http: aiohttp.ClientSession, workers: tuple[Worker, ...]
     for s in samples:
         assert s['cartwatch_read_model_rows{table="abandonments"}'] == len(expected.abandonments)
         assert s["cartwatch_read_model_loaded"] == 1
+
+
+async def check_unsubscribe(http: aiohttp.ClientSession, worker: Worker,
+                            pipeline: Pipeline) -> None:
+    expires = int(time.time()) + 600
+    link = sign_token(LINK_SECRET.encode(),
+                      LinkClaims("unsubscribe", "c003@example.com", "south", expires, "cart-003:1"))
+    url = f"{worker.web_url}/cartwatch/unsubscribe/"
+    async with http.get(url, params={"token": link}) as response:
+        assert response.status == 200 and 'method="post"' in await response.text()
+    async with http.post(url, data={"token": link + "x"}) as response:
+        assert response.status == 400
+    async with http.post(url, data={"token": link}) as response:
+        assert response.status == 200, await response.text()
+    consumer = AIOKafkaConsumer(pipeline.topic("cartwatch-unsubscribes"),
+                                bootstrap_servers=pipeline.bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        batch = await consumer.getmany(timeout_ms=10_000)
+    finally:
+        await consumer.stop()
+    [record] = [record for records in batch.values() for record in records]
+    assert record.key == b"c003@example.com"
+    assert json.loads(record.value)["store_id"] == "south"
+
+
+def cli(worker: Worker, *args: str) -> str:
+    env = {**worker.env, "CARTWATCH_API_URL": worker.web_url}
+    done = subprocess.run([sys.executable, "-m", "streams.cli", *args], env=env,
+                          capture_output=True, timeout=60, cwd=worker.workdir)
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout.decode()
+
+
+def check_cli(worker: Worker, expected: Expected) -> None:
+    south = newest_first(expected, lambda r: r["store_id"] == "south" and "BOOK-5" in r["lines"])
+    listed_ids = [line.split()[1] for line in cli(
+        worker, "carts", "list", "--store", "south", "--product", "BOOK-5", "--limit", "500"
+    ).splitlines()[1:]]
+    assert listed_ids == south
+    day = expected_day(expected, 1)
+    exported = list(csv.DictReader(io.StringIO(cli(worker, "carts", "export", "--since", day))))
+    assert {row["abandonment_id"] for row in exported} == set(
+        newest_first(expected, lambda r: r["day"] >= day))
+    weekly = json.loads(cli(worker, "insights", "--period", "week", "--json"))
+    assert sum(bucket["abandoned"] for bucket in weekly["buckets"]) == len(expected.abandonments)
+    denied = subprocess.run([sys.executable, "-m", "streams.cli", "carts", "list"],
+                            env={**worker.env, "CARTWATCH_API_URL": worker.web_url,
+                                 "CARTWATCH_API_TOKEN": "wrong"},
+                            capture_output=True, timeout=60, cwd=worker.workdir)
+    assert denied.returncode == 1 and b"HTTP 401" in denied.stderr

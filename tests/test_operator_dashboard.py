@@ -114,6 +114,8 @@ async def test_dashboard_lists_searches_and_charts(pipeline: Pipeline, browser: 
     cdp = browser
     await cdp.send("Page.enable")
     await cdp.send("Page.navigate", url=f"{worker.web_url}/cartwatch/dashboard/")
+    await cdp.wait_for("location.pathname === '/cartwatch/dashboard/'"
+                       " && document.readyState === 'complete'")
     # Without the token the API refuses and the page asks for it, as an operator would see.
     await cdp.wait_for("!document.querySelector('#token-form').hidden")
     await cdp.js(f"document.querySelector('#token').value = {json.dumps(TOKEN)};"

@@ -10,6 +10,7 @@ Endpoints under ``/cartwatch/api/`` expose shop and customer data and need
 """
 
 import hmac
+import html
 import logging
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -21,14 +22,14 @@ from aiohttp import web as aioweb
 from faust.web import Request, Response, View, Web
 
 from streams import pipeline
-from streams.app import app, settings
+from streams.app import app, settings, unsubscribes_topic
+from streams.operator import notifications
 from streams.operator import query as q
 from streams.operator.export import CART_COLUMNS, CUSTOMER_COLUMNS, cart_row, csv_chunks
 from streams.operator.export import customer_row as customer_csv_row
 from streams.operator.feed import ReadModelFeed, SharedReadModel
 from streams.operator.insights import PERIODS, AbandonmentFacts, aggregate
 from streams.operator.metrics import collect, timer_lag
-from streams.operator.notifications import gateway
 from streams.operator.prometheus import CONTENT_TYPE, render
 from streams.operator.store import ReadModel, row_dict
 
@@ -262,7 +263,8 @@ class RemindView(View):
         latest = detail["abandonments"][0]
         if latest["status"] != "abandoned":
             raise HTTPProblem(409, f"cart {cart_id!r} is {latest['status']}, not abandoned")
-        result = await gateway().remind(latest["abandonment_id"], cart_id, latest["store_id"])
+        result = await notifications.remind(latest["abandonment_id"], cart_id,
+                                            latest["store_id"])
         return self.json(result.body, status=result.status)
 
 
@@ -323,21 +325,53 @@ class InsightsView(View):
 
 @app.page("/cartwatch/unsubscribe/")
 class UnsubscribeView(View):
-    """The target of the signed unsubscribe links in reminders (no bearer token: the link's
-    signature is the credential)."""
+    """The target of the signed unsubscribe links in reminders; the signature is the credential.
+
+    GET only shows a confirmation form, so mail scanners that follow links unsubscribe nobody;
+    POST (the form, or a one-click ``List-Unsubscribe-Post``) publishes the opt-out.
+    """
 
     async def get(self, request: Request) -> Response:
-        return await self._unsubscribe(request)
-
-    async def post(self, request: Request) -> Response:
-        return await self._unsubscribe(request)
-
-    async def _unsubscribe(self, request: Request) -> Response:
         token = request.query.get("token", "")
         if not token:
-            return problem_response(400, "token: missing")  # type: ignore[return-value]
-        result = await gateway().unsubscribe(token)
+            return page_response(400, "This unsubscribe link is incomplete.")
+        return page_response(200, "Stop reminders about your shopping cart?", token)
+
+    async def post(self, request: Request) -> Response:
+        form = await request.post()  # type: ignore[attr-defined]
+        token = str(form.get("token") or request.query.get("token", ""))
+        if not token:
+            return page_response(400, "This unsubscribe link is incomplete.")
+        result = await notifications.unsubscribe(token, link_secret(), publish_unsubscribe)
+        if "text/html" in request.headers.get("Accept", ""):
+            message = ("You will get no more reminders from this shop." if result.status == 200
+                       else "This unsubscribe link is not valid any more.")
+            return page_response(result.status, message)
         return self.json(result.body, status=result.status)
+
+
+def link_secret() -> bytes | None:
+    try:
+        return settings.notifier.secret
+    except RuntimeError:
+        return None
+
+
+async def publish_unsubscribe(key: bytes, value: bytes) -> None:
+    await (await unsubscribes_topic.send(key=key, value=value))
+
+
+def page_response(status: int, message: str, token: str | None = None) -> Response:
+    """A minimal HTML page for people following a link from an email."""
+    form = ""
+    if token is not None:
+        form = ('<form method="post"><input type="hidden" name="token" value="'
+                f'{html.escape(token)}"><button type="submit">Unsubscribe</button></form>')
+    body = (f'<!doctype html><html lang="en"><meta charset="utf-8"><title>Unsubscribe</title>'
+            f"<p>{html.escape(message)}</p>{form}</html>")
+    return aioweb.Response(  # type: ignore[return-value]
+        status=status, body=body.encode(), content_type="text/html", charset="utf-8"
+    )
 
 
 def csv_response(filename: str) -> aioweb.StreamResponse:
