@@ -64,14 +64,16 @@ class OutputLog:
     _task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Start reading. Partitions are assigned, not subscribed: a subscription drops topics
+        that a restarting broker briefly reports as unknown, and never reads them again."""
         consumer = AIOKafkaConsumer(
-            *self.topics,
             bootstrap_servers=self.bootstrap,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
         )
         await consumer.start()
+        consumer.assign(await _partitions(consumer, self.topics))
         self._task = asyncio.create_task(self._read(consumer))
 
     async def _read(self, consumer: AIOKafkaConsumer) -> None:
@@ -103,17 +105,13 @@ class OutputLog:
         )
         await consumer.start()
         try:
-            partitions = [
-                TopicPartition(topic, partition)
-                for topic in self.topics
-                for partition in sorted(consumer.partitions_for_topic(topic) or ())
-            ]
+            partitions = await _partitions(consumer, self.topics)
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             ends = await consumer.end_offsets(partitions)
             records: list[Output] = []
             deadline = time.monotonic() + timeout
-            while any(await consumer.position(tp) < end for tp, end in ends.items()):
+            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"output topics not read to their end in {timeout} s")
                 batch = await consumer.getmany(timeout_ms=200)
@@ -257,6 +255,18 @@ class Deployment:
         finally:
             lag.append(worst)
             await producer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of ``topics`` (which must exist)."""
+    await consumer._client.force_metadata_update()  # noqa: SLF001 (no public way to refresh)
+    found = []
+    for topic in topics:
+        numbers = consumer.partitions_for_topic(topic)
+        if not numbers:
+            raise RuntimeError(f"topic {topic} does not exist")
+        found.extend(TopicPartition(topic, number) for number in sorted(numbers))
+    return found
 
 
 def _all_led(described: list[dict[str, Any]], names: list[str], partitions: int) -> bool:

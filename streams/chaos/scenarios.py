@@ -187,14 +187,14 @@ async def rebalance(deployment: Deployment, *, carts: int = 400, abandon_after: 
 
 
 async def broker_restart(workdir: Path, *, carts: int = 500, abandon_after: float = 3.0,
-                         down_for: float = 5.0, seed: int = 13) -> ScenarioResult:
+                         down_for: float = 3.0, seed: int = 13) -> ScenarioResult:
     """Stop the broker under load and start it again; the workers carry on by themselves.
 
     Runs on a private stack (never restart a broker others use). Carts with a message in the
     outage window are left out of the traffic (a shop cannot publish either), so late
     publishing does not change what the pipeline must emit.
     """
-    outage_at, window = 10.0, 35.0
+    outage_at, window = 8.0, 25.0
     stack = PrivateStack(workdir / "stack")
     await asyncio.to_thread(stack.up)  # the stack's readiness checks run their own event loop
     try:
@@ -207,7 +207,7 @@ async def broker_restart(workdir: Path, *, carts: int = 500, abandon_after: floa
             before = workers[0].ready_count()
             await _start(workers[1])
             await workers[0].wait_ready(after=before)
-            load = live_load(seed, carts, abandon_after, span=outage_at + window + 10.0,
+            load = live_load(seed, carts, abandon_after, span=outage_at + window + 8.0,
                              quiet=(outage_at - 1.0, outage_at + window))
 
             async def inject(faults: list[str]) -> None:
@@ -220,7 +220,7 @@ async def broker_restart(workdir: Path, *, carts: int = 500, abandon_after: floa
                 faults.append(f"broker stopped at +{stopped_at - load.start:.1f} s, "
                               f"back {back_at - stopped_at:.1f} s later")
 
-            result = await _run_live(deployment, load, "broker-restart", inject, timeout=120.0)
+            result = await _run_live(deployment, load, "broker-restart", inject, timeout=60.0)
             result.notes.append(f"private stack at {stack.bootstrap}; carts active in the "
                                 f"outage window left out of the traffic")
             exited = [w.name for w in workers if not w.alive]
