@@ -172,6 +172,15 @@ def decide_due_step(plan: ReminderPlan, policy: ReminderPolicy, now: float) -> D
     return _advance(plan, [due])
 
 
+def remind_now(plan: ReminderPlan | None, abandonment_id: str, policy: ReminderPolicy,
+               now: float) -> Decision:
+    """An operator asked for the abandonment's next reminder now (same consent, quiet hours and
+    cap as a scheduled one); the steps after it keep their times. Nothing pending: no change."""
+    if plan is None or plan.abandonment_id != abandonment_id:
+        return Decision(plan, changed=False)
+    return decide_due_step(plan, policy, now)
+
+
 def _advance(plan: ReminderPlan, messages: list[Contract]) -> Decision:
     plan.next_step += 1
     if plan.next_step >= len(plan.due):

@@ -62,6 +62,7 @@ from streams.notifier.planning import (
     cancel_reminders,
     decide_due_step,
     plan_reminders,
+    remind_now,
 )
 from streams.notifier.rendering import TemplateError, check_templates, render
 from streams.notifier.sending import (
@@ -264,11 +265,41 @@ async def declare_topics() -> None:
         await topic.maybe_declare()
 
 
+class ManualReminder(BaseModel):
+    """A request on the scheduler's tick topic, keyed by cart_id (so on the cart's partition)."""
+
+    type: str = "remind_now"
+    abandonment_id: str
+    cart_id: str
+    store_id: str
+
+
+async def request_manual_reminder(abandonment_id: str, cart_id: str, store_id: str) -> None:
+    """Ask the scheduler owning the cart to send the abandonment's next step now."""
+    request = ManualReminder(abandonment_id=abandonment_id, cart_id=cart_id, store_id=store_id)
+    await (await reminder_ticks_topic.send(key=cart_id.encode(),
+                                           value=request.model_dump_json().encode()))
+
+
+async def handle_manual_reminder(event: EventT) -> None:
+    request = await decode(event, ManualReminder)
+    if request is None:
+        return
+    current = load_plan(request.cart_id)
+    decision = remind_now(current, request.abandonment_id, notifier.policy(request.store_id),
+                          time.time())
+    log.info("manual reminder for %s: %s", request.abandonment_id,
+             "decided" if decision.changed else "nothing pending")
+    await commit(request.cart_id, decision, current.scheduled_at if current else None)
+
+
 async def reminder_scheduler(stream: StreamT) -> None:
     """Plan reminder steps per abandonment, cancel them, and emit the due ones."""
     await declare_topics()
     async for event in stream.events():
-        if event.message.topic == REMINDER_TICKS:
+        if event.message.topic == REMINDER_TICKS and event.message.value:
+            await handle_manual_reminder(event)
+        elif event.message.topic == REMINDER_TICKS:
             timers.tick_seen(event.message.partition)
             await fire_due(event.message.partition, timers.safe_time(event.message.partition))
         else:
@@ -400,6 +431,25 @@ async def reminder_sender(stream: StreamT) -> None:
             await reject(event, f"processing failed: {type(exc).__name__}")
 
 
+def _install_operator_hook() -> None:
+    """Route the operator API's manual reminders (``POST .../remind/``) to the scheduler."""
+    from streams.operator import notifications as operator_api
+
+    install = getattr(operator_api, "install_remind", None)
+    if install is None:  # an operator API without the hook: its endpoint keeps answering 503
+        return
+
+    async def remind(abandonment_id: str, cart_id: str, store_id: str) -> Any:
+        await request_manual_reminder(abandonment_id, cart_id, store_id)
+        return operator_api.GatewayResult(202, {
+            "requested": True, "abandonment_id": abandonment_id,
+            "note": "the next step is decided now with the usual consent, quiet hours and cap; "
+                    "see the notification log for the outcome",
+        })
+
+    install(remind)
+
+
 if notifier.enabled:
     app.agent(_source(ABANDONED, RECOVERED, REACTIVATED, REMINDER_TICKS),
               name="cartwatch.reminder_scheduler")(reminder_scheduler)
@@ -407,3 +457,4 @@ if notifier.enabled:
               name="cartwatch.reminder_sender")(reminder_sender)
     app.timer(interval=settings.timer_resolution)(request_reminder_ticks)
     reminder_plans.on_recover(rebuild_reminder_index)
+    _install_operator_hook()

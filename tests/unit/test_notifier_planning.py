@@ -15,6 +15,7 @@ from streams.notifier.planning import (
     idempotency_key,
     plan_reminders,
     quiet_until,
+    remind_now,
 )
 
 from .factories import HOUR, T0, iso
@@ -224,3 +225,16 @@ def test_plans_survive_the_table_round_trip():
     plan = planned()
 
     assert ReminderPlan.from_dict(plan.to_dict()) == plan
+
+
+def test_a_manual_reminder_sends_the_next_step_now_and_keeps_the_later_times():
+    decision = remind_now(planned(), "c-1:1", POLICY, T0 + 60)
+
+    assert [(m.step, m.due_at.timestamp(), m.decided_at.timestamp()) for m in decision.messages
+            ] == [(1, T0 + HOUR, T0 + 60)]
+    assert decision.plan.scheduled_at == T0 + 24 * HOUR
+
+
+def test_a_manual_reminder_without_pending_steps_changes_nothing():
+    assert remind_now(None, "c-1:1", POLICY, T0).changed is False
+    assert remind_now(planned(), "c-1:0", POLICY, T0).changed is False
