@@ -5,12 +5,16 @@ and from ``CARTWATCH_API_TOKEN`` / ``CARTWATCH_API_URL`` / ``CARTWATCH_READ_MODE
 """
 
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from config.secrets import read_secret
 
 ENVIRONMENT = {
     "CARTWATCH_API_TOKEN": "api_token",
+    "CARTWATCH_API_TOKEN_FILE": "api_token_file",
     "CARTWATCH_API_URL": "api_url",
     "CARTWATCH_READ_MODEL": "read_model",
 }
@@ -23,6 +27,9 @@ class OperatorSettings(BaseModel):
 
     api_token: SecretStr | None = Field(
         None, description="Bearer token required by endpoints that expose personal data"
+    )
+    api_token_file: Path | None = Field(
+        None, description="A file holding the token (a mounted secret), instead of api_token"
     )
     api_url: str | None = Field(
         None, description="Worker API the CLI talks to; default http://127.0.0.1:<web_port>"
@@ -37,6 +44,17 @@ class OperatorSettings(BaseModel):
         True, description="Also read cart-events/purchase-events to count carts created"
     )
     max_page_size: int = Field(500, ge=1, le=10_000)
+
+
+    @model_validator(mode="after")
+    def _token_from_file(self) -> Self:
+        if self.api_token_file is not None:
+            if self.api_token is not None:
+                raise ValueError("set one of api_token and api_token_file")
+            self.api_token = read_secret(
+                "api_token", {"CARTWATCH_API_TOKEN_FILE": str(self.api_token_file)}
+            )
+        return self
 
 
 def operator_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -1,0 +1,32 @@
+"""The operator settings section: token from the environment or a file, never printed."""
+
+from pathlib import Path
+
+import pytest
+
+from config.settings import SettingsError, load_settings
+
+
+def test_token_from_variable_is_hidden() -> None:
+    settings = load_settings({"CARTWATCH_API_TOKEN": "s3cret", "CARTWATCH_READ_MODEL": "memory"})
+    assert settings.operator.api_token is not None
+    assert settings.operator.api_token.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings) and settings.operator.read_model == "memory"
+
+
+def test_token_from_file(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("from-file\n")
+    settings = load_settings({"CARTWATCH_API_TOKEN_FILE": str(secret)})
+    assert settings.operator.api_token is not None
+    assert settings.operator.api_token.get_secret_value() == "from-file"
+
+
+@pytest.mark.parametrize("environ", [
+    {"CARTWATCH_API_TOKEN": "a", "CARTWATCH_API_TOKEN_FILE": "/nonexistent"},
+    {"CARTWATCH_API_TOKEN_FILE": "/nonexistent/token"},
+    {"CARTWATCH_READ_MODEL": "postgres"},
+])
+def test_bad_operator_settings_stop_the_worker(environ: dict[str, str]) -> None:
+    with pytest.raises(SettingsError, match="operator"):
+        load_settings(environ)
