@@ -55,50 +55,19 @@ class Output:
 
 @dataclass
 class OutputLog:
-    """Reads every output topic from the beginning in the background, for the whole scenario."""
+    """Every record of the output topics, read afresh from the beginning on each ``reread``.
+
+    No long-lived consumer: one that lived through a broker restart is itself a thing under
+    test (aiokafka's kept reporting the topics as unknown), and the verdict must not rest on it.
+    """
 
     bootstrap: str
     topics: Mapping[str, str]
     """Kafka topic name -> logical name."""
     records: list[Output] = field(default_factory=list)
-    _task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Start reading. Partitions are assigned, not subscribed: a subscription drops topics
-        that a restarting broker briefly reports as unknown, and never reads them again."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
-        )
-        await consumer.start()
-        consumer.assign(await _partitions(consumer, self.topics))
-        self._task = asyncio.create_task(self._read(consumer))
-
-    async def _read(self, consumer: AIOKafkaConsumer) -> None:
-        try:
-            while True:
-                batch = await consumer.getmany(timeout_ms=200)
-                for tp, records in batch.items():
-                    name = self.topics[tp.topic]
-                    self.records.extend(
-                        Output(name, json.loads(r.value), r.timestamp / 1000) for r in records
-                    )
-        finally:
-            await consumer.stop()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
 
     async def reread(self, timeout: float = 60.0) -> None:
-        """Replace the records by a fresh read of every output up to its end offset.
-
-        The verdict rests on this read, not on the background one: a consumer that lived
-        through a broker restart is itself a thing under test.
-        """
+        """Replace the records by a fresh read of every output up to its end offset."""
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False,
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,

@@ -77,14 +77,15 @@ def _parse(timestamp: str) -> float:
 async def _wait_outputs(log: OutputLog, expected: Expected, timeout: float) -> None:
     """Poll until every expected output arrived (or the deadline), then read a while longer."""
     deadline = time.monotonic() + timeout
+    await log.reread()
     while time.monotonic() < deadline and not (
         log.ids("abandoned") >= expected.abandonment_ids
         and log.ids("recovered") >= expected.recovered_ids
         and log.ids("reactivated") >= expected.reactivated_ids
     ):
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)
+        await log.reread()
     await asyncio.sleep(SETTLE_SECONDS)
-    await log.stop()
     await log.reread()
 
 
@@ -107,19 +108,15 @@ async def _run_live(
 ) -> ScenarioResult:
     """Send ``load`` live while ``inject`` runs its faults; then collect and judge."""
     log = deployment.output_log()
-    await log.start()
     faults: list[str] = []
     lag: list[float] = []
+    producing = asyncio.create_task(deployment.send_live(load.messages, lag))
     try:
-        producing = asyncio.create_task(deployment.send_live(load.messages, lag))
-        try:
-            await inject(faults)
-        finally:
-            await producing
-        await _wait_outputs(log, load.expected, timeout)
-        return _result(name, load, log, faults, lag[0] if lag else 0.0)
+        await inject(faults)
     finally:
-        await log.stop()
+        await producing
+    await _wait_outputs(log, load.expected, timeout)
+    return _result(name, load, log, faults, lag[0] if lag else 0.0)
 
 
 async def _start(worker: WorkerProcess) -> float:
@@ -254,28 +251,24 @@ async def hostile_input(deployment: Deployment, *, carts: int = 200, abandon_aft
         mixed.append((message.topic, message.key, message.value))
     mixed.extend((h.topic, h.key, h.value) for h in bad[len(mixed) - len(good):])
     log = deployment.output_log()
-    await log.start()
     worker = deployment.worker("w1")
-    try:
-        # The whole backlog first: a worker caught up with a half-sent backlog would rightly
-        # fire its deadlines by the wall clock, long after the recorded events.
-        await deployment.send(mixed)
-        await _start(worker)
-        expected_letters = Counter(h.kind for h in bad)
-        deadline = time.monotonic() + 60.0
-        while len(log.of("dead_letter")) < len(bad) and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        await _wait_outputs(log, load.expected, timeout=60.0)
-        result = _result("hostile-input", load, log,
-                         [f"{len(bad)} hostile messages: " + ", ".join(h.label for h in bad)],
-                         0.0)
-        result.dead_letters_expected = expected_letters
-        result.max_delay = None  # a backlog replay: every deadline was already due
-        if not worker.alive:
-            result.failures.append("the worker exited")
-        reasonless = [r.value for r in log.of("dead_letter") if not r.value.get("error")]
-        if reasonless:
-            result.failures.append(f"{len(reasonless)} dead letters without a reason")
-        return result
-    finally:
-        await log.stop()
+    # The whole backlog first: a worker caught up with a half-sent backlog would rightly
+    # fire its deadlines by the wall clock, long after the recorded events.
+    await deployment.send(mixed)
+    await _start(worker)
+    deadline = time.monotonic() + 60.0
+    await log.reread()
+    while len(log.of("dead_letter")) < len(bad) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        await log.reread()
+    await _wait_outputs(log, load.expected, timeout=60.0)
+    result = _result("hostile-input", load, log,
+                     [f"{len(bad)} hostile messages: " + ", ".join(h.label for h in bad)], 0.0)
+    result.dead_letters_expected = Counter(h.kind for h in bad)
+    result.max_delay = None  # a backlog replay: every deadline was already due
+    if not worker.alive:
+        result.failures.append("the worker exited")
+    reasonless = [r.value for r in log.of("dead_letter") if not r.value.get("error")]
+    if reasonless:
+        result.failures.append(f"{len(reasonless)} dead letters without a reason")
+    return result

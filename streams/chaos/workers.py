@@ -33,6 +33,7 @@ class WorkerProcess:
     name: str
     env: dict[str, str]
     workdir: Path
+    loglevel: str = "info"
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -57,7 +58,7 @@ class WorkerProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker", "-l", "info"],
+                [sys.executable, "-m", "streams.cli", "worker", "-l", self.loglevel],
                 env=self.env,
                 cwd=self.workdir,
                 stdin=subprocess.DEVNULL,
