@@ -104,22 +104,37 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-def where_clause(query: CartQuery) -> tuple[str, list[Any]]:
-    """SQL condition on ``abandonments a`` and its parameters for every set filter."""
+def scope_conditions(
+    query: CartQuery, store_column: str, time_column: str
+) -> tuple[list[str], list[Any]]:
+    """Conditions for the query's stores and time range on the given columns."""
     conditions: list[str] = []
     params: list[Any] = []
     if query.stores:
-        conditions.append(f"a.store_id IN ({', '.join('?' * len(query.stores))})")
+        conditions.append(f"{store_column} IN ({', '.join('?' * len(query.stores))})")
         params.extend(query.stores)
+    if query.since is not None:
+        conditions.append(f"{time_column} >= ?")
+        params.append(query.since)
+    if query.until is not None:
+        conditions.append(f"{time_column} < ?")
+        params.append(query.until)
+    return conditions, params
+
+
+def created_sql(query: CartQuery) -> tuple[str, list[Any]]:
+    """``(store_id, created_at)`` of the carts created in the query's stores and time range."""
+    conditions, params = scope_conditions(query, "store_id", "created_at")
+    return (f"SELECT store_id, created_at FROM carts WHERE {' AND '.join(conditions) or '1'}",
+            params)
+
+
+def where_clause(query: CartQuery) -> tuple[str, list[Any]]:
+    """SQL condition on ``abandonments a`` and its parameters for every set filter."""
+    conditions, params = scope_conditions(query, "a.store_id", "a.abandoned_at")
     if query.statuses:
         conditions.append(f"a.status IN ({', '.join('?' * len(query.statuses))})")
         params.extend(query.statuses)
-    if query.since is not None:
-        conditions.append("a.abandoned_at >= ?")
-        params.append(query.since)
-    if query.until is not None:
-        conditions.append("a.abandoned_at < ?")
-        params.append(query.until)
     if query.min_total is not None:
         conditions.append("a.total_value >= ?")
         params.append(float(query.min_total))

@@ -28,6 +28,7 @@ from streams.operator import query as q
 from streams.operator.export import CART_COLUMNS, CUSTOMER_COLUMNS, cart_row, csv_chunks
 from streams.operator.export import customer_row as customer_csv_row
 from streams.operator.feed import ReadModelFeed, SharedReadModel
+from streams.operator.health import readiness
 from streams.operator.insights import PERIODS, AbandonmentFacts, aggregate
 from streams.operator.metrics import collect, timer_lag
 from streams.operator.prometheus import CONTENT_TYPE, render
@@ -207,22 +208,7 @@ def insight_facts(
                          None if row[3] is None else Decimal(row[3]), row[4], row[5])
         for row in rows
     ]
-    conditions, created_params = ["1"], []
-    if query.stores:
-        conditions.append(f"store_id IN ({', '.join('?' * len(query.stores))})")
-        created_params += list(query.stores)
-    if query.since is not None:
-        conditions.append("created_at >= ?")
-        created_params.append(query.since)
-    if query.until is not None:
-        conditions.append("created_at < ?")
-        created_params.append(query.until)
-    created = [
-        (row[0], row[1]) for row in model.query(
-            f"SELECT store_id, created_at FROM carts WHERE {' AND '.join(conditions)}",
-            created_params,
-        )
-    ]
+    created = [(row[0], row[1]) for row in model.query(*q.created_sql(query))]
     return created, facts
 
 
@@ -400,9 +386,8 @@ async def livez(web: Web, request: Request) -> Response:
 @app.page("/readyz")
 async def readyz(web: Web, request: Request) -> Response:
     """Ready to serve: partitions assigned and recovered, broker reachable, read model loaded."""
-    checks = await readiness_checks()
-    status = 200 if all(checks.values()) else 503
-    return web.json({"ready": status == 200, "checks": checks}, status=status)
+    status, body = readiness(await readiness_checks())
+    return web.json(body, status=status)
 
 
 async def readiness_checks() -> dict[str, bool]:

@@ -2,6 +2,7 @@
 
 from decimal import Decimal
 
+from streams.operator.health import readiness
 from streams.operator.insights import AbandonmentFacts, aggregate, period_start
 from streams.operator.prometheus import Family, Histogram, render
 from tests.unit.factories import DAY, HOUR, T0
@@ -76,3 +77,12 @@ def test_render_exposition_format() -> None:
         "cartwatch_timer_lag_seconds_sum 7.55\n"
         "cartwatch_timer_lag_seconds_count 3\n"
     )
+
+
+def test_readiness_needs_every_check() -> None:
+    checks = {"partitions_assigned": True, "tables_recovered": True,
+              "broker_reachable": True, "read_model_loaded": True}
+    assert readiness(checks) == (200, {"ready": True, "checks": checks})
+    for name in checks:
+        status, body = readiness({**checks, name: False})
+        assert status == 503 and body["ready"] is False and body["checks"][name] is False

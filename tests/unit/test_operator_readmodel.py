@@ -215,3 +215,13 @@ def test_row_dict_hides_internal_columns(shop: ReadModel) -> None:
                                 "phone": "+49 151 2345"}
     assert "phone_digits" not in data and "status_rank" not in data
     assert data["reminder_sent"] is False
+
+
+def test_created_carts_in_scope(model: ReadModel) -> None:
+    def cart(cart_id: str, store: str, when: float) -> CartEvent:
+        return CartEvent(event_id=cart_id, type="cart_viewed", cart_id=cart_id, store_id=store,
+                         occurred_at=utc_from_epoch(when))
+    model.write_batch([cart("a", "s1", T0), cart("b", "s1", T0 + DAY), cart("c", "s2", T0)], {})
+    query = q.parse_query({"store": "s1", "since": "2024-01-01", "until": "2024-01-02"}, 100)
+    assert [tuple(row) for row in model.query(*q.created_sql(query))] == [("s1", T0)]
+    assert len(model.query(*q.created_sql(q.parse_query({}, 100)))) == 3
