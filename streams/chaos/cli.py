@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
@@ -14,7 +15,7 @@ from config.settings import SettingsError, load_settings
 from config.stack import parse_bootstrap
 from streams.chaos.deployment import Deployment
 from streams.chaos.report import ScenarioResult, render
-from streams.chaos.scenarios import broker_restart, hostile_input, kill9, rebalance
+from streams.chaos.scenarios import broker_restart, hostile_input, kill9, rebalance, smtp_outage
 from streams.chaos.stack import PrivateStack
 from streams.stack.kafka import broker_reachable
 
@@ -23,7 +24,8 @@ ON_DEPLOYMENT: dict[str, Callable[[Deployment], Awaitable[ScenarioResult]]] = {
     "rebalance": rebalance,
     "hostile-input": hostile_input,
 }
-SCENARIOS = (*ON_DEPLOYMENT, "broker-restart")
+WITH_MAIL = ("kill9", "rebalance")
+SCENARIOS = (*ON_DEPLOYMENT, "smtp-outage", "broker-restart")
 
 
 async def run_scenarios(names: list[str], bootstrap: str | None, workdir: Path) -> list[str]:
@@ -44,10 +46,18 @@ async def run_scenarios(names: list[str], bootstrap: str | None, workdir: Path) 
             deployment = Deployment(bootstrap, workdir / name,
                                     prefix=f"chaos-{name}-{uuid.uuid4().hex[:8]}")
             await deployment.create_topics()
+            # each scenario its own mail server, so its Maildir holds only its reminders
+            mail = PrivateStack(workdir / name / "mail-stack", kafka=False, smtp=True)
+            await asyncio.to_thread(mail.up)
             try:
-                results.append(await ON_DEPLOYMENT[name](deployment))
+                if name == "smtp-outage":
+                    results.append(await smtp_outage(deployment, mail))
+                else:
+                    deployment.mail = mail.smtp if name in WITH_MAIL else None
+                    results.append(await ON_DEPLOYMENT[name](deployment))
             finally:
                 deployment.stop_all()
+                await asyncio.to_thread(mail.down)
             click.echo(render(results[-1:]), err=True)
     finally:
         if private is not None:
@@ -62,15 +72,18 @@ async def run_scenarios(names: list[str], bootstrap: str | None, workdir: Path) 
 @click.option("--broker", default=None,
               help="kafka://host:port for the scenarios that do not restart the broker "
                    "[default: the configured broker if it answers, else a private stack].")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out-dir", "workdir", type=click.Path(file_okay=False, path_type=Path),
+              default=None,
               help="Where worker logs and data go [default: a new temporary directory].")
 def chaos(scenarios: tuple[str, ...], broker: str | None, workdir: Path | None) -> None:
     """Inject faults into real workers under seeded load and report what was lost or repeated.
 
-    kill -9 a worker 5 times, kill one of two workers (rebalance), stop and restart the broker
-    (always on a private stack: a broker others use is never restarted), and hostile input.
+    kill -9 a worker 5 times, kill one of two workers (rebalance), hostile input, stop the
+    SMTP server for a while, stop and restart the broker (always on a private stack: a broker
+    others use is never restarted). Reminders go to a private SMTP server per scenario.
     Exits non-zero unless every scenario emitted exactly the expected outputs.
     """
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # outages are the point here
     try:
         settings = load_settings()
     except SettingsError as exc:

@@ -9,19 +9,23 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import socket
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from config.settings import TopicNames
 from streams.chaos.workers import WorkerProcess
+
+if TYPE_CHECKING:
+    from streams.chaos.stack import MailSink
 from streams.loadgen.model import Message
 
 INPUTS = ("cart_events", "purchase_events")
@@ -125,6 +129,8 @@ class Deployment:
     partitions: int = 4
     settings: dict[str, str] = field(default_factory=dict)
     """Extra ``CARTWATCH_*`` settings for every worker (e.g. ``CARTWATCH_ABANDON_AFTER``)."""
+    mail: MailSink | None = None
+    """With a mail server, the workers run the notifier and send reminders there."""
     workers: list[WorkerProcess] = field(default_factory=list)
 
     @property
@@ -169,10 +175,30 @@ class Deployment:
             CARTWATCH_WEB_PORT=str(free_port()),
             CARTWATCH_TIMER_RESOLUTION="0.1",
         )
+        if self.mail is not None:
+            env.update(self._notifier_settings(self.mail))
         env.update(self.settings)
         worker = WorkerProcess(name=name, env=env, workdir=self.workdir / name)
         self.workers.append(worker)
         return worker
+
+    def _notifier_settings(self, mail: MailSink) -> dict[str, str]:
+        """One reminder, 0.5 s after the abandonment, to every customer with an address: the
+        follow-ups of the load come 1.5 s or more after it, so which carts get one is known."""
+        config = self.workdir / "cartwatch.toml"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config.write_text(
+            "[notifier]\nretry_initial = \"0.2s\"\nretry_max = \"1s\"\n"
+            "[notifier.reminders]\nrequire_marketing_consent = false\n"
+            "steps = [{after = \"0.5s\"}]\n"
+        )
+        return {
+            "CARTWATCH_CONFIG": str(config),
+            "CARTWATCH_NOTIFIER_ENABLED": "true",
+            "CARTWATCH_LINK_SECRET": secrets.token_hex(16),
+            "CARTWATCH_SMTP_HOST": mail.host,
+            "CARTWATCH_SMTP_PORT": str(mail.port),
+        }
 
     def stop_all(self) -> None:
         for worker in self.workers:

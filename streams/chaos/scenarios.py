@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 from streams.chaos.deployment import Deployment, OutputLog
+from streams.chaos.emails import judge_emails
 from streams.chaos.hostile import hostile_messages
 from streams.chaos.report import ScenarioResult
 from streams.chaos.stack import PrivateStack
@@ -116,7 +117,26 @@ async def _run_live(
     finally:
         await producing
     await _wait_outputs(log, load.expected, timeout)
-    return _result(name, load, log, faults, lag[0] if lag else 0.0)
+    return await _judged(deployment, name, load, log, faults, lag[0] if lag else 0.0)
+
+
+async def _judged(deployment: Deployment, name: str, load: Load, log: OutputLog,
+                  faults: list[str], lag: float, timeout: float = 30.0) -> ScenarioResult:
+    """The result, with the reminders judged when the workers send any."""
+    result = _result(name, load, log, faults, lag)
+    if deployment.mail is None:
+        return result
+    deadline = time.monotonic() + timeout
+    while True:
+        judge_emails(result, log, deployment.mail.maildir)
+        if result.emails == result.emails_expected or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+        result = _result(name, load, log, faults, lag)
+    await asyncio.sleep(SETTLE_SECONDS)  # a duplicate would come late
+    result = _result(name, load, log, faults, lag)
+    judge_emails(result, log, deployment.mail.maildir)
+    return result
 
 
 async def _start(worker: WorkerProcess) -> float:
@@ -192,11 +212,12 @@ async def broker_restart(workdir: Path, *, carts: int = 500, abandon_after: floa
     publishing does not change what the pipeline must emit.
     """
     outage_at, window = 8.0, 25.0
-    stack = PrivateStack(workdir / "stack")
+    stack = PrivateStack(workdir / "stack", smtp=True)
     await asyncio.to_thread(stack.up)  # the stack's readiness checks run their own event loop
     try:
         deployment = Deployment(stack.bootstrap, workdir, prefix="broker-restart",
-                                settings={"CARTWATCH_ABANDON_AFTER": str(abandon_after)})
+                                settings={"CARTWATCH_ABANDON_AFTER": str(abandon_after)},
+                                mail=stack.smtp)
         try:
             await deployment.create_topics()
             workers = [deployment.worker("w1"), deployment.worker("w2")]
@@ -210,9 +231,9 @@ async def broker_restart(workdir: Path, *, carts: int = 500, abandon_after: floa
             async def inject(faults: list[str]) -> None:
                 await asyncio.sleep(max(0.0, load.start + outage_at - time.time()))
                 stopped_at = time.time()
-                await asyncio.to_thread(stack.stop_broker)
+                await asyncio.to_thread(stack.stop_service, "kafka")
                 await asyncio.sleep(down_for)  # the outage itself
-                await asyncio.to_thread(stack.start_broker)
+                await asyncio.to_thread(stack.start_service, "kafka")
                 back_at = time.time()
                 faults.append(f"broker stopped at +{stopped_at - load.start:.1f} s, "
                               f"back {back_at - stopped_at:.1f} s later")
@@ -272,3 +293,25 @@ async def hostile_input(deployment: Deployment, *, carts: int = 200, abandon_aft
     if reasonless:
         result.failures.append(f"{len(reasonless)} dead letters without a reason")
     return result
+
+
+async def smtp_outage(deployment: Deployment, mail_stack: PrivateStack, *, carts: int = 400,
+                      abandon_after: float = 3.0, down_for: float = 10.0,
+                      seed: int = 19) -> ScenarioResult:
+    """Stop the SMTP server under load and start it again: the reminders due meanwhile wait,
+    retried with backoff, and each is delivered once when it is back."""
+    deployment.settings["CARTWATCH_ABANDON_AFTER"] = str(abandon_after)
+    deployment.mail = mail_stack.smtp
+    await _start(deployment.worker("w1"))
+    load = live_load(seed, carts, abandon_after, span=25.0)
+
+    async def inject(faults: list[str]) -> None:
+        await asyncio.sleep(max(0.0, load.start + 8.0 - time.time()))
+        stopped_at = time.time()
+        await asyncio.to_thread(mail_stack.stop_service, "smtp")
+        await asyncio.sleep(down_for)
+        await asyncio.to_thread(mail_stack.start_service, "smtp")
+        faults.append(f"SMTP server stopped at +{stopped_at - load.start:.1f} s, "
+                      f"back {time.time() - stopped_at:.1f} s later")
+
+    return await _run_live(deployment, load, "smtp-outage", inject, timeout=60.0)

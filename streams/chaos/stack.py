@@ -7,7 +7,7 @@ always runs on a stack it starts itself, on free ports in its own directory.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from config.stack import StackSettings
@@ -15,12 +15,22 @@ from streams.chaos.deployment import free_port
 from streams.stack import StackState, down, up
 from streams.stack.kafka import provision, start_kafka
 from streams.stack.process import stop
+from streams.stack.smtp import start_smtp
+
+
+@dataclass(frozen=True)
+class MailSink:
+    """An SMTP server that stores what it receives in a Maildir (the stack's)."""
+
+    host: str
+    port: int
+    maildir: Path
 
 
 class PrivateStack:
     """Kafka (and optionally SMTP) on free 127.0.0.1 ports in ``stack_dir``; use as a context."""
 
-    def __init__(self, stack_dir: Path, *, smtp: bool = False) -> None:
+    def __init__(self, stack_dir: Path, *, kafka: bool = True, smtp: bool = False) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CARTWATCH_")}
         env.update(
             CARTWATCH_STACK_DIR=str(stack_dir),
@@ -28,7 +38,7 @@ class PrivateStack:
             CARTWATCH_ZOOKEEPER_PORT=str(free_port()),
             CARTWATCH_SMTP_PORT=str(free_port()),
         )
-        self.settings = replace(StackSettings.from_env(env), run_smtp=smtp)
+        self.settings = replace(StackSettings.from_env(env), run_kafka=kafka, run_smtp=smtp)
         self.state: StackState | None = None
 
     @property
@@ -49,21 +59,28 @@ class PrivateStack:
     def __exit__(self, *exc: object) -> None:
         self.down()
 
-    def _kafka_index(self) -> int:
+    @property
+    def smtp(self) -> MailSink:
+        return MailSink("127.0.0.1", self.settings.smtp_port, self.settings.maildir)
+
+    def _index(self, name: str) -> int:
         assert self.state is not None, "the stack is not up"
-        return next(i for i, s in enumerate(self.state.services) if s.name == "kafka")
+        return next(i for i, s in enumerate(self.state.services) if s.name == name)
 
-    def stop_broker(self) -> None:
-        """Stop the broker (SIGTERM: a controlled shutdown, as in a rolling restart)."""
+    def stop_service(self, name: str) -> None:
+        """Stop ``kafka`` or ``smtp`` (SIGTERM: a controlled shutdown, as in a restart)."""
         assert self.state is not None
-        stop(self.state.services[self._kafka_index()])
+        stop(self.state.services[self._index(name)])
 
-    def start_broker(self) -> None:
-        """Start the broker again on the same port and data, and record its new process."""
+    def start_service(self, name: str) -> None:
+        """Start ``kafka`` or ``smtp`` again on the same port and data; record its process."""
         assert self.state is not None
-        index = self._kafka_index()
-        service = start_kafka(provision(self.settings.cache_dir), self.settings)
+        index = self._index(name)
+        if name == "kafka":
+            service = start_kafka(provision(self.settings.cache_dir), self.settings)
+        else:
+            service = start_smtp(self.settings)
         services = list(self.state.services)
         services[index] = service
         self.state = replace(self.state, services=tuple(services))
-        self.state.save()  # so `down` stops the new broker
+        self.state.save()  # so `down` stops the new process
