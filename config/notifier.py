@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from config.durations import Duration
+from config.secrets import read_secret
 from schemas.common import Email, TimeZone, Url
 
 MIN_SECRET_BYTES = 16
@@ -112,10 +113,21 @@ class SmtpSettings(BaseModel):
     port: int = Field(25, ge=1, le=65535)
     username: str | None = None
     password: SecretStr | None = None
+    password_file: Path | None = None
+    """A file holding the password (a mounted secret), instead of ``password``."""
     starttls: bool = False
     tls: bool = False
     validate_certs: bool = True
     timeout: Duration = 30.0
+
+    @model_validator(mode="after")
+    def _password_from_file(self) -> Self:
+        if self.password_file is not None:
+            if self.password is not None:
+                raise ValueError("set one of smtp.password and smtp.password_file")
+            self.password = read_secret(
+                "smtp_password", {"CARTWATCH_SMTP_PASSWORD_FILE": str(self.password_file)})
+        return self
 
     @model_validator(mode="after")
     def _one_tls_mode(self) -> Self:
@@ -200,7 +212,7 @@ class NotifierSettings(BaseModel):
         return self._secret
 
 
-_SMTP_ENV = ("host", "port", "username", "password", "starttls", "tls")
+_SMTP_ENV = ("host", "port", "username", "password", "password_file", "starttls", "tls")
 
 
 def notifier_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -67,3 +67,21 @@ def test_no_secret_value_reaches_a_settings_error(secret, bad):
     with pytest.raises(SettingsError) as error:
         load_settings(env)
     assert secret not in str(error.value)
+
+
+def test_smtp_password_from_a_file(tmp_path):
+    path = tmp_path / "smtp-password"
+    path.write_text(SMTP_PASSWORD + "\n")
+    env = {**WITH_SECRETS, "CARTWATCH_SMTP_PASSWORD_FILE": str(path)}
+    del env["CARTWATCH_SMTP_PASSWORD"]
+    password = load_settings(env).notifier.smtp.password
+    assert password is not None and password.get_secret_value() == SMTP_PASSWORD
+
+
+def test_smtp_password_and_its_file_together_are_refused(tmp_path):
+    path = tmp_path / "smtp-password"
+    path.write_text(SMTP_PASSWORD)
+    with pytest.raises(SettingsError) as error:
+        load_settings({**WITH_SECRETS, "CARTWATCH_SMTP_PASSWORD_FILE": str(path)})
+    assert "set one of smtp.password and smtp.password_file" in str(error.value)
+    assert leaked(str(error.value)) == []
