@@ -281,6 +281,8 @@ async def test_quiet_hours_defer_and_webhook_fallback(
             hook_shop.add("c-noconsent", "MUG", cart_url="https://hook.example/cart/1",
                           customer=customer("nic@example.com", consent=False)),
             hook_shop.add("c-anon", "LAMP", price="99.00"),
+            ("cartwatch-unsubscribes", b"x@example.com", b"{not json"),
+            unsubscribe("x@example.com")[:1] + (b"someone-else", unsubscribe("x@example.com")[2]),
         ])
         expected = {("c-night:1", 1, "deferred", "quiet_hours"),
                     ("c-noconsent:1", 1, "sent", None), ("c-anon:1", 1, "sent", None)}
@@ -301,6 +303,15 @@ async def test_quiet_hours_defer_and_webhook_fallback(
             "https://hook.example/cart/1?cw_token=")
         assert by_cart["c-anon"]["cart"]["total"] == "99.00"
         assert by_cart["c-anon"]["unsubscribe_link"] is None
+
+        letters = await read_topic(pipeline, "cartwatch-dead-letter",
+                                   lambda records: len(records) >= 2, settle=1.0)
+        errors = sorted(letter["error"] for letter in letters)
+        assert len(errors) == 2
+        assert errors[0].startswith("message key must be the normalized email")
+        assert errors[1].startswith("not a valid Unsubscribe: 1 validation error")
+        assert {letter["source_topic"] for letter in letters} == {
+            pipeline.topic("cartwatch-unsubscribes")}
 
         notes = await read_topic(pipeline, "cartwatch-operator-notifications",
                                  lambda records: len(records) >= 2, settle=1.0)

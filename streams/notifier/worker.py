@@ -157,7 +157,7 @@ async def decode(event: EventT, model: type[M]) -> M | None:
     try:
         return model.model_validate_json(event.message.value or b"")
     except ValidationError as exc:
-        await reject(event, f"not a {model.__name__}: {exc}")
+        await reject(event, f"not a valid {model.__name__}: {exc}")
         return None
 
 
@@ -297,13 +297,20 @@ async def reminder_scheduler(stream: StreamT) -> None:
     """Plan reminder steps per abandonment, cancel them, and emit the due ones."""
     await declare_topics()
     async for event in stream.events():
-        if event.message.topic == REMINDER_TICKS and event.message.value:
-            await handle_manual_reminder(event)
-        elif event.message.topic == REMINDER_TICKS:
-            timers.tick_seen(event.message.partition)
-            await fire_due(event.message.partition, timers.safe_time(event.message.partition))
-        else:
-            await handle_scheduler_input(event)
+        message = event.message
+        try:
+            if message.topic == REMINDER_TICKS and message.value:
+                await handle_manual_reminder(event)
+            elif message.topic == REMINDER_TICKS:
+                timers.tick_seen(message.partition)
+                await fire_due(message.partition, timers.safe_time(message.partition))
+            else:
+                await handle_scheduler_input(event)
+        except Exception as exc:  # a bug must cost one message, never the stream
+            log.exception("reminder scheduler failed on %s", message.topic)
+            await reject(event, f"processing failed: {type(exc).__name__}")
+            if message.topic in SCHEDULER_INPUTS:
+                timers.processed(message.tp, message.offset)
 
 
 async def request_reminder_ticks() -> None:
