@@ -374,3 +374,33 @@ async def test_crash_between_send_and_ack_sends_no_duplicate(
                            lambda records: len(records) >= 1, settle=4.0)
     assert outcomes(log) == {("c-1:1", 1, "skipped", "outcome_unknown")}
     assert len(mail_server.messages()) == 1
+
+
+LATER_STEP = """
+abandon_after = "1s"
+[notifier.reminders]
+steps = [{after = "8s"}]
+"""
+
+
+async def test_pending_reminder_survives_a_worker_restart(
+    notifier_pipeline: Pipeline, mail_server: MailServer, tmp_path: Path
+) -> None:
+    """The plan is in the table: a replacement worker with an empty disk still sends it."""
+    pipeline = notifier_pipeline
+    mail_server.start()
+    configure(pipeline, tmp_path, LATER_STEP, mail_server.port)
+    first = pipeline.worker("first").start()
+    first.wait_ready()
+    await pipeline.send([Shop("s").add("c-1", "MUG", customer=customer("one@example.com"))])
+    await read_topic(pipeline, "cart-abandoned", lambda records: len(records) == 1)
+    await pipeline.wait_committed(topics=["cart-abandoned"])  # the plan is written
+    first.stop(signal.SIGTERM)
+    assert mail_server.messages() == []
+
+    pipeline.worker("second").start().wait_ready()
+    log = await read_topic(pipeline, "cartwatch-notification-log",
+                           lambda records: len(records) >= 1, settle=2.0)
+    assert outcomes(log) == {("c-1:1", 1, "sent", None)} and len(log) == 1
+    assert [m["To"] for m in mail_server.messages()] == ["one@example.com"]
+    assert "reminder index rebuilt: 1 plans" in pipeline.workers[1].log()
