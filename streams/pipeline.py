@@ -5,17 +5,23 @@ every write to the cart table happens inside stream iteration, as Faust requires
 timer only *asks* for a tick on partitions whose earliest deadline is due; the agent then pops
 the due carts from the deadline index and decides with the state machine.
 
-Delivery order gives at-least-once without loss: an output is acknowledged by the broker before
-the state change that caused it is written, so a crash in between repeats the output (with the
-same ``abandonment_id``) rather than dropping it.
+Events are taken in batches: the batch's states are read once, folded in memory in event order
+(deadlines still fire before each event whose time passed them), then its outputs are sent and
+acknowledged by the broker, and only then each changed cart is written once. Faust acknowledges
+the batch's input offsets after that. So a crash anywhere repeats outputs (with the same
+``abandonment_id``) rather than dropping them, and many updates of one cart in a batch cost one
+table write.
 """
 
 import asyncio
 import logging
 import time
+import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
+from faust.streams import _current_event
 from faust.types import EventT, StreamT
 from faust.web import Request, Response, Web
 from pydantic import ValidationError
@@ -47,8 +53,11 @@ from streams.scheduling import PartitionTimers
 
 log = logging.getLogger(__name__)
 
+EVENT_BATCH = 500
+BATCH_WINDOW = 0.05
+"""Seconds a batch waits to fill up: the added latency when traffic is low."""
 FIRE_BATCH = 1000
-"""Due carts decided together: their outputs are awaited at once, then their states written."""
+"""Outputs that, when many carts fall due at once, are published before deciding more."""
 
 CART_TOPIC = settings.topic("cart_events")
 PURCHASE_TOPIC = settings.topic("purchase_events")
@@ -85,129 +94,163 @@ async def publish(outputs: Iterable[tuple[bytes, Contract]]) -> None:
         await asyncio.gather(*pending)
 
 
-def save(cart_id: str, state: CartState | None) -> None:
-    """Write the cart's state and keep the deadline index in step with it."""
-    if state is None:
-        carts_table.pop(cart_id, None)
-        return
-    deadline = next_deadline(state, settings)
-    if state.scheduled_at is None or deadline < state.scheduled_at:
-        state.scheduled_at = deadline
-        timers.deadlines.schedule(state.partition, deadline, cart_id)
-    carts_table[cart_id] = state.to_dict()
+class Batch:
+    """The carts one batch of events touches: read once, written once, after its outputs."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, CartState | None] = {}
+        self.partitions: dict[str, EventT] = {}
+        """Per changed cart, an event of its partition: Faust writes to that event's partition."""
+        self.outputs: list[tuple[bytes, Contract]] = []
+        self.abandoned: list[CartAbandoned] = []
+
+    def load(self, cart_id: str, event: EventT) -> CartState | None:
+        if cart_id in self.states:
+            return self.states[cart_id]
+        with acting_for(event):
+            stored = carts_table.get(cart_id)
+        state = None if stored is None else CartState.from_dict(stored)
+        self.states[cart_id] = state
+        return state
+
+    def apply(self, cart_id: str, transition: Transition, event: EventT) -> None:
+        """Take a transition's outputs and state; keep the deadline index in step with it."""
+        for output in transition.outputs:
+            self.outputs.append((cart_id.encode(), output))
+            if isinstance(output, CartAbandoned):
+                self.abandoned.append(output)
+        if not transition.changed:
+            return
+        state = transition.state
+        if state is not None:
+            deadline = next_deadline(state, settings)
+            if state.scheduled_at is None or deadline < state.scheduled_at:
+                state.scheduled_at = deadline
+                timers.deadlines.schedule(state.partition, deadline, cart_id)
+        self.states[cart_id] = state
+        self.partitions[cart_id] = event
+
+    def reject(self, event: EventT, rejected: Rejected, now: float) -> None:
+        """Log, count and dead-letter an input message; the stream moves past it."""
+        message = event.message
+        log.error(
+            "dead-lettered %s[%d]@%d (%s): %s",
+            message.topic, message.partition, message.offset, rejected.kind, rejected.error,
+        )
+        counters["dead_lettered"] += 1
+        letter = dead_letter(
+            rejected,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            now=now,
+        )
+        self.outputs.append((message.key or b"", letter))
+        if message.topic in INPUT_KIND:
+            timers.processed(message.tp, message.offset)
+
+    async def commit(self) -> None:
+        """Outputs first, acknowledged by the broker; then each changed cart, once."""
+        await publish(self.outputs)
+        fired_at = time.time()
+        for output in self.abandoned:
+            for observe in abandon_observers:
+                observe(output, fired_at)
+        for cart_id, event in self.partitions.items():
+            state = self.states[cart_id]
+            with acting_for(event):
+                if state is None:
+                    carts_table.pop(cart_id, None)
+                else:
+                    carts_table[cart_id] = state.to_dict()
+        self.outputs.clear()
+        self.abandoned.clear()
+        self.partitions.clear()
 
 
-def load(cart_id: str) -> CartState | None:
-    stored = carts_table.get(cart_id)
-    return None if stored is None else CartState.from_dict(stored)
+@contextmanager
+def acting_for(event: EventT) -> Iterator[None]:
+    """Faust picks a table's partition from the stream's current event; in a batch, set it."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
-async def handle_input(event: EventT) -> None:
+async def handle_input(batch: Batch, event: EventT) -> None:
     message = event.message
     now = time.time()
     decoded = decode_input(INPUT_KIND[message.topic], message.key, message.value, now, settings)
     counters[f"in:{message.topic}"] += 1
     if isinstance(decoded, Rejected):
-        await reject(event, decoded, now)
+        batch.reject(event, decoded, now)
         return
     # Deadlines the event's time has passed fire first, exactly as they would have live.
     timers.observe(message.tp, decoded.occurred_at.timestamp(), now)
-    await fire_due(message.partition, timers.safe_time(message.partition))
+    await fire_due(batch, event)
     try:
-        transition = apply_event(load(decoded.cart_id), decoded, settings, message.partition)
+        state = batch.load(decoded.cart_id, event)
+        transition = apply_event(state, decoded, settings, message.partition)
     except Exception as exc:  # a bug must cost one event, never the stream
         log.exception("processing %s failed", decoded.event_id)
-        await reject(event, Rejected("processing_failed", f"{type(exc).__name__}: {exc}"), now)
+        batch.reject(event, Rejected("processing_failed", f"{type(exc).__name__}: {exc}"), now)
         return
-    await commit_transitions([(decoded.cart_id, transition)])
+    batch.apply(decoded.cart_id, transition, event)
     # Only now is the message processed: if it was the partition's last, the wall clock may
     # fire what it holds back (such as this very purchase).
     timers.processed(message.tp, message.offset)
-    await fire_due(message.partition, timers.safe_time(message.partition))
+    await fire_due(batch, event)
 
 
-async def handle_reminder_sent(event: EventT) -> None:
+def handle_reminder_sent(batch: Batch, event: EventT) -> None:
     """The notifier's feedback that a reminder went out for the cart's abandonment."""
     message = event.message
     try:
         feedback = ReminderSent.model_validate_json(message.value or b"")
     except ValidationError as exc:
-        await reject(event, Rejected("invalid", str(exc)[:1000]), time.time())
+        batch.reject(event, Rejected("invalid", str(exc)[:1000]), time.time())
         return
-    transition = on_reminder_sent(load(feedback.cart_id), feedback.abandonment_id)
-    if transition.changed:
-        save(feedback.cart_id, transition.state)
+    state = batch.load(feedback.cart_id, event)
+    batch.apply(feedback.cart_id, on_reminder_sent(state, feedback.abandonment_id), event)
 
 
-async def reject(event: EventT, rejected: Rejected, now: float) -> None:
-    """Log, count and dead-letter an input message, then move past it."""
-    message = event.message
-    log.error(
-        "dead-lettered %s[%d]@%d (%s): %s",
-        message.topic, message.partition, message.offset, rejected.kind, rejected.error,
-    )
-    counters["dead_lettered"] += 1
-    letter = dead_letter(
-        rejected,
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        now=now,
-    )
-    await publish([(message.key or b"", letter)])
-    if message.topic in INPUT_KIND:
-        timers.processed(message.tp, message.offset)
-
-
-async def commit_transitions(transitions: Sequence[tuple[str, Transition]]) -> None:
-    await publish(
-        (cart_id.encode(), output)
-        for cart_id, transition in transitions
-        for output in transition.outputs
-    )
-    for cart_id, transition in transitions:
-        if transition.changed:
-            save(cart_id, transition.state)
-
-
-async def fire_due(partition: int, horizon: float) -> None:
-    """Decide every cart of the partition whose deadline is at or before ``horizon``."""
-    while (due := timers.deadlines.pop_due(partition, horizon, FIRE_BATCH)):
-        transitions = []
+async def fire_due(batch: Batch, event: EventT) -> None:
+    """Decide every cart of the event's partition whose deadline the safe time has reached."""
+    partition = event.message.partition
+    earliest = timers.deadlines.earliest(partition)
+    if earliest is None or earliest > time.time():
+        return  # the safe time never passes the wall clock: nothing can be due
+    horizon = timers.safe_time(partition)
+    while due := timers.deadlines.pop_due(partition, horizon, FIRE_BATCH):
         for deadline, cart_id in due:
-            state = load(cart_id)
+            state = batch.load(cart_id, event)
             if state is None or state.scheduled_at != deadline:
                 continue  # a stale entry: the cart was forgotten or rescheduled earlier
             state.scheduled_at = None
-            transitions.append((cart_id, on_deadline(state, horizon, settings)))
-        await commit_transitions(transitions)
-        fired_at = time.time()
-        for _, transition in transitions:
-            for output in transition.outputs:
-                if isinstance(output, CartAbandoned):
-                    for observe in abandon_observers:
-                        observe(output, fired_at)
-
-
-async def handle_tick(partition: int) -> None:
-    """A tick asked for by the wall-clock timer: fire what the partition's safe time allows."""
-    timers.tick_seen(partition)
-    await fire_due(partition, timers.safe_time(partition))
+            batch.apply(cart_id, on_deadline(state, horizon, settings), event)
+        if len(batch.outputs) >= FIRE_BATCH:
+            await batch.commit()  # many carts due at once: publish them as they are decided
 
 
 @app.agent(pipeline_source)
 async def cart_lifecycle(stream: StreamT) -> None:
     """Fold cart and purchase events into cart state; fire due inactivity timers."""
     await declare_topics()
-    async for event in stream.events():
-        if event.message.topic == TICK_TOPIC:
-            await handle_tick(event.message.partition)
-        elif event.message.topic == REMINDER_SENT_TOPIC:
-            await handle_reminder_sent(event)
-        else:
-            await handle_input(event)
+    async for events in stream.take_events(EVENT_BATCH, within=BATCH_WINDOW):
+        batch = Batch()
+        for event in events:
+            topic = event.message.topic
+            if topic == TICK_TOPIC:  # asked for by the wall-clock timer
+                timers.tick_seen(event.message.partition)
+                await fire_due(batch, event)
+            elif topic == REMINDER_SENT_TOPIC:
+                handle_reminder_sent(batch, event)
+            else:
+                await handle_input(batch, event)
+        await batch.commit()
 
 
 @app.timer(interval=settings.timer_resolution)
