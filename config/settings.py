@@ -65,6 +65,8 @@ class Settings(BaseModel):
     data_dir: Path = Path(".cartwatch/data")
     web_port: int = Field(6066, ge=1, le=65535)
     web_bind: str = "127.0.0.1"
+    session_timeout: Duration = 10.0
+    """How soon a silent worker's partitions (and timers) move to the others."""
     timer_resolution: Duration = 0.25
     abandon_after: Duration = 30 * 60
     abandoned_retention: Duration = 30 * 86_400

@@ -26,6 +26,8 @@ app = faust.App(
     web_host=settings.web_bind,
     consumer_auto_offset_reset="earliest",
     producer_acks=-1,
+    broker_session_timeout=settings.session_timeout,
+    broker_heartbeat_interval=settings.session_timeout / 4,
     table_standby_replicas=0,
     autodiscover=False,
 )

@@ -9,9 +9,9 @@ same inputs always yields the same outputs. Times are epoch seconds (event time)
     active --purchase--> purchased (never abandoned)
 """
 
+import bisect
 import math
 from dataclasses import dataclass, field, fields
-from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -51,8 +51,10 @@ class CartState:
     purchased_at: float | None = None
     reminder_sent: bool = False
     recent_event_ids: list[str] = field(default_factory=list)
-    pending_purchase: dict[str, Any] | None = None
-    """A purchase (contract JSON) read but not yet reached by the partition's event time."""
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    """Events read ahead of the partition's safe time, oldest first, as
+    ``{"at": event time, "purchase": bool, "event": contract JSON}``; applied when it reaches
+    them, so events are folded in event-time order even when the inputs are read unevenly."""
     scheduled_at: float | None = None
     """Deadline the timer index holds for this cart; lets the index skip its stale entries."""
 
@@ -82,17 +84,17 @@ class Transition:
 
 
 def next_deadline(state: CartState, settings: Settings) -> float:
-    """When the cart next needs attention: a pending purchase, abandonment, or eviction."""
+    """When the cart next needs attention: a pending event, abandonment, or eviction."""
     lifecycle = _lifecycle_deadline(state, settings)
-    if state.pending_purchase is not None:
-        return min(lifecycle, _purchase_time(state.pending_purchase))
+    if state.pending:
+        return min(lifecycle, state.pending[0]["at"])
     return lifecycle
 
 
 def _lifecycle_deadline(state: CartState, settings: Settings) -> float:
     if state.status == "active":
         if state.last_activity_at is None:
-            return math.inf  # known only from a purchase that is still pending
+            return math.inf  # known only from events that are still pending
         if state.lines:
             return state.last_activity_at + settings.abandon_after_for(state.store_id)
         return state.last_activity_at + settings.empty_cart_retention
@@ -108,12 +110,14 @@ def apply_event(
     event: CartEvent | PurchaseEvent,
     settings: Settings,
     partition: int,
+    horizon: float = math.inf,
 ) -> Transition:
-    """Fold one input event into the cart's state.
+    """Fold one input event into the cart's state, or keep it until ``horizon`` reaches it.
 
-    A purchase is only recorded here; it takes effect through ``on_deadline`` once the
-    partition's event time reaches it, so that cart events older than the purchase but read
-    after it (the two topics are consumed independently) are still applied before it.
+    ``horizon`` is the partition's safe time, up to which every deadline has fired. An event
+    beyond it (the two input topics are read unevenly during a replay) waits in
+    ``state.pending`` for ``on_deadline``: applying it now could skip an abandonment that a
+    still unread purchase may yet prevent.
     """
     if state is not None and event.event_id in state.recent_event_ids:
         return Transition(state, changed=False)
@@ -122,20 +126,43 @@ def apply_event(
             cart_id=event.cart_id, store_id=event.store_id, partition=partition, status="active"
         )
     _remember(state, event.event_id)
-    if isinstance(event, PurchaseEvent):
-        if state.status != "purchased" and state.pending_purchase is None:
-            state.pending_purchase = event.model_dump(mode="json")
+    occurred = event.occurred_at.timestamp()
+    if state.pending or occurred > horizon:
+        entry = {
+            "at": occurred,
+            "purchase": isinstance(event, PurchaseEvent),
+            "event": event.model_dump(mode="json"),
+        }
+        bisect.insort(state.pending, entry, key=lambda pending: pending["at"])
         return Transition(state)
-    return _apply_cart_event(state, event)
+    return Transition(state, _apply_now(state, event))
+
+
+def _apply_now(state: CartState, event: CartEvent | PurchaseEvent) -> tuple[Contract, ...]:
+    if isinstance(event, CartEvent):
+        return _apply_cart_event(state, event)
+    if state.status == "purchased":
+        return ()  # a second order for the cart: the first one ended it
+    return _complete_purchase(state, event)
+
+
+def _pending_first(state: CartState, lifecycle: float) -> bool:
+    """Is the oldest pending event due before the cart's own deadline? A purchase wins a tie
+    (bought at the deadline: never abandoned); a cart event loses it (abandoned, then back)."""
+    if not state.pending:
+        return False
+    first = state.pending[0]
+    return bool(first["at"] < lifecycle or first["at"] == lifecycle and first["purchase"])
 
 
 def on_deadline(state: CartState, horizon: float, settings: Settings) -> Transition:
     """Apply everything due up to ``horizon`` (the partition's safe time), in time order."""
     outputs: list[Contract] = []
     while (due := next_deadline(state, settings)) <= horizon:
-        pending = state.pending_purchase
-        if pending is not None and _purchase_time(pending) == due:
-            outputs.extend(_complete_purchase(state, PurchaseEvent.model_validate(pending)))
+        if _pending_first(state, _lifecycle_deadline(state, settings)):
+            entry = state.pending.pop(0)
+            model = PurchaseEvent if entry["purchase"] else CartEvent
+            outputs.extend(_apply_now(state, model.model_validate(entry["event"])))
         elif state.status == "active" and state.lines:
             state.status = "abandoned"
             state.abandonments += 1
@@ -156,10 +183,6 @@ def on_reminder_sent(state: CartState | None, abandonment_id: str) -> Transition
         return Transition(state, changed=False)
     state.reminder_sent = True
     return Transition(state)
-
-
-def _purchase_time(pending: dict[str, Any]) -> float:
-    return datetime.fromisoformat(pending["occurred_at"]).timestamp()
 
 
 def _remember(state: CartState, event_id: str) -> None:
@@ -188,7 +211,6 @@ def _complete_purchase(state: CartState, event: PurchaseEvent) -> tuple[Contract
             ),
         )
     _merge_customer(state, event.customer)
-    state.pending_purchase = None
     state.status = "purchased"
     state.purchased_at = occurred
     if state.created_at is None:
@@ -196,12 +218,12 @@ def _complete_purchase(state: CartState, event: PurchaseEvent) -> tuple[Contract
     return outputs
 
 
-def _apply_cart_event(state: CartState, event: CartEvent) -> Transition:
+def _apply_cart_event(state: CartState, event: CartEvent) -> tuple[Contract, ...]:
     occurred = event.occurred_at.timestamp()
     if state.status == "purchased":
         assert state.purchased_at is not None
         if occurred <= state.purchased_at:
-            return Transition(state)  # a late event of the cart that was bought
+            return ()  # a late event of the cart that was bought
         _start_new_cart(state)
     _apply_content(state, event)
     if state.created_at is None:
@@ -222,7 +244,7 @@ def _apply_cart_event(state: CartState, event: CartEvent) -> Transition:
                     reactivated_at=event.occurred_at,
                 ),
             )
-    return Transition(state, outputs)
+    return outputs
 
 
 def _start_new_cart(state: CartState) -> None:

@@ -188,12 +188,14 @@ async def handle_input(batch: Batch, event: EventT) -> None:
     if isinstance(decoded, Rejected):
         batch.reject(event, decoded, now)
         return
-    # Deadlines the event's time has passed fire first, exactly as they would have live.
+    # Deadlines up to the safe time fire first, as they would have live; an event beyond it
+    # waits in its cart's pending list until the safe time reaches it (see apply_event).
     timers.observe(message.tp, decoded.occurred_at.timestamp(), now)
-    await fire_due(batch, event)
+    horizon = timers.safe_time(message.partition)
+    await fire_due(batch, event, horizon)
     try:
         state = batch.load(decoded.cart_id, event)
-        transition = apply_event(state, decoded, settings, message.partition)
+        transition = apply_event(state, decoded, settings, message.partition, horizon)
     except Exception as exc:  # a bug must cost one event, never the stream
         log.exception("processing %s failed", decoded.event_id)
         batch.reject(event, Rejected("processing_failed", f"{type(exc).__name__}: {exc}"), now)
@@ -217,13 +219,14 @@ def handle_reminder_sent(batch: Batch, event: EventT) -> None:
     batch.apply(feedback.cart_id, on_reminder_sent(state, feedback.abandonment_id), event)
 
 
-async def fire_due(batch: Batch, event: EventT) -> None:
+async def fire_due(batch: Batch, event: EventT, horizon: float | None = None) -> None:
     """Decide every cart of the event's partition whose deadline the safe time has reached."""
     partition = event.message.partition
     earliest = timers.deadlines.earliest(partition)
     if earliest is None or earliest > time.time():
         return  # the safe time never passes the wall clock: nothing can be due
-    horizon = timers.safe_time(partition)
+    if horizon is None:
+        horizon = timers.safe_time(partition)
     while due := timers.deadlines.pop_due(partition, horizon, FIRE_BATCH):
         for deadline, cart_id in due:
             state = batch.load(cart_id, event)

@@ -624,3 +624,42 @@ def test_any_order_and_duplication_gives_the_same_cart(delivery):
         assert abandoned.cart.total == Decimal("1.25") * sum(expected_lines.values())
     else:
         assert on_deadline(state, newest + DAY, SETTINGS) == Transition(None)
+
+
+# --- events read ahead of the safe time (uneven replay of the two inputs) ---------------------
+
+
+def test_an_event_beyond_the_safe_time_waits_and_the_abandonment_it_jumps_over_is_kept():
+    state, _ = fold([added(when=T0)])
+    # the cart's next event is read while the purchase input still holds the safe time back
+    transition = apply_event(state, cart_event(when=T0 + 2 * ABANDON), SETTINGS, 3, T0 + 60)
+
+    assert transition.outputs == () and transition.state.last_activity_at == T0
+    assert next_deadline(transition.state, SETTINGS) == T0 + ABANDON
+
+    outputs = on_deadline(transition.state, T0 + 2.5 * ABANDON, SETTINGS).outputs
+    assert [type(output) for output in outputs] == [CartAbandoned, CartReactivated]
+    assert outputs[0].abandoned_at == at(T0 + ABANDON)
+    assert outputs[1].reactivated_at == at(T0 + 2 * ABANDON)
+
+
+def test_a_purchase_read_late_still_prevents_the_abandonment():
+    state, _ = fold([added(when=T0)])
+    state = apply_event(state, cart_event(when=T0 + 2 * ABANDON), SETTINGS, 3, T0).state
+    # the purchase is older than the waiting cart event: it goes first, in event time
+    state = apply_event(state, purchase(when=T0 + 60), SETTINGS, 3, T0 + 60).state
+
+    transition = on_deadline(state, T0 + 3 * ABANDON, SETTINGS)
+
+    assert transition.outputs == ()
+    assert transition.state.status == "active"  # the later view started a new cart
+    assert transition.state.pending == []
+
+
+def test_once_an_event_waits_later_ones_wait_behind_it():
+    state, _ = fold([added(when=T0)])
+    state = apply_event(state, cart_event(when=T0 + 100), SETTINGS, 3, T0 + 50).state
+    transition = apply_event(state, cart_event(when=T0 + 80), SETTINGS, 3, T0 + 90)
+
+    assert [entry["at"] for entry in transition.state.pending] == [T0 + 80, T0 + 100]
+    assert on_deadline(transition.state, T0 + 100, SETTINGS).state.last_activity_at == T0 + 100

@@ -14,8 +14,7 @@ def abandoned_cart():
 
 
 def recover(state):
-    state = apply_event(state, purchase(when=T0 + HOUR), SETTINGS, 0).state
-    [recovered] = on_deadline(state, T0 + HOUR, SETTINGS).outputs
+    [recovered] = apply_event(state, purchase(when=T0 + HOUR), SETTINGS, 0).outputs
     assert isinstance(recovered, CartRecovered)
     return recovered
 
