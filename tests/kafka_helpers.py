@@ -17,6 +17,7 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from config.stack import LOCALHOST
+from streams.chaos.deployment import topics_led
 
 
 def free_ports(count: int) -> list[int]:
@@ -70,20 +71,9 @@ async def create_topics(
         if errors:
             raise RuntimeError(f"creating topics failed (topic, Kafka error code): {errors}")
         deadline = time.monotonic() + timeout
-        while not _all_led(await admin.describe_topics(names), names, partitions):
+        while not topics_led(await admin.describe_topics(names), names, partitions):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"topics {names} have no leaders after {timeout} s")
             await asyncio.sleep(0.1)
     finally:
         await admin.close()
-
-
-def _all_led(described: list[dict], names: list[str], partitions: int) -> bool:
-    ready = {
-        topic["topic"]
-        for topic in described
-        if topic["error_code"] == 0
-        and len(topic["partitions"]) == partitions
-        and all(p["error_code"] == 0 and p["leader"] >= 0 for p in topic["partitions"])
-    }
-    return ready == set(names)

@@ -10,8 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,68 +21,20 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from kafka_helpers import create_topics, free_ports
 
+from streams.chaos.workers import READY_LINE, WorkerProcess  # noqa: F401 (READY_LINE for tests)
+
 PARTITIONS = 4
 INPUT_TOPICS = ("cart-events", "purchase-events")
 OUTPUT_TOPICS = ("cart-abandoned", "cart-reactivated", "cart-recovered", "cartwatch-dead-letter")
-READY_LINE = "deadline index rebuilt"
 
 
 @dataclass
-class Worker:
-    """One `cartwatch worker` process and its log file."""
+class Worker(WorkerProcess):
+    """One `cartwatch worker` process (see ``streams.chaos.workers``), with a blocking wait."""
 
-    name: str
-    env: dict[str, str]
-    workdir: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / f"{self.name}.log"
-
-    @property
-    def web_url(self) -> str:
-        return f"http://127.0.0.1:{self.env['CARTWATCH_WEB_PORT']}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def start(self) -> Worker:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker", "-l", "info"],
-                env=self.env,
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    def wait_ready(self, timeout: float = 60.0, after: int = 0) -> None:
+    def wait_ready(self, timeout: float = 60.0, after: int = 0) -> None:  # type: ignore[override]
         """Wait until the worker owns partitions with recovered state (its ``after``+1-th time)."""
-        deadline = time.monotonic() + timeout
-        while self.log().count(READY_LINE) <= after:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(f"worker {self.name} exited:\n{self.log()[-4000:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"worker {self.name} not ready:\n{self.log()[-4000:]}")
-            time.sleep(0.1)
-
-    def ready_count(self) -> int:
-        return self.log().count(READY_LINE)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, sig)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout)
+        self.wait_ready_blocking(after, timeout)
 
 
 @dataclass

@@ -155,7 +155,7 @@ class Deployment:
                 raise RuntimeError(f"creating topics failed (topic, Kafka error code): {errors}")
             names = [topic.name for topic in new]
             deadline = time.monotonic() + timeout
-            while not _all_led(await admin.describe_topics(names), names, self.partitions):
+            while not topics_led(await admin.describe_topics(names), names, self.partitions):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"topics {names} have no leaders after {timeout} s")
                 await asyncio.sleep(0.1)
@@ -264,7 +264,8 @@ async def _partitions(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list
     return found
 
 
-def _all_led(described: list[dict[str, Any]], names: list[str], partitions: int) -> bool:
+def topics_led(described: list[dict[str, Any]], names: list[str], partitions: int) -> bool:
+    """Do all ``names`` exist (per ``describe_topics``) with ``partitions`` partitions, each led?"""
     ready = {
         topic["topic"]
         for topic in described

@@ -79,17 +79,28 @@ class WorkerProcess:
             return set()
         return {int(number) for number in found[-1].split(",") if number.strip()}
 
+    def _ready(self, after: int, deadline: float) -> bool:
+        """Has the worker finished its ``after``+1-th rebalance? Raise if it never will."""
+        if self.ready_count() > after:
+            return True
+        if not self.alive:
+            raise WorkerError(f"worker {self.name} exited:\n{self.log()[-4000:]}")
+        if time.monotonic() > deadline:
+            raise WorkerError(f"worker {self.name} not ready in time:\n{self.log()[-4000:]}")
+        return False
+
     async def wait_ready(self, after: int, timeout: float = 90.0) -> float:
         """Wait for the worker's ``after``+1-th finished rebalance; return when it was seen."""
         deadline = time.monotonic() + timeout
-        while self.ready_count() <= after:
-            if not self.alive:
-                raise WorkerError(f"worker {self.name} exited:\n{self.log()[-4000:]}")
-            if time.monotonic() > deadline:
-                raise WorkerError(f"worker {self.name} not ready in {timeout} s:\n"
-                                  f"{self.log()[-4000:]}")
+        while not self._ready(after, deadline):
             await asyncio.sleep(0.05)
         return time.time()
+
+    def wait_ready_blocking(self, after: int, timeout: float = 90.0) -> None:
+        """``wait_ready`` for synchronous callers (the test harness)."""
+        deadline = time.monotonic() + timeout
+        while not self._ready(after, deadline):
+            time.sleep(0.05)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
         """Signal the worker's process group and wait for it; SIGKILL if it lingers."""
