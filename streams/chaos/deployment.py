@@ -33,12 +33,9 @@ OUTPUTS = ("abandoned", "reactivated", "recovered", "dead_letter")
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 """Input topics accept messages up to this size (Kafka 2.3's default is 1000012 bytes), so a
 producer can hand cartwatch a hostile 1 MB message and the worker must dead-letter it."""
-FAULT_TOLERANT_FAUST = {
-    # A killed worker's partitions move once its session expires; Faust's default is 60 s.
-    # 6 s is the broker's group.min.session.timeout.ms. Faust reads these from the environment.
-    "BROKER_SESSION_TIMEOUT": "6",
-    "BROKER_HEARTBEAT_INTERVAL": "1",
-}
+FAST_FAILOVER = {"CARTWATCH_SESSION_TIMEOUT": "6s"}
+"""A killed worker's partitions move once its group session expires; 6 s is the broker's
+smallest allowed session (group.min.session.timeout.ms)."""
 
 
 def free_port() -> int:
@@ -165,7 +162,7 @@ class Deployment:
     def worker(self, name: str) -> WorkerProcess:
         """A new (not yet started) worker with its own data dir, web port and log."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("CARTWATCH_")}
-        env.update(FAULT_TOLERANT_FAUST)
+        env.update(FAST_FAILOVER)
         env.update(
             CARTWATCH_BROKER=f"kafka://{self.bootstrap}",
             CARTWATCH_APP_ID=self.app_id,
