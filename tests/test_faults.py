@@ -1,8 +1,10 @@
-"""Fault tolerance on the real broker: kill -9, rebalance, broker restart.
+"""Fault tolerance on the real broker: kill -9, rebalance, broker restart; no email twice.
 
 The scenarios are the ones ``cartwatch chaos`` runs (``streams.chaos.scenarios``); each
 publishes seeded live traffic whose expected abandonments, recoveries and reactivations the
-load generator computes, injects its faults, and reads back every output topic.
+load generator computes, injects its faults, and reads back every output topic and the
+reminders the SMTP server received. (The SMTP outage itself is tested by the notifier's
+``test_smtp_down_then_back_delivers_everything_once``; ``cartwatch chaos`` runs it too.)
 """
 
 from collections.abc import AsyncIterator
@@ -10,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from streams.chaos import Deployment, ScenarioResult, broker_restart, kill9, rebalance
+from streams.chaos import (
+    Deployment,
+    PrivateStack,
+    ScenarioResult,
+    broker_restart,
+    kill9,
+    rebalance,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -18,12 +27,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture
 async def deployment(kafka_bootstrap: str, unique_names, tmp_path: Path
                      ) -> AsyncIterator[Deployment]:
-    deployment = Deployment(kafka_bootstrap, tmp_path, prefix=unique_names.prefix)
+    """A private deployment whose workers send reminders to a private SMTP server."""
+    mail = PrivateStack(tmp_path / "mail-stack", kafka=False, smtp=True).up()
+    deployment = Deployment(kafka_bootstrap, tmp_path, prefix=unique_names.prefix,
+                            mail=mail.smtp)
     await deployment.create_topics()
     try:
         yield deployment
     finally:
         deployment.stop_all()
+        mail.down()
 
 
 def assert_exact(result: ScenarioResult) -> None:
@@ -34,6 +47,9 @@ def assert_exact(result: ScenarioResult) -> None:
     assert result.recovered == expected.recovered_ids
     assert result.reactivated == expected.reactivated_ids
     assert result.problems() == []
+    # Every reminder that was due arrived, and not one (abandonment, step) twice.
+    assert result.emails_expected and result.emails == result.emails_expected
+    assert result.duplicate_emails == 0
 
 
 async def test_kill9_five_times_under_load_loses_nothing(deployment: Deployment) -> None:
