@@ -19,6 +19,7 @@ from streams.chaos import (
     broker_restart,
     kill9,
     rebalance,
+    render,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -46,7 +47,7 @@ def assert_exact(result: ScenarioResult) -> None:
     assert result.abandoned == expected.abandonment_ids
     assert result.recovered == expected.recovered_ids
     assert result.reactivated == expected.reactivated_ids
-    assert result.problems() == []
+    assert result.problems() == [], render([result])
     # Every reminder that was due arrived, and not one (abandonment, step) twice.
     assert result.emails_expected and result.emails == result.emails_expected
     assert result.duplicate_emails == 0
