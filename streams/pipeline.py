@@ -5,23 +5,20 @@ every write to the cart table happens inside stream iteration, as Faust requires
 timer only *asks* for a tick on partitions whose earliest deadline is due; the agent then pops
 the due carts from the deadline index and decides with the state machine.
 
-Events are taken in batches: the batch's states are read once, folded in memory in event order
-(deadlines still fire before each event whose time passed them), then its outputs are sent and
-acknowledged by the broker, and only then each changed cart is written once. Faust acknowledges
-the batch's input offsets after that. So a crash anywhere repeats outputs (with the same
-``abandonment_id``) rather than dropping them, and many updates of one cart in a batch cost one
-table write.
+Each event is one unit of work (``Batch``): the carts it touches (its own, and those whose
+deadline it lets fire) are read once and folded in memory, then its outputs are sent and
+acknowledged by the broker, and only then each changed cart is written once; Faust acknowledges
+the input offset after that. So a crash anywhere repeats outputs (with the same
+``abandonment_id``) rather than dropping them. (Faust's ``take_events`` would batch several
+events, but a worker using it stopped consuming after a rebalance in our two-worker tests.)
 """
 
 import asyncio
 import logging
 import time
-import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 
-from faust.streams import _current_event
 from faust.types import EventT, StreamT
 from faust.web import Request, Response, Web
 from pydantic import ValidationError
@@ -53,9 +50,6 @@ from streams.scheduling import PartitionTimers
 
 log = logging.getLogger(__name__)
 
-EVENT_BATCH = 500
-BATCH_WINDOW = 0.05
-"""Seconds a batch waits to fill up: the added latency when traffic is low."""
 FIRE_BATCH = 1000
 """Outputs that, when many carts fall due at once, are published before deciding more."""
 
@@ -95,25 +89,27 @@ async def publish(outputs: Iterable[tuple[bytes, Contract]]) -> None:
 
 
 class Batch:
-    """The carts one batch of events touches: read once, written once, after its outputs."""
+    """The carts one event touches: read once, written once, after its outputs.
+
+    All of them live in the event's partition (its own cart, or carts of that partition whose
+    deadline it lets fire), which is where Faust writes while the event is current.
+    """
 
     def __init__(self) -> None:
         self.states: dict[str, CartState | None] = {}
-        self.partitions: dict[str, EventT] = {}
-        """Per changed cart, an event of its partition: Faust writes to that event's partition."""
+        self.changed: set[str] = set()
         self.outputs: list[tuple[bytes, Contract]] = []
         self.abandoned: list[CartAbandoned] = []
 
-    def load(self, cart_id: str, event: EventT) -> CartState | None:
+    def load(self, cart_id: str) -> CartState | None:
         if cart_id in self.states:
             return self.states[cart_id]
-        with acting_for(event):
-            stored = carts_table.get(cart_id)
+        stored = carts_table.get(cart_id)
         state = None if stored is None else CartState.from_dict(stored)
         self.states[cart_id] = state
         return state
 
-    def apply(self, cart_id: str, transition: Transition, event: EventT) -> None:
+    def apply(self, cart_id: str, transition: Transition) -> None:
         """Take a transition's outputs and state; keep the deadline index in step with it."""
         for output in transition.outputs:
             self.outputs.append((cart_id.encode(), output))
@@ -128,7 +124,7 @@ class Batch:
                 state.scheduled_at = deadline
                 timers.deadlines.schedule(state.partition, deadline, cart_id)
         self.states[cart_id] = state
-        self.partitions[cart_id] = event
+        self.changed.add(cart_id)
 
     def reject(self, event: EventT, rejected: Rejected, now: float) -> None:
         """Log, count and dead-letter an input message; the stream moves past it."""
@@ -158,26 +154,15 @@ class Batch:
         for output in self.abandoned:
             for observe in abandon_observers:
                 observe(output, fired_at)
-        for cart_id, event in self.partitions.items():
+        for cart_id in self.changed:
             state = self.states[cart_id]
-            with acting_for(event):
-                if state is None:
-                    carts_table.pop(cart_id, None)
-                else:
-                    carts_table[cart_id] = state.to_dict()
+            if state is None:
+                carts_table.pop(cart_id, None)
+            else:
+                carts_table[cart_id] = state.to_dict()
         self.outputs.clear()
         self.abandoned.clear()
-        self.partitions.clear()
-
-
-@contextmanager
-def acting_for(event: EventT) -> Iterator[None]:
-    """Faust picks a table's partition from the stream's current event; in a batch, set it."""
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
+        self.changed.clear()
 
 
 async def handle_input(batch: Batch, event: EventT) -> None:
@@ -194,13 +179,13 @@ async def handle_input(batch: Batch, event: EventT) -> None:
     horizon = timers.safe_time(message.partition)
     await fire_due(batch, event, horizon)
     try:
-        state = batch.load(decoded.cart_id, event)
+        state = batch.load(decoded.cart_id)
         transition = apply_event(state, decoded, settings, message.partition, horizon)
     except Exception as exc:  # a bug must cost one event, never the stream
         log.exception("processing %s failed", decoded.event_id)
         batch.reject(event, Rejected("processing_failed", f"{type(exc).__name__}: {exc}"), now)
         return
-    batch.apply(decoded.cart_id, transition, event)
+    batch.apply(decoded.cart_id, transition)
     # Only now is the message processed: if it was the partition's last, the wall clock may
     # fire what it holds back (such as this very purchase).
     timers.processed(message.tp, message.offset)
@@ -215,8 +200,8 @@ def handle_reminder_sent(batch: Batch, event: EventT) -> None:
     except ValidationError as exc:
         batch.reject(event, Rejected("invalid", str(exc)[:1000]), time.time())
         return
-    state = batch.load(feedback.cart_id, event)
-    batch.apply(feedback.cart_id, on_reminder_sent(state, feedback.abandonment_id), event)
+    state = batch.load(feedback.cart_id)
+    batch.apply(feedback.cart_id, on_reminder_sent(state, feedback.abandonment_id))
 
 
 async def fire_due(batch: Batch, event: EventT, horizon: float | None = None) -> None:
@@ -229,11 +214,11 @@ async def fire_due(batch: Batch, event: EventT, horizon: float | None = None) ->
         horizon = timers.safe_time(partition)
     while due := timers.deadlines.pop_due(partition, horizon, FIRE_BATCH):
         for deadline, cart_id in due:
-            state = batch.load(cart_id, event)
+            state = batch.load(cart_id)
             if state is None or state.scheduled_at != deadline:
                 continue  # a stale entry: the cart was forgotten or rescheduled earlier
             state.scheduled_at = None
-            batch.apply(cart_id, on_deadline(state, horizon, settings), event)
+            batch.apply(cart_id, on_deadline(state, horizon, settings))
         if len(batch.outputs) >= FIRE_BATCH:
             await batch.commit()  # many carts due at once: publish them as they are decided
 
@@ -242,17 +227,16 @@ async def fire_due(batch: Batch, event: EventT, horizon: float | None = None) ->
 async def cart_lifecycle(stream: StreamT) -> None:
     """Fold cart and purchase events into cart state; fire due inactivity timers."""
     await declare_topics()
-    async for events in stream.take_events(EVENT_BATCH, within=BATCH_WINDOW):
+    async for event in stream.events():
         batch = Batch()
-        for event in events:
-            topic = event.message.topic
-            if topic == TICK_TOPIC:  # asked for by the wall-clock timer
-                timers.tick_seen(event.message.partition)
-                await fire_due(batch, event)
-            elif topic == REMINDER_SENT_TOPIC:
-                handle_reminder_sent(batch, event)
-            else:
-                await handle_input(batch, event)
+        topic = event.message.topic
+        if topic == TICK_TOPIC:  # asked for by the wall-clock timer
+            timers.tick_seen(event.message.partition)
+            await fire_due(batch, event)
+        elif topic == REMINDER_SENT_TOPIC:
+            handle_reminder_sent(batch, event)
+        else:
+            await handle_input(batch, event)
         await batch.commit()
 
 

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,14 +81,24 @@ class WorkerProcess:
         return {int(number) for number in found[-1].split(",") if number.strip()}
 
     def _ready(self, after: int, deadline: float) -> bool:
-        """Has the worker finished its ``after``+1-th rebalance? Raise if it never will."""
-        if self.ready_count() > after:
+        """Has the worker finished its ``after``+1-th rebalance, and does its ``/readyz`` say so
+        (its services, such as the operator read model, start after the rebalance)? Raise if it
+        never will."""
+        if self.ready_count() > after and self._readyz():
             return True
         if not self.alive:
             raise WorkerError(f"worker {self.name} exited:\n{self.log()[-4000:]}")
         if time.monotonic() > deadline:
             raise WorkerError(f"worker {self.name} not ready in time:\n{self.log()[-4000:]}")
         return False
+
+    def _readyz(self) -> bool:
+        url = f"http://127.0.0.1:{self.env['CARTWATCH_WEB_PORT']}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:  # refused, 503 (HTTPError), or timed out
+            return False
 
     async def wait_ready(self, after: int, timeout: float = 90.0) -> float:
         """Wait for the worker's ``after``+1-th finished rebalance; return when it was seen."""
