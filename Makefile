@@ -13,8 +13,14 @@ $(INSTALLED): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[test,bench]'
 	touch $@
 
+# `make run` reminds through the local stack's mail server unless told otherwise.
+run: export CARTWATCH_SMTP_PORT ?= 1025
+run: export CARTWATCH_NOTIFIER_ENABLED ?= true
+run: export CARTWATCH_LINK_SECRET_FILE ?= .cartwatch/link-secret
 run: $(INSTALLED)
 	$(BIN)/cartwatch stack up
+	@test -s $(CARTWATCH_LINK_SECRET_FILE) || (umask 077 && $(BIN)/python -c \
+		"import secrets; print(secrets.token_hex(32))" > $(CARTWATCH_LINK_SECRET_FILE))
 	$(BIN)/cartwatch worker --loglevel info
 
 test: lint
