@@ -16,13 +16,16 @@ Test-only fault injection: ``CARTWATCH_FAULT_EXIT_AFTER_SEND=1`` makes the worke
 ``os._exit(70)`` right after a successful delivery, before anything is recorded or committed.
 """
 
+import asyncio
 import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import faust
+from aiokafka.errors import KafkaError
 from faust.types import EventT, StreamT
 from pydantic import BaseModel, ValidationError
 
@@ -80,6 +83,9 @@ from streams.notifier.sending import (
 from streams.scheduling import PartitionTimers
 
 log = logging.getLogger(__name__)
+KAFKA_RETRY_INITIAL = 0.5
+KAFKA_RETRY_MAX = 10.0
+"""Seconds between retries while Kafka is away, doubling from the first to the cap."""
 M = TypeVar("M", bound=BaseModel)
 
 FIRE_BATCH = 500
@@ -299,13 +305,7 @@ async def reminder_scheduler(stream: StreamT) -> None:
     async for event in stream.events():
         message = event.message
         try:
-            if message.topic == REMINDER_TICKS and message.value:
-                await handle_manual_reminder(event)
-            elif message.topic == REMINDER_TICKS:
-                timers.tick_seen(message.partition)
-                await fire_due(message.partition, timers.safe_time(message.partition))
-            else:
-                await handle_scheduler_input(event)
+            await until_kafka_answers(schedule, event)
         except Exception as exc:  # a bug must cost one message, never the stream
             log.exception("reminder scheduler failed on %s", message.topic)
             await reject(event, f"processing failed: {type(exc).__name__}")
@@ -424,15 +424,45 @@ async def handle_due(event: EventT) -> None:
     contacts[key] = record_sent(contact, due, sent_at).to_dict()
 
 
+async def schedule(event: EventT) -> None:
+    message = event.message
+    if message.topic == REMINDER_TICKS and message.value:
+        await handle_manual_reminder(event)
+    elif message.topic == REMINDER_TICKS:
+        timers.tick_seen(message.partition)
+        await fire_due(message.partition, timers.safe_time(message.partition))
+    else:
+        await handle_scheduler_input(event)
+
+
+async def send(event: EventT) -> None:
+    if event.message.topic == UNSUBSCRIBES:
+        await handle_unsubscribe(event)
+    else:
+        await handle_due(event)
+
+
+async def until_kafka_answers(handle: Callable[[EventT], Awaitable[None]], event: EventT) -> None:
+    """Retry ``handle(event)`` while Kafka is unreachable (a broker restart): the message is not
+    bad, so it must neither be dead-lettered nor skipped. Durable records make a retry safe."""
+    delay = KAFKA_RETRY_INITIAL
+    while True:
+        try:
+            await handle(event)
+            return
+        except KafkaError as exc:
+            topic = event.message.topic
+            log.warning("%s: Kafka did not answer (%s); retrying in %.1f s", topic, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, KAFKA_RETRY_MAX)
+
+
 async def reminder_sender(stream: StreamT) -> None:
     """Screen and deliver due reminders; keep unsubscribes, caps and delivery records."""
     await declare_topics()
     async for event in stream.events():
         try:
-            if event.message.topic == UNSUBSCRIBES:
-                await handle_unsubscribe(event)
-            else:
-                await handle_due(event)
+            await until_kafka_answers(send, event)
         except Exception as exc:  # a bug must cost one message, never the stream
             log.exception("notifier failed on %s", event.message.topic)
             await reject(event, f"processing failed: {type(exc).__name__}")
