@@ -18,9 +18,10 @@ run: export CARTWATCH_SMTP_PORT ?= 1025
 run: export CARTWATCH_NOTIFIER_ENABLED ?= true
 run: export CARTWATCH_LINK_SECRET_FILE ?= .cartwatch/link-secret
 run: $(INSTALLED)
-	$(BIN)/cartwatch stack up
+	@mkdir -p $(dir $(CARTWATCH_LINK_SECRET_FILE))
 	@test -s $(CARTWATCH_LINK_SECRET_FILE) || (umask 077 && $(BIN)/python -c \
 		"import secrets; print(secrets.token_hex(32))" > $(CARTWATCH_LINK_SECRET_FILE))
+	$(BIN)/cartwatch stack up
 	$(BIN)/cartwatch worker --loglevel info
 
 test: lint
