@@ -304,7 +304,7 @@ class Bench:
     def notifier(self) -> None:
         label = "notifier throughput into a local SMTP server"
         self.report.add(Figure("i", label, None, "emails/s", floor=">= 500 emails/s",
-                               note="not measured yet: the bench has no notifier harness"))
+                               note="not measured: the bench has no notifier harness yet"))
 
 
 async def _read(
