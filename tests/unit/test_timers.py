@@ -1,12 +1,14 @@
 """DeadlineIndex (per-partition min-heaps) and PartitionClock (event-time horizon)."""
 
+import heapq
 import math
+import tracemalloc
 
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from streams.timers import DeadlineIndex, PartitionClock
+from streams.timers import BUCKET_SECONDS, DeadlineIndex, PartitionClock
 
 # --- DeadlineIndex ---------------------------------------------------------------------------
 
@@ -133,6 +135,87 @@ def test_pop_due_matches_sorting(deadlines, horizon, limit):
 
     assert popped == sorted(entry for entry in entries if entry[0] <= horizon)[:limit]
     assert len(index) == len(entries) - len(popped)
+
+
+class HeapModel:
+    """The plain heap of ``(deadline, cart_id)`` tuples the packed index must behave like."""
+
+    def __init__(self):
+        self.heap = []
+
+    def schedule(self, deadline, cart_id):
+        heapq.heappush(self.heap, (deadline, cart_id))
+
+    def earliest(self):
+        return self.heap[0][0] if self.heap else None
+
+    def pop_due(self, horizon, limit):
+        due = []
+        while self.heap and self.heap[0][0] <= horizon and len(due) < limit:
+            entry = heapq.heappop(self.heap)
+            if not due or due[-1] != entry:
+                due.append(entry)
+        return due
+
+
+# deadlines a few buckets apart and inside one bucket, repeated, and infinite
+DEADLINES = st.one_of(
+    st.floats(0, 5 * BUCKET_SECONDS, allow_nan=False),
+    st.sampled_from([0.0, 59.5, BUCKET_SECONDS, 130.0, 1e9, math.inf]),
+)
+OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("schedule"), DEADLINES, st.sampled_from("abcde")),
+        st.tuples(st.just("pop"), DEADLINES, st.integers(0, 8)),
+        st.tuples(st.just("rebuild"), st.lists(st.tuples(DEADLINES, st.sampled_from("xyz")))),
+    ),
+    max_size=80,
+)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(operations=OPERATIONS)
+def test_packed_buckets_behave_like_one_heap(operations):
+    """Entries move between packed buckets and the heap in front; nothing may change order."""
+    index, model = DeadlineIndex(), HeapModel()
+    for operation in operations:
+        if operation[0] == "schedule":
+            _, deadline, cart_id = operation
+            index.schedule(0, deadline, cart_id)
+            model.schedule(deadline, cart_id)
+        elif operation[0] == "pop":
+            _, horizon, limit = operation
+            assert index.pop_due(0, horizon, limit) == model.pop_due(horizon, limit)
+        else:
+            index.rebuild(0, operation[1])
+            model.heap = list(operation[1])
+            heapq.heapify(model.heap)
+        assert index.earliest(0) == model.earliest()
+        assert len(index) == len(model.heap)
+    assert index.pop_due(0, math.inf, 10**6) == model.pop_due(math.inf, 10**6)
+
+
+def test_ids_keep_their_characters_when_packed():
+    ids = ["ünïcødé-🛒", "x" * 200, "a,b;c", ""]
+    index = index_with(3, *[(1e9 + i, cart_id) for i, cart_id in enumerate(ids)])
+
+    assert index.pop_due(3, math.inf, 10) == [(1e9 + i, cart_id) for i, cart_id in enumerate(ids)]
+
+
+def test_a_tracked_cart_costs_a_few_dozen_bytes():
+    """The 1M-cart memory floor: no tuple, float and str object per tracked cart."""
+    ids = [f"tracked-1-{i}" for i in range(100_000)]
+    tracemalloc.start()
+    try:
+        index = DeadlineIndex()
+        for i, cart_id in enumerate(ids):
+            index.schedule(i % 4, 1e9 + i * 0.01, cart_id)
+        used, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert len(index) == len(ids)
+    assert used / len(ids) < 40  # a heap of (float, str) tuples holds ~170 bytes per cart
 
 
 # --- PartitionClock --------------------------------------------------------------------------
