@@ -33,6 +33,27 @@ app = faust.App(
 )
 
 
+def table_options() -> dict[str, int]:
+    """RocksDB options for a table: memory bounded per partition, whatever the number of carts.
+
+    Faust's defaults (three 64 MiB memtables and a 2 GiB block cache per table partition) let a
+    worker tracking 1.1M carts keep ~250 MB of freed memtables in its heap. Here each table
+    partition holds at most two 8 MiB memtables (one being flushed) and an 8 MiB block cache;
+    reads that miss it come from the OS page cache. Writes cost ~7 us either way, against
+    ~300 us of Python per event, so ingest does not slow down.
+
+    rocksdict applies these only when it creates a partition's database: on reopening, it takes
+    the memtable options from the database's OPTIONS file and gives it an 8 MiB block cache, so
+    state created by an older version keeps its memtable size until its data dir is recreated.
+    A fresh dict per table, because Faust's store pops keys from the mapping it is given.
+    """
+    return {
+        "write_buffer_size": 8 * 2**20,
+        "max_write_buffer_number": 2,
+        "block_cache_size": 8 * 2**20,
+    }
+
+
 def _topic(name: str, **options: object) -> faust.TopicT:
     return app.topic(
         settings.topic(name),
@@ -75,4 +96,5 @@ carts_table = app.Table(
     default=None,
     partitions=settings.partitions,
     help="Per-cart state (streams.lifecycle.CartState), keyed by cart_id",
+    options=table_options(),
 )
