@@ -13,7 +13,7 @@ packed (see ``_PartitionDeadlines``): about 12 bytes plus the id's UTF-8 bytes e
 import heapq
 import math
 from array import array
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 
 BUCKET_SECONDS = 60.0
 """Width of a packed bucket of deadlines. Wider means fewer buckets (each costs ~300 bytes) but
@@ -41,13 +41,18 @@ class _Bucket:
             self.earliest = deadline
 
     def unpack(self) -> list[tuple[float, str]]:
-        ids, entries, start = self.ids, [], 0
+        ids, start = self.ids, 0
+        entries: list[tuple[float, str]] = []
         append = entries.append
         for deadline, length in zip(self.deadlines, self.lengths, strict=True):
             end = start + length
             append((deadline, ids[start:end].decode()))
             start = end
         return entries
+
+
+_Appenders = tuple[Callable[[float], None], Callable[[int], None], Callable[[bytes], None]]
+"""The ``append`` of a bucket's deadlines and lengths and the ``extend`` of its ids."""
 
 
 def _bucket_of(deadline: float) -> float:
@@ -152,9 +157,29 @@ class DeadlineIndex:
     def rebuild(self, partition: int, entries: Iterable[tuple[float, str]]) -> None:
         """Replace a partition's heap, e.g. from the table after a rebalance; O(n)."""
         deadlines = self._partitions[partition] = _PartitionDeadlines()
-        add = deadlines.add
+        # Recovery runs this over every tracked cart: bucket appenders are looked up once per
+        # bucket, and each bucket's earliest deadline is found once at the end.
+        appenders: dict[float, _Appenders] = {}
         for deadline, cart_id in entries:
-            add(deadline, cart_id)
+            append = appenders.get(deadline // BUCKET_SECONDS)
+            if append is None:
+                number = _bucket_of(deadline)
+                append = appenders.get(number)
+                if append is None:
+                    bucket = deadlines.buckets[number] = _Bucket()
+                    heapq.heappush(deadlines.order, number)
+                    append = appenders[number] = (
+                        bucket.deadlines.append,
+                        bucket.lengths.append,
+                        bucket.ids.extend,
+                    )
+            encoded = cart_id.encode()
+            append[0](deadline)
+            append[1](len(encoded))
+            append[2](encoded)
+        for bucket in deadlines.buckets.values():
+            bucket.earliest = min(bucket.deadlines)
+            deadlines.packed += len(bucket.deadlines)
 
     def keep_only(self, partitions: Iterable[int]) -> None:
         """Forget partitions this worker no longer owns."""
