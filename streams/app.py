@@ -26,6 +26,10 @@ app = faust.App(
     web_host=settings.web_bind,
     consumer_auto_offset_reset="earliest",
     producer_acks=-1,
+    # Record batches of up to 512 KiB (Faust's default is 16 KiB): aiokafka sends one batch per
+    # partition per request, so many carts falling due at once went out one round trip per 16
+    # KiB. Kafka's default message.max.bytes (1 MB) still admits each batch.
+    producer_max_batch_size=512 * 1024,
     broker_session_timeout=settings.session_timeout,
     broker_heartbeat_interval=settings.session_timeout / 4,
     table_standby_replicas=0,

@@ -168,14 +168,29 @@ def on_deadline(state: CartState, horizon: float, settings: Settings) -> Transit
             model = PurchaseEvent if entry["purchase"] else CartEvent
             outputs.extend(_apply_now(state, model.model_validate(entry["event"])))
         elif state.status == "active" and state.lines:
-            state.status = "abandoned"
-            state.abandonments += 1
-            state.abandoned_at = due
-            state.reminder_sent = False
-            outputs.append(_abandoned(state))
+            mark_abandoned(state, due)
+            outputs.append(abandoned_message(state))
         else:
             return Transition(None, tuple(outputs))
     return Transition(state, tuple(outputs))
+
+
+def abandons_at(state: CartState, deadline: float, settings: Settings) -> bool:
+    """Will ``on_deadline`` at exactly ``deadline`` abandon the cart and do nothing else?"""
+    return (
+        state.status == "active"
+        and bool(state.lines)
+        and not state.pending
+        and next_deadline(state, settings) == deadline
+    )
+
+
+def mark_abandoned(state: CartState, due: float) -> None:
+    """The state change of an abandonment at ``due`` (its message: ``abandoned_message``)."""
+    state.status = "abandoned"
+    state.abandonments += 1
+    state.abandoned_at = due
+    state.reminder_sent = False
 
 
 def on_reminder_sent(state: CartState | None, abandonment_id: str) -> Transition:
@@ -330,7 +345,7 @@ def snapshot(state: CartState) -> CartSnapshot:
     )
 
 
-def _abandoned(state: CartState) -> CartAbandoned:
+def abandoned_message(state: CartState) -> CartAbandoned:
     assert state.abandoned_at is not None
     assert state.created_at is not None and state.last_activity_at is not None
     return CartAbandoned(

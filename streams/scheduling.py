@@ -30,12 +30,20 @@ class PartitionTimers:
     """Deadline timers of one agent over co-partitioned ``input_topics`` (see module doc)."""
 
     def __init__(
-        self, app: faust.App, input_topics: Sequence[str], tick_topic: faust.TopicT
+        self,
+        app: faust.App,
+        input_topics: Sequence[str],
+        tick_topic: faust.TopicT,
+        prepare_ahead: float = 0.0,
     ) -> None:
         self.app = app
         self.input_topics = tuple(input_topics)
         self.tick_topic = tick_topic
+        self.prepare_ahead = prepare_ahead
+        """How long before their deadline entries move to ``staged`` (0: never)."""
         self.deadlines = DeadlineIndex()
+        self.staged = DeadlineIndex()
+        """Entries the agent took out of ``deadlines`` to prepare for (see ``stage``)."""
         self.clock = PartitionClock()
         self.next_offsets: dict[TP, int] = {}
         """Per input partition, the offset after the last processed message."""
@@ -61,6 +69,41 @@ class PartitionTimers:
         position = self.next_offsets.get(tp) or committed or 0
         return bool(position >= highwater)
 
+    def earliest(self, partition: int) -> float | None:
+        """The partition's earliest deadline, staged or not; O(1)."""
+        found = [e for e in (self.deadlines.earliest(partition), self.staged.earliest(partition))
+                 if e is not None]
+        return min(found, default=None)
+
+    def pop_due(self, partition: int, horizon: float, limit: int) -> list[tuple[float, str]]:
+        """Remove and return up to ``limit`` entries due at ``horizon``, staged ones first."""
+        due = self.staged.pop_due(partition, horizon, limit)
+        if len(due) < limit:
+            due += self.deadlines.pop_due(partition, horizon, limit - len(due))
+        return due
+
+    def stage(self, partition: int, limit: int) -> list[tuple[float, str]]:
+        """Move up to ``limit`` entries due within ``prepare_ahead`` to ``staged``; return them
+        so that the agent prepares what they will emit."""
+        if self.prepare_ahead <= 0:
+            return []
+        entries = self.deadlines.pop_due(partition, time.time() + self.prepare_ahead, limit)
+        for deadline, key in entries:
+            self.staged.schedule(partition, deadline, key)
+        return entries
+
+    def to_stage(self, partition: int) -> bool:
+        earliest = self.deadlines.earliest(partition)
+        return (
+            self.prepare_ahead > 0
+            and earliest is not None
+            and earliest <= time.time() + self.prepare_ahead
+        )
+
+    def __len__(self) -> int:
+        """Entries tracked, staged or not."""
+        return len(self.deadlines) + len(self.staged)
+
     def safe_time(self, partition: int) -> float:
         """Deadlines of the partition up to this time may fire now (see ``PartitionClock``)."""
         inputs = ((tp, self.caught_up(tp)) for tp in self.input_partitions(partition))
@@ -78,18 +121,22 @@ class PartitionTimers:
         self.ticks_requested.pop(partition, None)
 
     async def request_ticks(self) -> None:
-        """Ask the agent to fire timers on partitions whose earliest deadline is due."""
+        """Ask the agent to fire timers on partitions whose earliest deadline is due, or to
+        prepare for those due within ``prepare_ahead``."""
         now = time.time()
         for partition in self.owned_partitions():
-            earliest = self.deadlines.earliest(partition)
+            earliest = self.earliest(partition)
             if earliest is None:
                 continue
             requested_at = self.ticks_requested.get(partition)
             if requested_at is not None and now - requested_at < TICK_RETRY_SECONDS:
                 continue  # the agent has not seen the previous tick yet
-            if earliest <= self.safe_time(partition):
-                self.ticks_requested[partition] = now
-                await self.tick_topic.send(key=b"tick", value=b"", partition=partition)
+            if self.to_stage(partition) or earliest <= self.safe_time(partition):
+                await self.request_tick(partition)
+
+    async def request_tick(self, partition: int) -> None:
+        self.ticks_requested[partition] = time.time()
+        await self.tick_topic.send(key=b"tick", value=b"", partition=partition)
 
     def reset(
         self, owned: Iterable[int], entries: Mapping[int, Iterable[tuple[float, str]]]
@@ -97,6 +144,7 @@ class PartitionTimers:
         """After a rebalance: keep only ``owned`` partitions, their index rebuilt from entries."""
         owned = set(owned)
         self.deadlines.keep_only(owned)
+        self.staged.keep_only(())
         for partition in owned:
             self.deadlines.rebuild(partition, entries.get(partition, ()))
         self.clock.keep_only(tp for partition in owned for tp in self.input_partitions(partition))

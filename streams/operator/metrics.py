@@ -97,7 +97,7 @@ async def collect(feed: ReadModelFeed | None, shared: SharedReadModel | None) ->
     carts.add(await asyncio.to_thread(len, carts_table))
     deadlines = Family("cartwatch_deadline_index_entries", "gauge",
                        "Entries in this worker's deadline index (including stale ones)")
-    deadlines.add(len(pipeline.timers.deadlines))
+    deadlines.add(len(pipeline.timers))
     sizes: dict[str, int] = {}
     reminders: dict[str, int] = {}
     if shared is not None:

@@ -74,7 +74,7 @@ class OperatorFeed(ReadModelFeed):
 
 
 pipeline.abandon_observers.append(
-    lambda output, fired_at: timer_lag.observe(fired_at - output.abandoned_at.timestamp())
+    lambda deadline, fired_at: timer_lag.observe(fired_at - deadline)
 )
 
 

@@ -1,0 +1,80 @@
+"""The cart table's storage, read and written a partition at a time.
+
+Faust's table API writes one key per call, from inside the current event's stream iteration
+(it picks the RocksDB and changelog partition from that event), and each write costs a
+changelog message, sensors and two serializations. The pipeline instead folds a partition's
+events in memory and writes the carts they changed once per checkpoint: one RocksDB
+``WriteBatch`` and one changelog record per changed cart, tagged with the partition explicitly,
+the way Quix Streams and Kafka Streams flush their state stores on commit.
+
+The bytes are those Faust's own table codec reads back (JSON key and value), so changelog
+recovery, standby replicas and ``carts_table.items()`` work unchanged. The RocksDB handles are
+the ones Faust's table uses (``Store._db_for_partition``, opened on first use).
+"""
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import faust
+from aiokafka.structs import RecordMetadata
+from rocksdict import WriteBatch
+
+from streams.lifecycle import CartState
+
+
+class CartStore:
+    """Per-partition access to the cart table's RocksDB and changelog."""
+
+    def __init__(self, app: faust.App, table: faust.Table) -> None:
+        self._app = app
+        self._table = table
+
+    def key(self, cart_id: str) -> bytes:
+        """The table's key bytes for ``cart_id`` (the JSON codec Faust's table uses)."""
+        encoded = self._app.serializers.dumps_key(
+            None, cart_id, serializer=self._table.key_serializer
+        )
+        assert encoded is not None
+        return encoded
+
+    def get(self, partition: int, cart_id: str) -> CartState | None:
+        stored = self._db(partition).get(self.key(cart_id))
+        return None if stored is None else CartState.from_dict(json.loads(stored))
+
+    async def write(self, partition: int, changes: Mapping[str, CartState | None]) -> None:
+        """Persist the carts a checkpoint changed (``None`` forgets a cart).
+
+        The changelog records are handed to the producer, not awaited: Faust flushes the
+        producer before it commits input offsets, so an offset is never committed ahead of the
+        state it produced. They go to the producer directly: ``Table.send_changelog`` buffers
+        and holds the consumer back past 100 waiting records, and ``Topic.send`` costs about
+        ten times a plain producer send (measured).
+        """
+        db = self._db(partition)
+        batch = WriteBatch(raw_mode=True)
+        changelog = self._table.changelog_topic.get_topic_name()
+        sent = None
+        for cart_id, state in changes.items():
+            key = self.key(cart_id)
+            value = None if state is None else json.dumps(state.to_dict()).encode()
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+            sent = await self._app.producer.send(changelog, key, value, partition, None, None)
+        db.write(batch)
+        if sent is not None:
+            sent.add_done_callback(self._persisted)  # type: ignore[attr-defined]
+
+    def _persisted(self, sent: "asyncio.Future[RecordMetadata]") -> None:
+        """Remember how far the changelog holds this RocksDB, as Faust's table does, so that
+        recovery after a restart only reads the changelog beyond it."""
+        if not sent.cancelled() and sent.exception() is None:
+            metadata = sent.result()
+            self._table.data.set_persisted_offset(metadata.topic_partition, metadata.offset)
+
+    def _db(self, partition: int) -> Any:
+        """The partition's RocksDB, opened on first use as Faust's own table reads do."""
+        return self._table.data._db_for_partition(partition)  # type: ignore[attr-defined]
