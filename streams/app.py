@@ -6,6 +6,10 @@ cart table's changelog must be co-partitioned so that a cart's events, its timer
 state all live on the same partition number.
 """
 
+import asyncio
+import ctypes
+from collections.abc import Callable
+
 import faust
 
 from config.settings import load_settings
@@ -56,6 +60,42 @@ def table_options() -> dict[str, int]:
         "max_write_buffer_number": 2,
         "block_cache_size": 8 * 2**20,
     }
+
+
+RELEASE_INTERVAL = 5.0
+"""Seconds between returns of freed native memory to the OS (``release_freed_memory``)."""
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None under another C library (musl, macOS)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+_trim = _malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Give memory that glibc keeps after it was freed back to the OS.
+
+    glibc returns freed memory only from the top of its heap. After a burst (100k abandonments
+    serialized ahead of their deadline, flushed RocksDB memtables) the freed space sits below
+    live allocations and stayed resident: a worker tracking 200k carts went from 172 to 318 MB
+    RSS after 100k carts fell due, and ``malloc_trim`` brought it back to 202 MB.
+    """
+    if _trim is not None:
+        _trim(0)
+
+
+@app.timer(interval=RELEASE_INTERVAL)
+async def release_freed_memory_periodically() -> None:
+    """``release_freed_memory`` in a thread: it takes ~10 ms on a heap of a few hundred MB."""
+    await asyncio.to_thread(release_freed_memory)
 
 
 def _topic(name: str, **options: object) -> faust.TopicT:

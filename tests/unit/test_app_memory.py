@@ -1,8 +1,13 @@
-"""RocksDB options of the cart table: memory bounded per partition (the 1M-cart RSS floor)."""
+"""A worker's memory (the 1M-cart RSS floor): bounded RocksDB, freed memory given back."""
 
+import os
+from pathlib import Path
+
+import pytest
 from faust.stores.rocksdb import RocksDBOptions
 
-from streams.app import carts_table, table_options
+from streams import app
+from streams.app import carts_table, release_freed_memory, table_options
 
 MIB = 2**20
 
@@ -30,3 +35,21 @@ def test_a_new_partition_database_is_created_with_them(tmp_path):
 def test_each_table_gets_its_own_dict():
     """Faust's store pops keys from the options mapping; tables must not share one."""
     assert table_options() is not table_options()
+
+
+def resident_mib() -> int:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") // MIB
+
+
+@pytest.mark.skipif(app._trim is None, reason="malloc_trim is glibc's")
+def test_memory_freed_after_a_burst_goes_back_to_the_os():
+    burst = [bytes(1000 + i % 300) for i in range(150_000)]  # ~170 MB of serialized messages
+    pinned = [bytes(2000) for _ in range(10)]  # allocated after it: glibc keeps the burst's heap
+    before = resident_mib()
+    del burst
+
+    release_freed_memory()
+
+    assert resident_mib() < before - 100
+    assert len(pinned) == 10
