@@ -54,6 +54,9 @@ class PreparedAbandonments:
         """These ``(deadline, cart_id)`` went out ahead of the agent, which has to decide them."""
         self._sent.setdefault(partition, []).extend(entries)
 
+    def has_any(self, partition: int) -> bool:
+        return bool(self._partitions.get(partition))
+
     def has_sent(self, partition: int) -> bool:
         return bool(self._sent.get(partition))
 

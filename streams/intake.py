@@ -45,9 +45,22 @@ def _describe(error: ValidationError) -> str:
 def decode_input(
     kind: InputKind, key: bytes | None, value: bytes | None, now: float, settings: Settings
 ) -> CartEvent | PurchaseEvent | Rejected:
-    """Validate one message of the cart or purchase topic against the contract."""
+    """Validate one message of the cart or purchase topic against the contract.
+
+    Valid messages take pydantic's JSON parser in one step; only a refused one is parsed
+    again to say precisely why (not JSON, unknown type, invalid field).
+    """
     if value is None:
         return Rejected("invalid", "empty message value")
+    model = CartEvent if kind == "cart" else PurchaseEvent
+    try:
+        event = model.model_validate_json(value)
+    except ValidationError:
+        return _refusal(kind, value)
+    return _checked(event, key, now, settings)
+
+
+def _refusal(kind: InputKind, value: bytes) -> Rejected:
     try:
         document = json.loads(value.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
@@ -64,9 +77,15 @@ def decode_input(
         )
     model = CartEvent if kind == "cart" else PurchaseEvent
     try:
-        event = model.model_validate(document)
+        model.model_validate(document)
     except ValidationError as exc:
         return Rejected("invalid", _describe(exc))
+    return Rejected("invalid", "not valid JSON for the contract")  # JSON only pydantic refuses
+
+
+def _checked(
+    event: CartEvent | PurchaseEvent, key: bytes | None, now: float, settings: Settings
+) -> CartEvent | PurchaseEvent | Rejected:
     if key is None or key.decode("utf-8", "replace") != event.cart_id:
         return Rejected("invalid", "message key must be the cart_id (it decides the partition)")
     occurred = event.occurred_at.timestamp()

@@ -17,7 +17,6 @@ finds every checkpoint committed by the ``commit_idle`` timer.
 
 import asyncio
 import logging
-import math
 import sys
 import time
 from collections import Counter
@@ -263,9 +262,11 @@ async def fire_due(checkpoint: Checkpoint, horizon: float | None = None) -> None
         horizon = timers.safe_time(partition)
     sent_ahead = prepared.take_sent(partition)
     due = [] if nothing_due else timers.pop_due(partition, horizon, sys.maxsize)
-    burst = BatchSender(app.producer._ensure_producer())  # type: ignore[attr-defined]
-    sent = take_prepared(burst, partition, due, horizon)
-    await send_burst(burst)
+    sent: list[tuple[float, str]] = []
+    if due and prepared.has_any(partition):
+        burst = BatchSender(app.producer._ensure_producer())  # type: ignore[attr-defined]
+        sent = take_prepared(burst, partition, due, horizon)
+        await send_burst(burst)
     for deadline, cart_id in sent_ahead + sent:
         state = checkpoint.load(cart_id)
         if state is None or state.scheduled_at != deadline:
@@ -320,32 +321,34 @@ async def send_prepared_on_time() -> None:
     prepared message go back to the index for it.
     """
     while True:
-        owned = timers.owned_partitions()
-        earliest = min(
-            (e for p in owned if (e := timers.staged.earliest(p)) is not None), default=math.inf
-        )
-        wait = min(earliest - time.time(), settings.timer_resolution)
-        if wait > 0:
+        now, wait, due_partitions = time.time(), settings.timer_resolution, []
+        for partition in timers.owned_partitions():
+            earliest = timers.staged.earliest(partition)
+            if earliest is None:
+                continue
+            if earliest > now:
+                wait = min(wait, earliest - now)
+            elif earliest <= timers.safe_time(partition):
+                due_partitions.append(partition)
+            # else its input is behind: the agent fires it once the safe time gets there
+        if not due_partitions:
             await asyncio.sleep(wait)
             continue
         async with commit_lock:
             burst = BatchSender(app.producer._ensure_producer())  # type: ignore[attr-defined]
-            ticks = []
-            for partition in owned:
+            for partition in due_partitions:
                 horizon = timers.safe_time(partition)
                 due = timers.staged.pop_due(partition, horizon, sys.maxsize)
-                if not due:
-                    continue
                 sent = take_prepared(burst, partition, due, horizon)
                 prepared.mark_sent(partition, sent)
                 decided = {cart_id for _, cart_id in sent}
                 for deadline, cart_id in due:
                     if cart_id not in decided:
                         timers.deadlines.schedule(partition, deadline, cart_id)
-                ticks.append(partition)
             await send_burst(burst)
-            for partition in ticks:
+            for partition in due_partitions:
                 await timers.request_tick(partition)
+        await asyncio.sleep(0)  # whatever happened, let the other tasks run
 
 
 def prepare_due(checkpoint: Checkpoint) -> None:
@@ -385,13 +388,19 @@ async def cart_lifecycle(stream: StreamT) -> None:
                 await checkpoint.commit()
 
 
-@app.timer(interval=COMMIT_INTERVAL / 2)
+@app.task
 async def commit_idle() -> None:
-    """Commit checkpoints older than ``COMMIT_INTERVAL`` whose partition went quiet."""
-    async with commit_lock:
-        for checkpoint in list(checkpoints.values()):
-            if checkpoint.events and checkpoint.age() >= COMMIT_INTERVAL:
-                await checkpoint.commit()
+    """Commit checkpoints older than ``COMMIT_INTERVAL`` whose partition went quiet.
+
+    A task of its own, not an ``app.timer``: timers end as soon as the worker starts to stop,
+    and Faust then waits for every event to be acknowledged before it lets go of partitions.
+    """
+    while True:
+        await asyncio.sleep(COMMIT_INTERVAL / 2)
+        async with commit_lock:
+            for checkpoint in list(checkpoints.values()):
+                if checkpoint.events and checkpoint.age() >= COMMIT_INTERVAL:
+                    await checkpoint.commit()
 
 
 @app.timer(interval=settings.timer_resolution)
