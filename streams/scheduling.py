@@ -35,11 +35,16 @@ class PartitionTimers:
         input_topics: Sequence[str],
         tick_topic: faust.TopicT,
         prepare_ahead: float = 0.0,
+        grace: float = 0.0,
     ) -> None:
         self.app = app
         self.input_topics = tuple(input_topics)
         self.tick_topic = tick_topic
         self.prepare_ahead = prepare_ahead
+        self.grace = grace
+        """Seconds the safe time stays behind the wall clock even when every input looks read:
+        the end of a partition is known from the last fetch, so a message produced just before
+        a deadline may not be known yet when it passes."""
         """How long before their deadline entries move to ``staged`` (0: never)."""
         self.deadlines = DeadlineIndex()
         self.staged = DeadlineIndex()
@@ -107,7 +112,7 @@ class PartitionTimers:
     def safe_time(self, partition: int) -> float:
         """Deadlines of the partition up to this time may fire now (see ``PartitionClock``)."""
         inputs = ((tp, self.caught_up(tp)) for tp in self.input_partitions(partition))
-        return self.clock.horizon(inputs, time.time())
+        return self.clock.horizon(inputs, time.time() - self.grace)
 
     def observe(self, tp: TP, event_time: float, now: float) -> None:
         """An input message with this event time was read."""
