@@ -63,8 +63,9 @@ COMMIT_EVENTS = 2000
 COMMIT_INTERVAL = 0.2
 """Seconds after which a partition's checkpoint is committed even if its events stop."""
 FIRE_GRACE = 0.2
-"""Seconds after its deadline that a cart is decided at the earliest (``PartitionTimers.grace``),
-so that a purchase produced just before the deadline is read first. The tick path that the
+"""Seconds after its deadline that a cart is decided on the wall clock alone (``PartitionTimers
+.fire_horizon``; an input event still fires every deadline before its own time first), so that
+a purchase produced just before the deadline is read first. The tick path that the
 prepared sender replaced had that much latency by construction; firing to the millisecond made
 the live fault tests intermittently emit abandonments the seed does not expect."""
 PREPARE_AHEAD = 30.0
@@ -268,7 +269,7 @@ async def fire_due(checkpoint: Checkpoint, horizon: float | None = None) -> None
     if nothing_due and not prepared.has_sent(partition):
         return  # the safe time never passes the wall clock: nothing can be due
     if horizon is None:
-        horizon = timers.safe_time(partition)
+        horizon = timers.fire_horizon(partition)
     sent_ahead = prepared.take_sent(partition)
     due = [] if nothing_due else timers.pop_due(partition, horizon, sys.maxsize)
     sent: list[tuple[float, str]] = []
@@ -337,7 +338,7 @@ async def send_prepared_on_time() -> None:
                 continue
             if earliest > now - timers.grace:
                 wait = min(wait, earliest + timers.grace - now)
-            elif earliest <= timers.safe_time(partition):
+            elif earliest <= timers.fire_horizon(partition):
                 due_partitions.append(partition)
             # else its input is behind: the agent fires it once the safe time gets there
         if not due_partitions:
@@ -346,7 +347,7 @@ async def send_prepared_on_time() -> None:
         async with commit_lock:
             burst = BatchSender(app.producer._ensure_producer())  # type: ignore[attr-defined]
             for partition in due_partitions:
-                horizon = timers.safe_time(partition)
+                horizon = timers.fire_horizon(partition)
                 due = timers.staged.pop_due(partition, horizon, sys.maxsize)
                 sent = take_prepared(burst, partition, due, horizon)
                 prepared.mark_sent(partition, sent)

@@ -42,9 +42,9 @@ class PartitionTimers:
         self.tick_topic = tick_topic
         self.prepare_ahead = prepare_ahead
         self.grace = grace
-        """Seconds the safe time stays behind the wall clock even when every input looks read:
-        the end of a partition is known from the last fetch, so a message produced just before
-        a deadline may not be known yet when it passes."""
+        """Seconds the wall clock must be past a deadline before it fires with no event to
+        prove it (``fire_horizon``): the end of a partition is known from the last fetch, so a
+        message produced just before a deadline may not be known yet when it passes."""
         """How long before their deadline entries move to ``staged`` (0: never)."""
         self.deadlines = DeadlineIndex()
         self.staged = DeadlineIndex()
@@ -112,7 +112,12 @@ class PartitionTimers:
     def safe_time(self, partition: int) -> float:
         """Deadlines of the partition up to this time may fire now (see ``PartitionClock``)."""
         inputs = ((tp, self.caught_up(tp)) for tp in self.input_partitions(partition))
-        return self.clock.horizon(inputs, time.time() - self.grace)
+        return self.clock.horizon(inputs, time.time())
+
+    def fire_horizon(self, partition: int) -> float:
+        """Deadlines up to this time may fire on the wall clock alone (no event proving that
+        time has passed): the safe time, ``grace`` behind the wall clock."""
+        return min(self.safe_time(partition), time.time() - self.grace)
 
     def observe(self, tp: TP, event_time: float, now: float) -> None:
         """An input message with this event time was read."""
@@ -136,7 +141,7 @@ class PartitionTimers:
             requested_at = self.ticks_requested.get(partition)
             if requested_at is not None and now - requested_at < TICK_RETRY_SECONDS:
                 continue  # the agent has not seen the previous tick yet
-            if self.to_stage(partition) or earliest <= self.safe_time(partition):
+            if self.to_stage(partition) or earliest <= self.fire_horizon(partition):
                 await self.request_tick(partition)
 
     async def request_tick(self, partition: int) -> None:
