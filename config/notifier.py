@@ -119,6 +119,8 @@ class SmtpSettings(BaseModel):
     tls: bool = False
     validate_certs: bool = True
     timeout: Duration = 30.0
+    connections: int = Field(4, ge=1, le=64)
+    """SMTP connections the sender keeps open at most, to overlap deliveries."""
 
     @model_validator(mode="after")
     def _password_from_file(self) -> Self:
@@ -212,7 +214,8 @@ class NotifierSettings(BaseModel):
         return self._secret
 
 
-_SMTP_ENV = ("host", "port", "username", "password", "password_file", "starttls", "tls")
+_SMTP_ENV = ("host", "port", "username", "password", "password_file", "starttls", "tls",
+             "connections")
 
 
 def notifier_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -11,7 +11,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from email.message import EmailMessage
 
 import aiohttp
 import aiosmtplib
@@ -50,15 +49,19 @@ def smtp_failure(exc: Exception) -> DeliveryError:
 
 
 class SmtpMailer:
-    """One reused SMTP connection; reconnects (with TLS and login) after it was lost."""
+    """Up to ``smtp.connections`` reused SMTP connections, one message at a time on each.
+
+    A connection is opened (with TLS and login) when a message finds none idle and fewer than
+    ``connections`` open, and is reopened after it was lost. Several connections let deliveries
+    of different addresses overlap their SMTP round trips.
+    """
 
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
-        self._client: aiosmtplib.SMTP | None = None
+        self._idle: list[aiosmtplib.SMTP] = []
+        self._slots = asyncio.Semaphore(settings.connections)
 
-    async def _connected(self) -> aiosmtplib.SMTP:
-        if self._client is not None and self._client.is_connected:
-            return self._client
+    async def _connect(self) -> aiosmtplib.SMTP:
         s = self.settings
         client = aiosmtplib.SMTP(
             hostname=s.host,
@@ -72,26 +75,48 @@ class SmtpMailer:
             local_hostname="cartwatch",
         )
         await client.connect()
-        self._client = client
         return client
 
-    async def send(self, message: EmailMessage, sender: str, recipients: Sequence[str]) -> None:
-        try:
-            client = await self._connected()
-            await client.send_message(message, sender=sender, recipients=list(recipients))
-        except Exception as exc:
-            failure = smtp_failure(exc)
-            if failure.transient:
-                await self.close()  # the next attempt starts on a fresh connection
-            raise failure from None
+    async def send(self, message: bytes, sender: str, recipients: Sequence[str]) -> None:
+        """Send one message (``sending.build_email``); ``DeliveryError`` when it failed."""
+        options = [] if sender.isascii() and all(r.isascii() for r in recipients) else ["SMTPUTF8"]
+        async with self._slots:
+            client = None
+            while self._idle and client is None:
+                client = self._idle.pop()
+                if not client.is_connected:
+                    client = None
+            try:
+                if client is None:
+                    client = await self._connect()
+                await client.sendmail(sender, list(recipients), message, mail_options=options)
+            except Exception as exc:
+                failure = smtp_failure(exc)
+                if failure.transient and client is not None:
+                    await _quit(client)  # the next attempt starts on a fresh connection
+                    client = None
+                raise failure from None
+            except BaseException:  # cancelled mid-transaction: the connection is unusable
+                if client is not None:
+                    client.close()
+                    client = None
+                raise
+            finally:
+                if client is not None and client.is_connected:
+                    self._idle.append(client)
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and client.is_connected:
-            try:
-                await client.quit()
-            except Exception:  # already broken: just drop it
-                client.close()
+        idle, self._idle = self._idle, []
+        for client in idle:
+            await _quit(client)
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    if client.is_connected:
+        try:
+            await client.quit()
+        except Exception:  # already broken: just drop it
+            client.close()
 
 
 class WebhookPoster:

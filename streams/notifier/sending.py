@@ -4,11 +4,13 @@ The sender is partitioned by recipient, so one address's unsubscribes, frequency
 delivery records live on one partition; these functions decide on them without any I/O.
 """
 
+import binascii
 import hashlib
 import hmac
+import secrets
 from dataclasses import dataclass, field
 from decimal import Decimal
-from email.message import EmailMessage
+from email.header import Header
 from email.utils import format_datetime, formataddr
 from typing import Any
 
@@ -137,26 +139,88 @@ def message_id(due: ReminderDue, policy: ReminderPolicy) -> str:
 
 
 def build_email(due: ReminderDue, rendered: RenderedReminder, policy: ReminderPolicy,
-                unsubscribe_link: str | None, now: float) -> EmailMessage:
-    """The MIME message (text + HTML alternative); BCC stays in the envelope only."""
+                unsubscribe_link: str | None, now: float) -> bytes:
+    """The MIME message (text + HTML alternative) as sent; BCC stays in the envelope only.
+
+    Written directly as RFC 5322 / MIME bytes, 7-bit clean: headers that are not plain ASCII
+    become RFC 2047 encoded words, bodies that are not go quoted-printable. Lines end with LF,
+    as in ``bytes(EmailMessage)``; the SMTP client sends them as CRLF.
+    (``email.message.EmailMessage`` builds the same message, at about 3 ms a reminder: it was
+    most of the sender's CPU time.)
+    """
     assert due.recipient is not None
-    message = EmailMessage()
-    message["From"] = formataddr((policy.from_name or policy.store_name or "", policy.from_address))
-    message["To"] = formataddr(((due.cart.customer.name if due.cart.customer else None) or "",
-                                due.recipient))
+    headers = [
+        ("From", formataddr((policy.from_name or policy.store_name or "", policy.from_address))),
+        ("To", formataddr(((due.cart.customer.name if due.cart.customer else None) or "",
+                           due.recipient))),
+    ]
     if policy.reply_to:
-        message["Reply-To"] = policy.reply_to
-    message["Subject"] = rendered.subject
-    message["Date"] = format_datetime(utc_from_epoch(now))
-    message["Message-ID"] = message_id(due, policy)
+        headers.append(("Reply-To", policy.reply_to))
+    headers += [
+        ("Subject", rendered.subject),
+        ("Date", format_datetime(utc_from_epoch(now))),
+        ("Message-ID", message_id(due, policy)),
+    ]
     if unsubscribe_link:
-        message["List-Unsubscribe"] = f"<{unsubscribe_link}>"
-        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    message["X-Cartwatch-Abandonment"] = due.abandonment_id
-    message["X-Cartwatch-Step"] = str(due.step)
-    message.set_content(rendered.text)
-    message.add_alternative(rendered.html, subtype="html")
-    return message
+        headers += [("List-Unsubscribe", f"<{unsubscribe_link}>"),
+                    ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")]
+    headers += [
+        ("X-Cartwatch-Abandonment", due.abandonment_id),
+        ("X-Cartwatch-Step", str(due.step)),
+    ]
+    parts = [_text_part("plain", rendered.text), _text_part("html", rendered.html)]
+    boundary = _boundary(parts)
+    out = [header_line(name, value) for name, value in headers]
+    out.append(b"MIME-Version: 1.0\n")
+    out.append(b'Content-Type: multipart/alternative;\n boundary="' + boundary + b'"\n\n')
+    for part in parts:  # the line end before a delimiter belongs to the delimiter (RFC 2046)
+        out += [b"--", boundary, b"\n", part, b"\n"]
+    out += [b"--", boundary, b"--\n"]
+    return b"".join(out)
+
+
+HEADER_LINE = 78
+"""Recommended longest header line (RFC 5322 2.1.1); longer values are folded."""
+_MAX_LINE = 998
+"""Longest line allowed (RFC 5322 2.1.1), without its CRLF."""
+
+
+def header_line(name: str, value: str) -> bytes:
+    """``Name: value`` and LF, 7-bit and folded; a line break in ``value`` is refused."""
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"the {name} header must not contain a line break")
+    length = len(name) + 2 + len(value)
+    if value.isascii() and (length <= HEADER_LINE
+                            or length <= _MAX_LINE and " " not in value and "\t" not in value):
+        return f"{name}: {value}\n".encode("ascii")  # short, or nowhere to fold (a long link)
+    folded = Header(value, "us-ascii" if value.isascii() else "utf-8", header_name=name,
+                    maxlinelen=HEADER_LINE).encode(linesep="\n")
+    if any(len(line) > _MAX_LINE for line in folded.split("\n")):  # one overlong word
+        folded = Header(value, "utf-8", header_name=name,
+                        maxlinelen=HEADER_LINE).encode(linesep="\n")
+    return f"{name}: {folded}\n".encode("ascii")
+
+
+def _text_part(subtype: str, text: str) -> bytes:
+    """A ``text/<subtype>`` UTF-8 body part: 7bit when it can be, else quoted-printable."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.endswith("\n"):
+        text += "\n"
+    lines = text.split("\n")
+    if text.isascii() and max(map(len, lines)) <= _MAX_LINE:
+        encoding, body = "7bit", text.encode("ascii")
+    else:
+        encoding, body = "quoted-printable", binascii.b2a_qp(text.encode("utf-8"), istext=True)
+    return (f'Content-Type: text/{subtype}; charset="utf-8"\n'
+            f"Content-Transfer-Encoding: {encoding}\n\n").encode("ascii") + body
+
+
+def _boundary(parts: list[bytes]) -> bytes:
+    """A multipart boundary that occurs in none of the parts."""
+    while True:
+        boundary = f"=_cartwatch_{secrets.token_hex(12)}".encode("ascii")
+        if not any(boundary in part for part in parts):
+            return boundary
 
 
 def webhook_body(due: ReminderDue, policy: ReminderPolicy, secret: bytes, now: float) -> bytes:

@@ -370,9 +370,9 @@ async def attempt_delivery(due: ReminderDue, policy: ReminderPolicy) -> None:
                                 transient=False) from None
         if rendered is None:
             raise DeliveryError("templates of this store were not loaded", transient=False)
-        email = build_email(due, rendered, policy, context["unsubscribe_link"], now)
+        message = build_email(due, rendered, policy, context["unsubscribe_link"], now)
         assert due.recipient is not None
-        await mailer.send(email, policy.from_address, [due.recipient, *policy.bcc])
+        await mailer.send(message, policy.from_address, [due.recipient, *policy.bcc])
     else:
         assert policy.webhook_url is not None
         body = webhook_body(due, policy, notifier.secret, now)

@@ -33,12 +33,13 @@ POLICY = ReminderPolicy(store_name="Tea & Co", from_address="hi@tea.example",
                         unsubscribe_url="https://tea.example/u")
 
 
-def due(abandonment_id="c-1:1", step=1, channel="email", recipient="Ann@Example.com", **cart):
+def due(abandonment_id="c-1:1", step=1, channel="email", recipient="Ann@Example.com",
+        name="Ann", **cart):
     cart_doc = {
         "lines": [{"sku": "TEA", "name": "Green tea", "quantity": 3, "unit_price": "4.333",
                    "line_total": "12.999", "image_url": "https://tea.example/tea.png"}],
         "item_count": 3, "total": "12.999", "currency": "EUR",
-        "customer": {"name": "Ann", "email": recipient} if recipient else None,
+        "customer": {"name": name, "email": recipient} if recipient else None,
         "cart_url": "https://tea.example/cart/c-1", **cart,
     }
     return ReminderDue(
@@ -149,6 +150,35 @@ def test_the_email_headers_bodies_and_envelope_only_bcc():
     assert parsed["Bcc"] is None
     assert parsed.get_body(("plain",)).get_content() == "plain body\n"
     assert parsed.get_body(("html",)).get_content() == "<p>html body</p>\n"
+
+
+def test_the_email_is_7bit_mime_that_carries_any_text_exactly():
+    """Names and subjects outside ASCII, long subjects and long or non-ASCII bodies survive."""
+    subject = "Zoë, your cart at Tea & Co is still waiting for you — 3 items, 13.00 € in total"
+    text = "Hallo Zoë,\n" + "x" * 1200 + "\n.\nTotal: 13.00 €"
+    html = "<p>Grüße</p>\n<p>" + "y " * 700 + "</p>\n"
+    rendered = RenderedReminder(subject, text, html)
+    message = build_email(due(name="Zoë Ünal"), rendered, POLICY, "https://tea.example/u?t=" +
+                          "T" * 150, T0)
+
+    assert message.isascii()
+    assert all(len(line) <= 998 for line in message.split(b"\n"))
+    parsed = email.message_from_bytes(message, policy=default_policy)
+    assert parsed.defects == [] and all(part.defects == [] for part in parsed.walk())
+    assert parsed["To"] == "Zoë Ünal <Ann@Example.com>"
+    assert parsed["Subject"] == subject
+    assert parsed["List-Unsubscribe"] == "<https://tea.example/u?t=" + "T" * 150 + ">"
+    assert all(len(line) <= 78 for line in message.split(b"\n\n")[0].split(b"\n")
+               if not line.startswith(b"List-Unsubscribe:"))
+    assert parsed.get_body(("plain",)).get_content() == text + "\n"
+    assert parsed.get_body(("html",)).get_content() == html
+    assert parsed.get_content_type() == "multipart/alternative"
+
+
+def test_a_header_with_a_line_break_is_refused():
+    rendered = RenderedReminder("Your cart\nBcc: everyone@example.com", "body", "<p>body</p>")
+    with pytest.raises(ValueError, match="Subject"):
+        build_email(due(), rendered, POLICY, None, T0)
 
 
 def test_webhook_signature_is_an_hmac_of_the_body():
