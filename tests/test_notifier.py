@@ -90,7 +90,13 @@ class MailServer:
     """A second SMTP server (the stack's aiosmtpd process) a test can stop and start."""
 
     def __init__(self, maildir: Path) -> None:
-        self.port = free_ports(1)[0]
+        # The port stays bound (not listening) until the server has it: a client connecting
+        # while the server is down is refused, and the kernel never picks this port as the
+        # client's own (a connection to itself would block the server's bind).
+        self._reserved = socket.socket()
+        self._reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._reserved.bind(("127.0.0.1", 0))
+        self.port = self._reserved.getsockname()[1]
         self.maildir = maildir
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -104,6 +110,7 @@ class MailServer:
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    self._reserved.close()
                     return
             except OSError:
                 if time.monotonic() > deadline:
@@ -111,6 +118,7 @@ class MailServer:
                 time.sleep(0.05)
 
     def stop(self) -> None:
+        self._reserved.close()
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(10)

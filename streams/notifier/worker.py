@@ -10,7 +10,10 @@ to ``reminders-due`` keyed by the customer's address.
 an address's suppression, frequency cap and delivery records are local to one partition. Before
 each delivery attempt it writes the step's delivery record and waits until its changelog record
 is acknowledged by the broker: a redelivered step (crash, restart, rebalance) finds the record
-and is skipped, so no step is ever sent twice.
+and is skipped, so no step is ever sent twice. Messages of different addresses are processed
+concurrently (up to ``SENDER_WINDOW``), those of one address strictly one after the other in
+offset order; a message is released to Faust only once its processing ended, so a commit never
+passes a message still in flight.
 
 Test-only fault injection: ``CARTWATCH_FAULT_EXIT_AFTER_SEND=1`` makes the worker exit with
 ``os._exit(70)`` right after a successful delivery, before anything is recorded or committed.
@@ -59,6 +62,7 @@ from streams.notifier.channels import (
     WebhookPoster,
     deliver_with_retries,
 )
+from streams.notifier.lanes import KeyedLanes
 from streams.notifier.planning import (
     Decision,
     ReminderPlan,
@@ -89,6 +93,10 @@ KAFKA_RETRY_MAX = 10.0
 M = TypeVar("M", bound=BaseModel)
 
 FIRE_BATCH = 500
+SENDER_WINDOW = 64
+"""Reminder messages the sender processes at once (of different addresses, see KeyedLanes)."""
+SENDER_DRAIN_TIMEOUT = 30.0
+"""Seconds a stopping sender lets the deliveries in flight finish before cancelling them."""
 EXIT_AFTER_SEND = os.environ.get("CARTWATCH_FAULT_EXIT_AFTER_SEND") == "1"
 
 notifier = settings.notifier
@@ -205,29 +213,38 @@ def load_plan(cart_id: str) -> ReminderPlan | None:
 
 async def commit(cart_id: str, decision: Decision, scheduled_before: float | None) -> None:
     """Publish the decision's messages, then write the plan (at-least-once, like the lifecycle)."""
-    if not decision.changed:
-        return
+    await commit_all([(cart_id, decision, scheduled_before)])
+
+
+async def commit_all(decisions: list[tuple[str, Decision, float | None]]) -> None:
+    """``commit`` for several carts: every message is acknowledged before any plan is written,
+    so the broker's round trip is paid once for all of them."""
+    changed = [(cart_id, d, before) for cart_id, d, before in decisions if d.changed]
     messages: list[tuple[faust.TopicT, bytes, BaseModel]] = []
-    for message in decision.messages:
-        if isinstance(message, ReminderDue):
-            messages.append((reminders_due_topic, recipient_key(message), message))
-            counters["due"] += 1
-        else:
-            assert isinstance(message, NotificationLogEntry)
-            messages.extend(operator_messages(message, notifier.policy(message.store_id)))
+    for _, decision, _ in changed:
+        for message in decision.messages:
+            if isinstance(message, ReminderDue):
+                messages.append((reminders_due_topic, recipient_key(message), message))
+                counters["due"] += 1
+            else:
+                assert isinstance(message, NotificationLogEntry)
+                messages.extend(operator_messages(message, notifier.policy(message.store_id)))
     await publish(messages)
-    plan = decision.plan
-    if plan is None:
-        reminder_plans.pop(cart_id, None)
-        return
-    if plan.scheduled_at is not None and plan.scheduled_at != scheduled_before:
-        timers.deadlines.schedule(plan.partition, plan.scheduled_at, cart_id)
-    reminder_plans[cart_id] = plan.to_dict()
+    for cart_id, decision, scheduled_before in changed:
+        plan = decision.plan
+        if plan is None:
+            reminder_plans.pop(cart_id, None)
+            continue
+        if plan.scheduled_at is not None and plan.scheduled_at != scheduled_before:
+            timers.deadlines.schedule(plan.partition, plan.scheduled_at, cart_id)
+        reminder_plans[cart_id] = plan.to_dict()
 
 
 async def fire_due(partition: int, horizon: float) -> None:
-    """Decide every plan of the partition whose next step is due at ``horizon``."""
+    """Decide every plan of the partition whose next step is due at ``horizon``, committing
+    them ``FIRE_BATCH`` at a time."""
     while due := timers.deadlines.pop_due(partition, horizon, FIRE_BATCH):
+        decisions: list[tuple[str, Decision, float | None]] = []
         for deadline, cart_id in dict.fromkeys(due):
             plan = load_plan(cart_id)
             if plan is None or plan.scheduled_at != deadline:
@@ -238,7 +255,13 @@ async def fire_due(partition: int, horizon: float) -> None:
                 log.exception("deciding reminder of %s failed; plan dropped", cart_id)
                 reminder_plans.pop(cart_id, None)
                 continue
-            await commit(cart_id, decision, deadline)
+            decisions.append((cart_id, decision, deadline))
+        try:
+            await commit_all(decisions)
+        except BaseException:  # nothing was written: the retry must find them due again
+            for cart_id, _, deadline in decisions:
+                timers.deadlines.schedule(partition, deadline, cart_id)
+            raise
 
 
 async def handle_scheduler_input(event: EventT) -> None:
@@ -458,14 +481,39 @@ async def until_kafka_answers(handle: Callable[[EventT], Awaitable[None]], event
 
 
 async def reminder_sender(stream: StreamT) -> None:
-    """Screen and deliver due reminders; keep unsubscribes, caps and delivery records."""
+    """Screen and deliver due reminders; keep unsubscribes, caps and delivery records.
+
+    Messages of different addresses are processed concurrently, those of one address (one
+    Kafka key) one after the other in offset order (``KeyedLanes``). Each message holds one
+    more reference while it is processed: the stream's own ack, when the loop moves on, does
+    not release it; the end of its processing does. So Faust commits an offset only once every
+    message before it on the partition is done, and a rebalance waits for the ones in flight.
+    (A ``stream.noack()`` clone lost a message at a rebalance in the broker-restart scenario.)
+    """
     await declare_topics()
-    async for event in stream.events():
+    lanes = KeyedLanes(SENDER_WINDOW)
+
+    async def process(event: EventT) -> None:
+        message = event.message
+        release = True
         try:
             await until_kafka_answers(send, event)
+        except asyncio.CancelledError:  # stopping mid-delivery: never committed, redelivered
+            release = False
+            raise
         except Exception as exc:  # a bug must cost one message, never the stream
-            log.exception("notifier failed on %s", event.message.topic)
+            log.exception("notifier failed on %s", message.topic)
             await reject(event, f"processing failed: {type(exc).__name__}")
+        finally:
+            if release and event.ack():  # the last reference: the offset may be committed
+                app.sensors.on_message_out(message.tp, message.offset, message)
+
+    try:
+        async for event in stream.events():
+            event.message.incref()  # released by process(), not by the loop moving on
+            await lanes.submit(event.message.key, lambda event=event: process(event))
+    finally:
+        await lanes.drain(SENDER_DRAIN_TIMEOUT)
 
 
 def _install_operator_hook() -> None:
