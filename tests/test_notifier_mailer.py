@@ -4,6 +4,9 @@ import asyncio
 import uuid
 
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtplib.protocol import normalize_message_line_endings
+from kafka_helpers import free_ports
 
 from config.notifier import ReminderPolicy, SmtpSettings
 from schemas.notifications import ReminderDue
@@ -61,3 +64,52 @@ async def test_an_unreachable_server_is_a_transient_failure():
     with pytest.raises(DeliveryError) as failure:
         await mailer.send(b"Subject: x\n\nbody\n", "hi@tea.example", ["a@example.com"])
     assert failure.value.transient and "unreachable" in str(failure.value)
+
+
+class RefusingHandler:
+    """Accepts every message, refuses the recipient ``nobody@...``; keeps the envelopes."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[list[str], list[str], bytes]] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        if address.startswith("nobody@"):
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        self.received.append((envelope.mail_options, envelope.rcpt_tos, envelope.content))
+        return "250 OK"
+
+
+@pytest.fixture
+def refusing_server():
+    handler = RefusingHandler()
+    port = free_ports(1)[0]
+    controller = Controller(handler, hostname="127.0.0.1", port=port,
+                            server_hostname="localhost")
+    controller.start()
+    try:
+        yield handler, port
+    finally:
+        controller.stop()
+
+
+async def test_refused_recipients_and_the_declared_size(refusing_server):
+    handler, port = refusing_server
+    mailer = SmtpMailer(SmtpSettings(host="127.0.0.1", port=port, connections=1))
+    message = b"Subject: x\n\nline one\n.line two\n"
+    try:
+        with pytest.raises(DeliveryError) as failure:
+            await mailer.send(message, "hi@tea.example", ["nobody@example.com"])
+        assert not failure.value.transient and "550" in str(failure.value)
+        # some refused: the others get it, on the same (reset) connection
+        await mailer.send(message, "hi@tea.example", ["nobody@example.com", "ann@example.com"])
+    finally:
+        await mailer.close()
+
+    [(options, recipients, content)] = handler.received
+    assert recipients == ["ann@example.com"]
+    assert content == b"Subject: x\r\n\r\nline one\r\n.line two\r\n"  # dot-unstuffed by the server
+    assert f"SIZE={len(normalize_message_line_endings(message))}" in [o.upper() for o in options]

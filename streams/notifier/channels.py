@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 
 import aiohttp
@@ -89,7 +90,7 @@ class SmtpMailer:
             try:
                 if client is None:
                     client = await self._connect()
-                await client.sendmail(sender, list(recipients), message, mail_options=options)
+                await _transaction(client, message, sender, recipients, options)
             except Exception as exc:
                 failure = smtp_failure(exc)
                 if failure.transient and client is not None:
@@ -109,6 +110,41 @@ class SmtpMailer:
         idle, self._idle = self._idle, []
         for client in idle:
             await _quit(client)
+
+
+async def _transaction(client: aiosmtplib.SMTP, message: bytes, sender: str,
+                       recipients: Sequence[str], options: list[str]) -> None:
+    """MAIL, RCPT for each recipient, DATA: what ``SMTP.sendmail`` does, less its second regex
+    pass over the message (it rewrote the line ends once to size the message, again to send it:
+    a tenth of the sender's time). Refusals raise as there, after an RSET."""
+    encoding = "utf-8" if options else "ascii"
+    if options and not client.supports_extension("smtputf8"):
+        raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
+    mail_options = list(options)
+    if client.supports_extension("size"):
+        mail_options.insert(0, f"size={_size_as_sent(message)}")
+    try:
+        await client.mail(sender, options=mail_options, encoding=encoding)
+        refused: list[aiosmtplib.SMTPRecipientRefused] = []
+        for recipient in recipients:
+            try:
+                await client.rcpt(recipient, encoding=encoding)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                refused.append(exc)
+        if len(refused) == len(recipients):
+            raise aiosmtplib.SMTPRecipientsRefused(refused)
+        await client.data(message)
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+        with suppress(ConnectionError, aiosmtplib.SMTPResponseException):
+            await client.rset()  # the error that matters is the one raised below
+        raise
+
+
+def _size_as_sent(message: bytes) -> int:
+    """Octets of ``message`` in DATA: every lone LF or CR becomes CRLF, and it ends with CRLF."""
+    crlf = message.count(b"\r\n")
+    size = len(message) + (message.count(b"\n") - crlf) + (message.count(b"\r") - crlf)
+    return size if message.endswith((b"\n", b"\r")) else size + 2
 
 
 async def _quit(client: aiosmtplib.SMTP) -> None:

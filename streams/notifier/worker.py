@@ -211,6 +211,12 @@ def load_plan(cart_id: str) -> ReminderPlan | None:
     return None if stored is None else ReminderPlan.from_dict(stored)
 
 
+def forget_plan(cart_id: str) -> None:
+    """Delete a cart's plan (``pop`` would read and decode the whole plan first)."""
+    if cart_id in reminder_plans:
+        del reminder_plans[cart_id]
+
+
 async def commit(cart_id: str, decision: Decision, scheduled_before: float | None) -> None:
     """Publish the decision's messages, then write the plan (at-least-once, like the lifecycle)."""
     await commit_all([(cart_id, decision, scheduled_before)])
@@ -233,7 +239,7 @@ async def commit_all(decisions: list[tuple[str, Decision, float | None]]) -> Non
     for cart_id, decision, scheduled_before in changed:
         plan = decision.plan
         if plan is None:
-            reminder_plans.pop(cart_id, None)
+            forget_plan(cart_id)
             continue
         if plan.scheduled_at is not None and plan.scheduled_at != scheduled_before:
             timers.deadlines.schedule(plan.partition, plan.scheduled_at, cart_id)
@@ -253,7 +259,7 @@ async def fire_due(partition: int, horizon: float) -> None:
                 decision = decide_due_step(plan, notifier.policy(plan.store_id), time.time())
             except Exception:  # a bug must cost one plan, never the stream
                 log.exception("deciding reminder of %s failed; plan dropped", cart_id)
-                reminder_plans.pop(cart_id, None)
+                forget_plan(cart_id)
                 continue
             decisions.append((cart_id, decision, deadline))
         try:
