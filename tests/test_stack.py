@@ -18,7 +18,7 @@ from kafka_helpers import create_topics, free_ports, isolated_stack_env
 from config.stack import SettingsError, StackSettings, parse_bootstrap
 from streams.stack import ServiceProcess, StackError, status
 from streams.stack.cli import STATUS_DEAD, STATUS_NOT_RUNNING, stack
-from streams.stack.kafka import broker_reachable, verify_sha256
+from streams.stack.kafka import no_broker_registered, broker_reachable, verify_sha256
 from streams.stack.process import port_free, wait_until
 
 
@@ -147,6 +147,20 @@ def test_down_after_broker_was_killed_cleans_up_and_up_recovers(stack_dir: Path)
     restarted = cli("up")
     assert restarted.exit_code == 0, restarted.output
     assert broker_reachable(settings().bootstrap)
+
+
+@pytest.mark.parametrize(
+    ("dump", "free"),
+    [
+        ("SessionTracker dump:\nephemeral nodes dump:\nSessions with Ephemerals (0):\n", True),
+        ("ephemeral nodes dump:\nSessions with Ephemerals (1):\n0x1000:\n\t/brokers/ids/0\n",
+         False),
+        ("This ZooKeeper instance is not currently serving requests\n", False),
+        ("", False),
+    ],
+)
+def test_zookeeper_is_free_for_a_broker_only_once_it_lists_its_nodes(dump: str, free: bool) -> None:
+    assert no_broker_registered(dump) is free
 
 
 @pytest.mark.integration

@@ -214,14 +214,21 @@ def start_zookeeper(dist: KafkaDistribution, settings: StackSettings) -> Service
     )
     wait_ready(
         service,
-        lambda: (
-            _zookeeper_says(settings.zookeeper_port, "ruok") == "imok"
-            and "/brokers/ids/" not in _zookeeper_says(settings.zookeeper_port, "dump")
-        ),
+        lambda: _zookeeper_says(settings.zookeeper_port, "ruok") == "imok"
+        and no_broker_registered(_zookeeper_says(settings.zookeeper_port, "dump")),
         settings.start_timeout,
         "CARTWATCH_STACK_TIMEOUT",
     )
     return service
+
+
+def no_broker_registered(dump: str) -> bool:
+    """Does ZooKeeper's ``dump`` list its ephemeral nodes, none of them a broker's?
+
+    Until it has loaded its data, ZooKeeper answers ``dump`` with "not currently serving
+    requests", which lists no broker either, yet the dead broker's node is about to reappear.
+    """
+    return "ephemeral nodes dump" in dump.lower() and "/brokers/ids/" not in dump
 
 
 def _zookeeper_says(port: int, command: str) -> str:
