@@ -173,6 +173,35 @@ async def test_two_workers_share_partitions(pipeline: Pipeline) -> None:
     assert sorted(r["abandonment_id"] for r in outputs["cart-abandoned"]) == sorted(expected)
 
 
+async def test_partitions_taken_over_after_their_input_was_read_keep_firing(
+    pipeline: Pipeline,
+) -> None:
+    """A worker that takes over partitions whose inputs another worker read to the end must
+    know they are caught up: it never saw their event times, and a partition it believed
+    behind would hold every deadline and every event back until its input moved again."""
+    pipeline.settings.update(CARTWATCH_ABANDON_AFTER="3s")
+    first = pipeline.worker("first").start()
+    first.wait_ready()
+    shop = Shop("s")
+    bought = [f"bought-{n}" for n in range(24)]
+    await pipeline.send([shop.add(cart, "MUG") for cart in bought])
+    await pipeline.send([shop.purchase(cart) for cart in bought])
+    await pipeline.wait_committed()
+    second = pipeline.worker("second").start()
+    second.wait_ready()
+    first.wait_ready(after=1)
+    assert worker_partitions(second), "the second worker took no partition over"
+
+    shop.base = datetime.now(UTC)
+    carts = [f"cart-{n}" for n in range(24)]
+    await pipeline.send([shop.add(cart, "MUG") for cart in carts])
+    expected = {f"{cart}:1" for cart in carts}
+    outputs = await pipeline.collect(
+        lambda out: ids(out["cart-abandoned"]) >= expected, timeout=30, settle=1.0
+    )
+    assert ids(outputs["cart-abandoned"]) == expected
+
+
 def worker_partitions(worker: Worker) -> set[int]:
     """The partitions a worker owned after its latest rebalance, from its log."""
     line = [line for line in worker.log().splitlines() if READY_LINE in line][-1]
