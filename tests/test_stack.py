@@ -18,7 +18,7 @@ from kafka_helpers import create_topics, free_ports, isolated_stack_env
 from config.stack import SettingsError, StackSettings, parse_bootstrap
 from streams.stack import ServiceProcess, StackError, status
 from streams.stack.cli import STATUS_DEAD, STATUS_NOT_RUNNING, stack
-from streams.stack.kafka import no_broker_registered, broker_reachable, verify_sha256
+from streams.stack.kafka import broker_reachable, no_broker_registered, verify_sha256
 from streams.stack.process import port_free, wait_until
 
 
