@@ -36,9 +36,10 @@ class OperatorSettings(BaseModel):
     )
     read_model: str = Field(
         "sqlite",
-        pattern=r"^(sqlite|memory)$",
+        pattern=r"^(sqlite|memory|off)$",
         description="'sqlite' keeps the read model in <data_dir>/operator.sqlite3 across "
-        "restarts; 'memory' rebuilds it from the output topics at every start",
+        "restarts; 'memory' rebuilds it from the output topics at every start; 'off' keeps "
+        "none (a pipeline-only worker: its API answers 503, probes and metrics still work)",
     )
     track_created_carts: bool = Field(
         True, description="Also read cart-events/purchase-events to count carts created"

@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-FIGURES = {"a", "b", "c", "d", "e.p50", "e.p99", "e.max", "f", "g", "h", "i"}
+FIGURES = {"a", "b", "c", "d", "d2", "e.p50", "e.p99", "e.max", "f", "g", "h", "i"}
 
 
 def test_quick_bench_reports_every_figure_well_formed(kafka_bootstrap, tmp_path):
@@ -31,9 +31,11 @@ def test_quick_bench_reports_every_figure_well_formed(kafka_bootstrap, tmp_path)
         assert figure["value"] > 0, key
     assert set(report["ratios"]) == {"d/a", "d/b", "d/c"}
     assert all(ratio > 0 for ratio in report["ratios"].values())
-    assert report["checks"]["d_outputs"]["missing"] == {
-        "abandonment_ids": 0, "recovered_ids": 0, "reactivated_ids": 0}
-    assert report["checks"]["d_outputs"]["unexpected_abandonments"] == 0
+    for worker in ("d", "d2"):  # without and with the operator read model
+        outputs = report["checks"][f"{worker}_outputs"]
+        assert outputs["missing"] == {
+            "abandonment_ids": 0, "recovered_ids": 0, "reactivated_ids": 0}, worker
+        assert outputs["unexpected_abandonments"] == 0, worker
     assert figures["i"]["unit"] == "emails/s" and figures["i"]["floor"] == ">= 500 emails/s"
     emails = report["checks"]["i_emails"]
     assert emails["expected"] == emails["received"] > 0

@@ -405,3 +405,25 @@ def check_cli(worker: Worker, expected: Expected) -> None:
                                  "CARTWATCH_API_TOKEN": "wrong"},
                             capture_output=True, timeout=60, cwd=worker.workdir)
     assert denied.returncode == 1 and b"HTTP 401" in denied.stderr
+
+
+async def test_worker_without_read_model_processes_and_says_why_it_cannot_answer(
+    pipeline: Pipeline,
+) -> None:
+    """``CARTWATCH_READ_MODEL=off``: a pipeline-only worker; its probes and metrics work, its
+    API refuses with the reason, and the pipeline runs as usual."""
+    pipeline.settings.update(CARTWATCH_ABANDON_AFTER="2s", CARTWATCH_READ_MODEL="off")
+    worker = pipeline.worker("pipeline-only").start()
+    worker.wait_ready()
+    await pipeline.send([Shop("s").add("cart-1", "MUG-1")])
+    outputs = await pipeline.collect(lambda out: bool(out["cart-abandoned"]), timeout=30)
+    assert [r["abandonment_id"] for r in outputs["cart-abandoned"]] == ["cart-1:1"]
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{worker.web_url}/cartwatch/api/carts/") as response:
+            assert response.status == 503
+            assert "CARTWATCH_READ_MODEL=off" in (await response.json())["error"]
+        async with http.get(f"{worker.web_url}/readyz") as response:
+            assert response.status == 200, await response.text()
+        metrics = parse_metrics(await get(http, worker, "/metrics", headers=None))
+        assert metrics["cartwatch_read_model_loaded"] == 1
+    assert not (worker.workdir / "data" / "operator.sqlite3").exists()

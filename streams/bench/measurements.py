@@ -103,9 +103,15 @@ class Bench:
             rate = self._contender(key, module, topics, len(messages), prefix)
             self.report.add(Figure(key, label, rate, "events/s"))
         self.say("d: cartwatch worker")
-        rate = self._cartwatch_throughput(prefix, len(messages), spec, expected)
+        rate = self._cartwatch_throughput(prefix, len(messages), spec, expected, "d", "off")
         self.report.add(Figure("d", "cartwatch pipeline, RocksDB state (1 worker)", rate,
                                "events/s", floor=">= 3 x b"))
+        self.say("d2: cartwatch worker with its operator read model")
+        prefix = self.prefix("tp2")  # its own outputs: the read model reads them all
+        asyncio.run(self._load(prefix, messages))
+        rate = self._cartwatch_throughput(prefix, len(messages), spec, expected, "d2", "sqlite")
+        self.report.add(Figure("d2", "d, the worker also keeping the operator read model",
+                               rate, "events/s"))
         self.report.ratio("d/a", "d", "a")
         self.report.ratio("d/b", "d", "b")
         self.report.ratio("d/c", "d", "c")
@@ -166,9 +172,12 @@ class Bench:
         return first[0], first[1], time.time()
 
     def _cartwatch_throughput(
-        self, prefix: str, count: int, spec: LoadSpec, expected: Any
+        self, prefix: str, count: int, spec: LoadSpec, expected: Any, key: str, read_model: str
     ) -> float:
-        worker = self._worker("d", prefix, CARTWATCH_ABANDON_AFTER=str(spec.abandon_after))
+        """A worker's rate on the pre-loaded input; ``read_model`` "off" is a pipeline-only
+        worker, as a deployment that serves the operator API from other workers runs them."""
+        worker = self._worker(key, prefix, CARTWATCH_ABANDON_AFTER=str(spec.abandon_after),
+                              CARTWATCH_READ_MODEL=read_model)
         worker.start()
         try:
             first_at, first_count, last_at = self._wait_inputs(worker, count)
@@ -179,7 +188,7 @@ class Bench:
             ("abandonment_ids", expected.abandonment_ids),
             ("recovered_ids", expected.recovered_ids),
             ("reactivated_ids", expected.reactivated_ids))}
-        self.report.checks["d_outputs"] = {
+        self.report.checks[f"{key}_outputs"] = {
             "expected": {k: len(v) for k, v in expected.as_json().items()},
             "missing": missing,
             "unexpected_abandonments": len(found["abandonment_ids"] - expected.abandonment_ids),

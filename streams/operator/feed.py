@@ -87,11 +87,15 @@ class FeedStatus:
 class ReadModelFeed(Service):
     """Consumes the feed topics into the shared read model for as long as the worker runs."""
 
-    def __init__(self, settings: Settings, shared: SharedReadModel, **kwargs: Any) -> None:
+    def __init__(
+        self, settings: Settings, shared: SharedReadModel | None, **kwargs: Any
+    ) -> None:
+        """Without ``shared`` (``read_model = "off"``) nothing is read; the consumer still
+        answers ``broker_reachable`` for the readiness probe."""
         super().__init__(**kwargs)
         self.settings = settings
         self.shared = shared
-        self.topics = feed_topics(settings)
+        self.topics = feed_topics(settings) if shared is not None else {}
         self.consumer: AIOKafkaConsumer | None = None
         self.positions: dict[tuple[str, int], int] = {}
         self.undecodable = 0
@@ -99,7 +103,10 @@ class ReadModelFeed(Service):
         self.loaded = asyncio.Event()
 
     async def on_start(self) -> None:
-        self.positions = dict((await self.shared.run(ReadModel.offsets)).positions)
+        if self.shared is None:
+            self.loaded.set()
+        else:
+            self.positions = dict((await self.shared.run(ReadModel.offsets)).positions)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=parse_bootstrap(self.settings.broker),
             client_id=f"{self.settings.app_id}-operator-feed",
@@ -118,6 +125,8 @@ class ReadModelFeed(Service):
     async def _consume(self) -> None:
         consumer = self.consumer
         assert consumer is not None
+        if not self.topics:
+            return
         assigned: set[TopicPartition] = set()
         next_discovery = 0.0
         loop = asyncio.get_running_loop()
@@ -179,6 +188,7 @@ class ReadModelFeed(Service):
                 else:
                     records.append(record)
             offsets[(tp.topic, tp.partition)] = messages[-1].offset + 1
+        assert self.shared is not None
         await self.shared.run(ReadModel.write_batch, records, offsets)
         self.positions.update(offsets)
 

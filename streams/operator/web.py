@@ -64,13 +64,16 @@ class OperatorFeed(ReadModelFeed):
     """The read-model feed of this worker, started with the app after table recovery."""
 
     def __init__(self, **kwargs: Any) -> None:
-        shared = SharedReadModel(ReadModel(read_model_path()))
+        shared = None
+        if settings.operator.read_model != "off":
+            shared = SharedReadModel(ReadModel(read_model_path()))
         super().__init__(settings, shared, **kwargs)
         runtime.feed, runtime.shared = self, shared
 
     async def on_stop(self) -> None:
         await super().on_stop()
-        await self.shared.run(ReadModel.close)
+        if self.shared is not None:
+            await self.shared.run(ReadModel.close)
 
 
 pipeline.abandon_observers.append(
@@ -108,6 +111,9 @@ def require_token(request: Request) -> None:
 
 def shared_model() -> SharedReadModel:
     if runtime.shared is None:
+        if settings.operator.read_model == "off":
+            raise HTTPProblem(503, "this worker keeps no read model (CARTWATCH_READ_MODEL=off);"
+                              " ask a worker that does")
         raise HTTPProblem(503, "the read model is not started yet")
     return runtime.shared
 
