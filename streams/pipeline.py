@@ -270,6 +270,8 @@ async def fire_due(checkpoint: Checkpoint, horizon: float | None = None) -> None
         return  # the safe time never passes the wall clock: nothing can be due
     if horizon is None:
         horizon = timers.fire_horizon(partition)
+    if earliest is not None and earliest > horizon and not prepared.has_sent(partition):
+        return  # a replay: due by the wall clock, not yet by the event time of the inputs
     sent_ahead = prepared.take_sent(partition)
     due = [] if nothing_due else timers.pop_due(partition, horizon, sys.maxsize)
     sent: list[tuple[float, str]] = []

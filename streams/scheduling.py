@@ -76,9 +76,10 @@ class PartitionTimers:
 
     def earliest(self, partition: int) -> float | None:
         """The partition's earliest deadline, staged or not; O(1)."""
-        found = [e for e in (self.deadlines.earliest(partition), self.staged.earliest(partition))
-                 if e is not None]
-        return min(found, default=None)
+        waiting, staged = self.deadlines.earliest(partition), self.staged.earliest(partition)
+        if waiting is None or staged is None:
+            return staged if waiting is None else waiting
+        return min(waiting, staged)
 
     def pop_due(self, partition: int, horizon: float, limit: int) -> list[tuple[float, str]]:
         """Remove and return up to ``limit`` entries due at ``horizon``, staged ones first."""
