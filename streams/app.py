@@ -13,6 +13,7 @@ from collections.abc import Callable
 import faust
 
 from config.settings import load_settings
+from streams.consumer import RewindingConsumer
 
 settings = load_settings()
 
@@ -39,6 +40,8 @@ app = faust.App(
     table_standby_replicas=0,
     autodiscover=False,
 )
+# Records Faust drops at a rebalance are read again even on a partition never committed.
+app.transport.Consumer = RewindingConsumer
 
 
 def table_options() -> dict[str, int]:

@@ -1,0 +1,67 @@
+"""Faust's seek to committed offsets (after a rebalance, or when it dropped fetched records)
+reaches every partition of the app's consumer, also those never committed."""
+
+from aiokafka.structs import TopicPartition
+from faust.types import TP
+
+from streams.app import app
+from streams.consumer import never_committed
+
+
+class FakeConsumerThread:
+    """aiokafka behind Faust: ``seek_to_committed`` moves only partitions committed above 0."""
+
+    def __init__(self, committed: dict[TopicPartition, int | None]) -> None:
+        self.committed = committed
+        self.positions = {tp: 1 for tp in committed}  # the fetcher went past offset 0
+        self.revoked: set[TopicPartition] = set()
+
+    async def seek_to_committed(self) -> dict[TopicPartition, int | None]:
+        for tp, offset in self.committed.items():
+            if offset and offset > 0:
+                self.positions[tp] = offset
+        return dict(self.committed)
+
+    async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        for tp in partitions:
+            assert tp not in self.revoked, "aiokafka refuses to seek an unassigned partition"
+            self.positions[tp] = 0
+
+    def assignment(self) -> set[TP]:
+        return {TP(tp.topic, tp.partition) for tp in self.committed} - {
+            TP(tp.topic, tp.partition) for tp in self.revoked}
+
+
+def app_consumer(thread: FakeConsumerThread):  # noqa: ANN201
+    consumer = object.__new__(app.transport.Consumer)  # what the worker's app creates
+    consumer._thread = thread
+    consumer._read_offset = {}
+    consumer._committed_offset = {}
+    return consumer
+
+
+async def test_a_partition_never_committed_is_read_again_from_its_beginning():
+    never, zero, committed = (TopicPartition("reminders-due", n) for n in range(3))
+    thread = FakeConsumerThread({never: None, zero: 0, committed: 5})
+
+    await app_consumer(thread).perform_seek()
+
+    # The record a rebalance dropped on the never-committed partition is read again.
+    assert thread.positions == {never: 0, zero: 0, committed: 5}
+
+
+async def test_a_partition_revoked_during_the_seek_is_left_alone():
+    kept, revoked = TopicPartition("reminders-due", 0), TopicPartition("reminders-due", 1)
+    thread = FakeConsumerThread({kept: None, revoked: None})
+    thread.revoked.add(revoked)
+
+    await app_consumer(thread).perform_seek()
+
+    assert thread.positions == {kept: 0, revoked: 1}
+
+
+def test_never_committed_partitions():
+    a, b, c = TP("t", 0), TP("t", 1), TP("t", 2)
+
+    assert never_committed({a: None, b: 0, c: 3}, {a, b, c}) == [a, b]
+    assert never_committed({a: None, b: 0}, {b}) == [b]
