@@ -11,18 +11,20 @@ back to its first offset, as if committed there; redelivered records are the usu
 at-least-once repeats.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from faust.transport.drivers.aiokafka import Consumer
 from faust.types import TP
 
 
-def never_committed(committed: Mapping[TP, int | None], assigned: Iterable[TP]
-                    ) -> list[TP]:
+def never_committed(committed: Mapping[TP, int | None], assigned: Iterable[TP],
+                    changelogs: Collection[str] = ()) -> list[TP]:
     """The partitions ``seek_to_committed`` left where they were (no committed offset, or 0)
-    that are still assigned (a partition revoked meanwhile cannot be sought)."""
+    that are still assigned (a partition revoked meanwhile cannot be sought). Table changelogs
+    are never committed: table recovery positions them itself."""
     still = set(assigned)
-    return [tp for tp, offset in committed.items() if not offset and tp in still]
+    return [tp for tp, offset in committed.items()
+            if not offset and tp in still and tp.topic not in changelogs]
 
 
 class RewindingConsumer(Consumer):
@@ -30,7 +32,8 @@ class RewindingConsumer(Consumer):
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         committed = await super().seek_to_committed()
-        rewind = never_committed(committed, self.assignment())
+        rewind = never_committed(committed, self.assignment(),
+                                 self.app.tables.changelog_topics)
         if rewind:
             await self._thread.seek_to_beginning(*rewind)
         return committed

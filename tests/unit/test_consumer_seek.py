@@ -37,6 +37,7 @@ def app_consumer(thread: FakeConsumerThread):  # noqa: ANN201
     consumer._thread = thread
     consumer._read_offset = {}
     consumer._committed_offset = {}
+    consumer.app = app
     return consumer
 
 
@@ -65,3 +66,6 @@ def test_never_committed_partitions():
 
     assert never_committed({a: None, b: 0, c: 3}, {a, b, c}) == [a, b]
     assert never_committed({a: None, b: 0}, {b}) == [b]
+    changelog = TP("app-carts-changelog", 0)
+    assert never_committed({a: None, changelog: None}, {a, changelog},
+                           {"app-carts-changelog"}) == [a]
