@@ -45,9 +45,9 @@ class Report:
     def value(self, key: str) -> float | None:
         return next((f.value for f in self.figures if f.key == key), None)
 
-    def ratio(self, name: str, numerator: str, denominator: str) -> None:
+    def ratio(self, name: str, numerator: str, denominator: str, times: float = 1.0) -> None:
         top, bottom = self.value(numerator), self.value(denominator)
-        self.ratios[name] = round(top / bottom, 3) if top and bottom else None
+        self.ratios[name] = round(times * top / bottom, 3) if top and bottom else None
 
     def floors_hold(self) -> bool:
         return all(figure.ok is not False for figure in self.figures)
