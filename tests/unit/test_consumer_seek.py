@@ -5,7 +5,7 @@ from aiokafka.structs import TopicPartition
 from faust.types import TP
 
 from streams.app import app
-from streams.consumer import never_committed
+from streams.consumer import first_unacknowledged, never_committed
 
 
 class FakeConsumerThread:
@@ -22,10 +22,12 @@ class FakeConsumerThread:
                 self.positions[tp] = offset
         return dict(self.committed)
 
-    async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
-        for tp in partitions:
-            assert tp not in self.revoked, "aiokafka refuses to seek an unassigned partition"
-            self.positions[tp] = 0
+    async def earliest_offsets(self, *partitions: TopicPartition) -> dict[TopicPartition, int]:
+        return {tp: 0 for tp in partitions}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        assert tp not in self.revoked, "aiokafka refuses to seek an unassigned partition"
+        self.positions[tp] = offset
 
     def assignment(self) -> set[TP]:
         return {TP(tp.topic, tp.partition) for tp in self.committed} - {
@@ -37,6 +39,7 @@ def app_consumer(thread: FakeConsumerThread):  # noqa: ANN201
     consumer._thread = thread
     consumer._read_offset = {}
     consumer._committed_offset = {}
+    consumer._acked_index = {}
     consumer.app = app
     return consumer
 
@@ -51,6 +54,19 @@ async def test_a_partition_never_committed_is_read_again_from_its_beginning():
     assert thread.positions == {never: 0, zero: 0, committed: 5}
 
 
+async def test_a_never_committed_partition_resumes_after_what_it_acknowledged():
+    tp = TopicPartition("cart-events", 0)
+    thread = FakeConsumerThread({tp: None})
+    thread.positions[tp] = 9  # fetched up to 8; 5 and later were dropped, never processed
+    consumer = app_consumer(thread)
+    consumer._acked_index = {TP("cart-events", 0): {0, 1, 2, 3, 4, 6}}
+
+    await consumer.perform_seek()
+
+    # What a commit would have stored: records 0-4 are not read a second time, 5 is read again.
+    assert thread.positions == {tp: 5}
+
+
 async def test_a_partition_revoked_during_the_seek_is_left_alone():
     kept, revoked = TopicPartition("reminders-due", 0), TopicPartition("reminders-due", 1)
     thread = FakeConsumerThread({kept: None, revoked: None})
@@ -59,6 +75,12 @@ async def test_a_partition_revoked_during_the_seek_is_left_alone():
     await app_consumer(thread).perform_seek()
 
     assert thread.positions == {kept: 0, revoked: 1}
+
+
+def test_first_unacknowledged_offset():
+    assert first_unacknowledged(0, set()) == 0
+    assert first_unacknowledged(3, {3, 4, 6}) == 5
+    assert first_unacknowledged(10, {3, 4}) == 10
 
 
 def test_never_committed_partitions():
