@@ -68,6 +68,9 @@ class Settings(BaseModel):
     session_timeout: Duration = 10.0
     """How soon a silent worker's partitions (and timers) move to the others."""
     timer_resolution: Duration = 0.25
+    offset_commit_interval: Duration = 2.8
+    """How often processed input offsets are committed (Faust's default); a rebalance or a
+    clean stop commits at once, so this bounds only what a crash makes the next owner redo."""
     abandon_after: Duration = 30 * 60
     abandoned_retention: Duration = 30 * 86_400
     purchased_retention: Duration = 7 * 86_400

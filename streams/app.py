@@ -35,6 +35,7 @@ app = faust.App(
     # partition per request, so many carts falling due at once went out one round trip per 16
     # KiB. Kafka's default message.max.bytes (1 MB) still admits each batch.
     producer_max_batch_size=512 * 1024,
+    broker_commit_interval=settings.offset_commit_interval,
     broker_session_timeout=settings.session_timeout,
     broker_heartbeat_interval=settings.session_timeout / 4,
     table_standby_replicas=0,

@@ -1,6 +1,8 @@
 """The cart lifecycle pipeline end to end: real broker, real worker processes."""
 
+import asyncio
 import signal
+import time
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -200,6 +202,34 @@ async def test_partitions_taken_over_after_their_input_was_read_keep_firing(
         lambda out: ids(out["cart-abandoned"]) >= expected, timeout=30, settle=1.0
     )
     assert ids(outputs["cart-abandoned"]) == expected
+
+
+async def test_a_rebalance_commits_what_was_processed(pipeline: Pipeline) -> None:
+    """Faust forgets the acknowledgements of revoked partitions before its own revocation commit;
+    the app's consumer commits first, so no new owner redoes the old owner's work (with a
+    periodic commit an hour away, only the rebalance can have committed)."""
+    pipeline.settings.update(CARTWATCH_ABANDON_AFTER="1h", CARTWATCH_OFFSET_COMMIT_INTERVAL="1h")
+    first = pipeline.worker("first").start()
+    first.wait_ready()
+    shop = Shop("s")
+    await pipeline.send([shop.add(f"cart-{n}", "MUG") for n in range(40)])
+    cart_topic = f"in:{pipeline.topic('cart-events')}"
+    async with aiohttp.ClientSession() as http:
+        deadline = time.monotonic() + 30
+        while (await counters(http, first)).get(cart_topic, 0) < 40:
+            assert time.monotonic() < deadline, "the first worker did not read the carts"
+            await asyncio.sleep(0.1)
+        second = pipeline.worker("second").start()
+        second.wait_ready()
+        first.wait_ready(after=1)
+        await pipeline.wait_committed(timeout=20)
+        assert worker_partitions(second), "the second worker took no partition over"
+        assert (await counters(http, second)).get(cart_topic, 0) == 0
+
+
+async def counters(http: aiohttp.ClientSession, worker: Worker) -> dict[str, int]:
+    async with http.get(f"{worker.web_url}/cartwatch/counters/") as response:
+        return await response.json()
 
 
 def worker_partitions(worker: Worker) -> set[int]:
