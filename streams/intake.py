@@ -56,11 +56,13 @@ def decode_input(
     try:
         event = model.model_validate_json(value)
     except ValidationError:
-        return _refusal(kind, value)
+        return _refusal(kind, model, value)
     return _checked(event, key, now, settings)
 
 
-def _refusal(kind: InputKind, value: bytes) -> Rejected:
+def _refusal(
+    kind: InputKind, model: type[CartEvent] | type[PurchaseEvent], value: bytes
+) -> Rejected:
     try:
         document = json.loads(value.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
@@ -75,7 +77,6 @@ def _refusal(kind: InputKind, value: bytes) -> Rejected:
             f"unknown {kind} event type {str(event_type)[:50]!r}; expected one of "
             + ", ".join(sorted(known_types)),
         )
-    model = CartEvent if kind == "cart" else PurchaseEvent
     try:
         model.model_validate(document)
     except ValidationError as exc:

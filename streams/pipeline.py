@@ -12,7 +12,7 @@ the outputs are awaited until the broker has them, then each changed cart is wri
 their offsets. A crash anywhere repeats outputs (with the same ``abandonment_id``) rather than
 dropping them, and an offset is never committed ahead of its state. Events stay unacknowledged
 for at most ``COMMIT_INTERVAL``, so a rebalance (which waits until every event is acknowledged)
-finds every checkpoint committed by the ``commit_idle`` timer.
+finds every checkpoint committed by the ``commit_idle`` task.
 """
 
 import asyncio
@@ -265,12 +265,13 @@ async def fire_due(checkpoint: Checkpoint, horizon: float | None = None) -> None
     """
     partition = checkpoint.partition
     earliest = timers.earliest(partition)
+    sent_ahead_waiting = prepared.has_sent(partition)
     nothing_due = earliest is None or earliest > time.time()
-    if nothing_due and not prepared.has_sent(partition):
+    if nothing_due and not sent_ahead_waiting:
         return  # the safe time never passes the wall clock: nothing can be due
     if horizon is None:
         horizon = timers.fire_horizon(partition)
-    if earliest is not None and earliest > horizon and not prepared.has_sent(partition):
+    if earliest is not None and earliest > horizon and not sent_ahead_waiting:
         return  # a replay: due by the wall clock, not yet by the event time of the inputs
     sent_ahead = prepared.take_sent(partition)
     due = [] if nothing_due else timers.pop_due(partition, horizon, sys.maxsize)

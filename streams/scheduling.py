@@ -41,11 +41,11 @@ class PartitionTimers:
         self.input_topics = tuple(input_topics)
         self.tick_topic = tick_topic
         self.prepare_ahead = prepare_ahead
+        """How long before their deadline entries move to ``staged`` (0: never)."""
         self.grace = grace
         """Seconds the wall clock must be past a deadline before it fires with no event to
         prove it (``fire_horizon``): the end of a partition is known from the last fetch, so a
         message produced just before a deadline may not be known yet when it passes."""
-        """How long before their deadline entries move to ``staged`` (0: never)."""
         self.deadlines = DeadlineIndex()
         self.staged = DeadlineIndex()
         """Entries the agent took out of ``deadlines`` to prepare for (see ``stage``)."""

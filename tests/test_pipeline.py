@@ -73,10 +73,8 @@ async def test_realistic_mix_gives_exact_outputs(pipeline: Pipeline) -> None:
     assert sorted(letter["error_kind"] for letter in letters) == [
         "invalid", "invalid", "not_json", "unknown_type"]
     assert all(letter["value_base64"] for letter in letters)
-    async with aiohttp.ClientSession() as http, http.get(
-        f"{worker.web_url}/cartwatch/counters/"
-    ) as response:
-        counts = await response.json()
+    async with aiohttp.ClientSession() as http:
+        counts = await counters(http, worker)
     assert counts["dead_lettered"] == 4
     assert counts["out:cart_abandoned"] == len(expected_abandoned)
 
