@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from kafka_helpers import create_topics, free_ports
 
@@ -37,6 +37,47 @@ class Worker(WorkerProcess):
         self.wait_ready_blocking(after, timeout)
 
 
+@dataclass(frozen=True)
+class Located:
+    """One output record with where it was read: topic (logical name), partition, offset."""
+
+    topic: str
+    partition: int
+    offset: int
+    record: dict[str, Any]
+
+
+class Outputs(dict[str, list[dict[str, Any]]]):
+    """Records read per logical topic; ``located`` keeps each with its partition and offset."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.located: list[Located] = []
+
+    def misplaced(self, input_partitions: Mapping[str, int]) -> list[str]:
+        """Outputs not on their cart's input partition number, or out of order for their cart.
+
+        cartwatch promises both: every output of a cart is written to the partition number of
+        the cart's input partition, and a cart's abandonments appear in the order of their
+        sequence numbers (``<cart>:1`` before ``<cart>:2``) on each output topic.
+        """
+        problems = []
+        last_sequence: dict[tuple[str, str], int] = {}
+        for item in sorted(self.located, key=lambda o: (o.topic, o.partition, o.offset)):
+            cart, abandonment = item.record.get("cart_id"), item.record.get("abandonment_id")
+            if cart not in input_partitions or abandonment is None:
+                continue
+            if item.partition != input_partitions[cart]:
+                problems.append(f"{item.topic} {abandonment} on partition "
+                                f"{item.partition}, input on {input_partitions[cart]}")
+            sequence = int(abandonment.rsplit(":", 1)[1])
+            if sequence < last_sequence.get((item.topic, cart), 0):
+                problems.append(f"{item.topic} {abandonment} after :"
+                                f"{last_sequence[(item.topic, cart)]}")
+            last_sequence[(item.topic, cart)] = sequence
+        return problems
+
+
 @dataclass
 class Pipeline:
     """A test's cartwatch deployment: settings, topics, workers, and its producer/consumer."""
@@ -47,13 +88,16 @@ class Pipeline:
     workdir: Path
     settings: dict[str, str] = field(default_factory=dict)
     workers: list[Worker] = field(default_factory=list)
+    partitions: int = PARTITIONS
+    input_partitions: dict[str, int] = field(default_factory=dict)
+    """The partition of the latest message sent with each key (a cart id)."""
 
     def topic(self, name: str) -> str:
         return f"{self.prefix}.{name}"
 
     async def create_topics(self) -> None:
         await create_topics(
-            self.bootstrap, [self.topic(name) for name in INPUT_TOPICS], PARTITIONS
+            self.bootstrap, [self.topic(name) for name in INPUT_TOPICS], self.partitions
         )
 
     def worker(self, name: str, **overrides: str) -> Worker:
@@ -63,7 +107,7 @@ class Pipeline:
             CARTWATCH_BROKER=f"kafka://{self.bootstrap}",
             CARTWATCH_APP_ID=self.app_id,
             CARTWATCH_TOPIC_PREFIX=f"{self.prefix}.",
-            CARTWATCH_PARTITIONS=str(PARTITIONS),
+            CARTWATCH_PARTITIONS=str(self.partitions),
             CARTWATCH_DATA_DIR=str(self.workdir / name / "data"),
             CARTWATCH_WEB_PORT=str(free_ports(1)[0]),
             CARTWATCH_TIMER_RESOLUTION="0.1",
@@ -79,37 +123,45 @@ class Pipeline:
             worker.stop(signal.SIGKILL)
 
     async def send(self, messages: Iterable[tuple[str, bytes | None, bytes]]) -> None:
-        """Produce ``(topic, key, value)`` messages in order and wait until all are stored."""
+        """Produce ``(topic, key, value)`` messages in order and wait until all are stored.
+
+        Remembers the partition each key went to (``input_partitions``), so a test can check
+        that a cart's outputs are on its input partition's number.
+        """
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
         await producer.start()
         try:
             futures = [
-                await producer.send(self.topic(topic), value, key=key)
+                (key, await producer.send(self.topic(topic), value, key=key))
                 for topic, key, value in messages
             ]
-            await asyncio.gather(*futures)
+            for key, future in futures:
+                metadata = await future
+                if key is not None:
+                    self.input_partitions[key.decode()] = metadata.partition
         finally:
             await producer.stop()
 
     async def wait_committed(
         self, timeout: float = 30.0, topics: Iterable[str] = INPUT_TOPICS
     ) -> None:
-        """Wait until the workers committed every message of ``topics`` (the inputs by default)."""
+        """Wait until the workers committed every message of ``topics`` (the inputs by default).
+
+        Every partition of every topic counts: a partition with messages but no commit at all is
+        behind, the way a never-committed partition is re-read from its start by the next owner.
+        """
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
         await admin.start()
         await consumer.start()
         try:
-            inputs = [self.topic(name) for name in topics]
+            partitions = await topic_partitions(admin, [self.topic(t) for t in topics])
             deadline = time.monotonic() + timeout
             while True:
                 committed = await admin.list_consumer_group_offsets(self.app_id)
-                ends = await consumer.end_offsets(
-                    [tp for tp in committed if tp.topic in inputs] or []
-                )
-                behind = {tp: end for tp, end in ends.items()
-                          if end > 0 and committed[tp].offset < end}
-                if ends and not behind:
+                ends = await consumer.end_offsets(partitions)
+                behind = uncommitted(committed, ends)
+                if not behind:
                     return
                 if time.monotonic() > deadline:
                     raise AssertionError(f"inputs not committed in {timeout} s: {behind}")
@@ -124,7 +176,7 @@ class Pipeline:
         timeout: float = 60.0,
         settle: float = 0.0,
         topics: Iterable[str] = OUTPUT_TOPICS,
-    ) -> dict[str, list[dict[str, Any]]]:
+    ) -> Outputs:
         """Read ``topics`` (the outputs by default) from the start until ``done(outputs)`` or
         the deadline.
 
@@ -137,7 +189,7 @@ class Pipeline:
             auto_offset_reset="earliest",
             enable_auto_commit=False,
         )
-        outputs: dict[str, list[dict[str, Any]]] = {name: [] for name in topics}
+        outputs = Outputs({name: [] for name in topics})
         names = {self.topic(name): name for name in topics}
         await consumer.start()
         try:
@@ -146,12 +198,51 @@ class Pipeline:
             while time.monotonic() < (settle_until or deadline):
                 batch = await consumer.getmany(timeout_ms=200)
                 for tp, records in batch.items():
-                    outputs[names[tp.topic]].extend(json.loads(r.value) for r in records)
+                    for record in records:
+                        value = json.loads(record.value)
+                        outputs[names[tp.topic]].append(value)
+                        outputs.located.append(
+                            Located(names[tp.topic], tp.partition, record.offset, value)
+                        )
                 if settle_until is None and done(outputs):
                     settle_until = time.monotonic() + settle
             return outputs
         finally:
             await consumer.stop()
+
+
+async def topic_partitions(admin: AIOKafkaAdminClient, topics: list[str]) -> list[TopicPartition]:
+    """Every partition of ``topics`` (which must exist), as the broker describes them."""
+    described = await admin.describe_topics(topics)
+    missing = [topic["topic"] for topic in described if topic["error_code"]]
+    assert not missing, f"no such topics: {missing}"
+    return [TopicPartition(topic["topic"], partition["partition"])
+            for topic in described for partition in topic["partitions"]]
+
+
+def uncommitted(
+    committed: Mapping[TopicPartition, Any], ends: Mapping[TopicPartition, int]
+) -> dict[TopicPartition, tuple[int | None, int]]:
+    """Partitions whose committed offset is short of their end: ``{tp: (committed, end)}``.
+
+    A partition missing from ``committed`` has no commit, so it is behind unless it is empty.
+    """
+    behind: dict[TopicPartition, tuple[int | None, int]] = {}
+    for tp, end in ends.items():
+        position = committed[tp].offset if tp in committed else None
+        if end > 0 and (position is None or position < end):
+            behind[tp] = (position, end)
+    return behind
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text exposition as ``{'name{labels}': value}``."""
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
 
 
 def at(base: datetime, seconds: float) -> str:

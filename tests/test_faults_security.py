@@ -4,9 +4,14 @@ given to a worker never reach its log."""
 import asyncio
 import ipaddress
 import os
+import time
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+from kafka_helpers import free_ports
 
 from streams.chaos import Deployment, PrivateStack
 from streams.chaos.scenarios import live_load
@@ -83,38 +88,78 @@ def test_local_stack_listens_on_loopback_only(tmp_path: Path) -> None:
     assert {address for address, _ in sockets} == {"127.0.0.1"}, sorted(sockets)
 
 
+class FlakyLogin:
+    """An SMTP authenticator that refuses the first ``refusals`` logins, then checks them, and
+    keeps every password it was given (so the test knows a real login carried the secret)."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+        self.passwords: list[str] = []
+
+    def __call__(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
+        self.passwords.append(auth_data.password.decode())
+        if self.refusals > 0:
+            self.refusals -= 1
+            return AuthResult(success=False, handled=False)
+        return AuthResult(success=(auth_data.login, auth_data.password) == (
+            b"mailer", SECRETS["CARTWATCH_SMTP_PASSWORD"].encode()))
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        self.messages.append(envelope.content)
+        return "250 OK"
+
+
 async def test_worker_with_secrets_listens_on_loopback_and_never_logs_them(
     kafka_bootstrap: str, unique_names, tmp_path: Path
 ) -> None:
+    """Every secret is used for real, on paths that log: an SMTP login refused then accepted,
+    reminders whose links are signed, API calls with the right and a wrong token."""
     deployment = Deployment(kafka_bootstrap, tmp_path, prefix=unique_names.prefix)
     await deployment.create_topics()
+    login, inbox = FlakyLogin(refusals=1), Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=free_ports(1)[0],
+                      authenticator=login, auth_required=True, auth_require_tls=False)
+    smtp.start()
     config = tmp_path / "cartwatch.toml"
     config.write_text('[notifier.reminders]\nrequire_marketing_consent = false\n'
                       'steps = [{after = "1s"}]\n')
     deployment.settings.update(
         SECRETS, CARTWATCH_CONFIG=str(config), CARTWATCH_SMTP_USERNAME="mailer",
         CARTWATCH_NOTIFIER_ENABLED="true", CARTWATCH_ABANDON_AFTER="1",
-        CARTWATCH_SMTP_PORT="1",  # nothing listens: every send fails and is logged
+        CARTWATCH_SMTP_HOST="127.0.0.1", CARTWATCH_SMTP_PORT=str(smtp.port),
     )
     worker = deployment.worker("w1")
     worker.loglevel = "debug"
+    token = SECRETS["CARTWATCH_API_TOKEN"]
     try:
         worker.start()
         await worker.wait_ready(after=0)
         load = live_load(seed=5, carts=20, abandon_after=1.0, span=1.0, lead=0.5)
         await deployment.send((m.topic, m.key, m.value) for m in load.messages)
-        log = deployment.output_log()
-        deadline = asyncio.get_running_loop().time() + 60
-        while log.ids("abandoned") < load.expected.abandonment_ids:
-            assert asyncio.get_running_loop().time() < deadline, "no abandonments"
-            await asyncio.sleep(0.5)
-            await log.reread()
-        await asyncio.sleep(3)  # the reminders fall due 1 s after abandonment and fail
+        deadline = time.monotonic() + 60
+        while not inbox.messages:
+            assert time.monotonic() < deadline, f"no reminder delivered: {login.passwords}"
+            await asyncio.sleep(0.1)
+        async with aiohttp.ClientSession() as http:
+            for header, status in ((f"Bearer {token}", 200), ("Bearer wrong", 401),
+                                   (token, 401)):
+                async with http.get(f"{worker.web_url}/cartwatch/api/carts/",
+                                    headers={"Authorization": header}) as response:
+                    assert response.status == status
         assert worker.process is not None
         sockets = listening_sockets({worker.process.pid})
     finally:
         deployment.stop_all()
+        smtp.stop()
+    assert login.passwords[:2] == [SECRETS["CARTWATCH_SMTP_PASSWORD"]] * 2  # refused, accepted
+    assert any(b"/cartwatch/unsubscribe/" in message for message in inbox.messages)
     text = worker.log()
     assert "deadline index rebuilt" in text and "DEBUG" in text
+    assert "535" in text or "authentication" in text.lower()  # the refusal was logged
     assert [name for name, value in SECRETS.items() if value in text] == []
     assert sockets and {address for address, _ in sockets} == {"127.0.0.1"}, sorted(sockets)

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer
-from pipeline_harness import Pipeline, Shop, Worker
+from pipeline_harness import Pipeline, Shop, Worker, parse_metrics
 
 from streams.notifier import LinkClaims, sign_token
 from streams.operator.export import CART_COLUMNS
@@ -149,15 +149,6 @@ async def listed(http: aiohttp.ClientSession, worker: Worker, **params: str) -> 
 def newest_first(expected: Expected, keep: Callable[[dict[str, Any]], bool]) -> list[str]:
     chosen = [(r["abandoned_at"], key) for key, r in expected.abandonments.items() if keep(r)]
     return [key for _, key in sorted(chosen, key=lambda pair: (-pair[0].timestamp(), pair[1]))]
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
 
 
 async def test_operator_surface_with_two_workers(pipeline: Pipeline) -> None:

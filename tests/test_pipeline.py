@@ -91,6 +91,7 @@ async def test_realistic_mix_gives_exact_outputs(pipeline: Pipeline) -> None:
     slow_record = abandoned["c-slow:1"]
     assert parse(slow_record["abandoned_at"]) - parse(slow_record["last_activity_at"]) == 4.0
     assert parse(late["abandoned_at"]) - parse(late["last_activity_at"]) == 2.0
+    assert not outputs.misplaced(pipeline.input_partitions)
 
 
 def parse(timestamp: str) -> float:
@@ -126,23 +127,32 @@ async def test_backlog_replay_matches_live_processing(pipeline: Pipeline) -> Non
     assert ids(outputs["cart-reactivated"]) == {"gappy:1"}
     assert ids(outputs["cart-recovered"]) == {"won-back:1"}
     assert outputs["cart-recovered"][0]["seconds_to_recover"] == 140
+    assert not outputs.misplaced(pipeline.input_partitions)
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill9"])
 async def test_restarted_worker_resumes_from_changelog(
     pipeline: Pipeline, stop_signal: int
 ) -> None:
-    """A replacement worker with an empty disk rebuilds cart state and timers from Kafka."""
-    pipeline.settings.update(CARTWATCH_ABANDON_AFTER="6s")
-    first = pipeline.worker("first")
+    """A replacement worker with an empty disk rebuilds cart state and timers from Kafka.
+
+    The first worker's carts cannot fall due before it is stopped (an hour to abandon), so the
+    second worker decides every abandonment, from the state the first left in the changelog. A
+    cart keeps the deadline it was scheduled with, so every cart sees one more event after the
+    restart (an item for three of them, a view for the rest) that schedules it at 6 s.
+    """
+    first = pipeline.worker("first", CARTWATCH_ABANDON_AFTER="1h")
     first.start().wait_ready()
     shop = Shop("s")
     carts = [f"cart-{n}" for n in range(6)]
     await pipeline.send([shop.add(cart, "MUG") for cart in carts])
     await pipeline.wait_committed()
     first.stop(stop_signal)
-    await pipeline.send([shop.add(cart, "MUG", offset=1) for cart in carts[:3]])
-    pipeline.worker("second").start().wait_ready()
+    await pipeline.send([shop.add(cart, "MUG", offset=1) for cart in carts[:3]]
+                        + [shop.cart_event(cart, "cart_viewed", offset=1) for cart in carts[3:]])
+    second = pipeline.worker("second", CARTWATCH_ABANDON_AFTER="6s").start()
+    second.wait_ready()
+    assert "deadline index rebuilt: 6 carts" in second.log()
     expected = {f"{cart}:1" for cart in carts}
     outputs = await pipeline.collect(
         lambda out: ids(out["cart-abandoned"]) >= expected, settle=2.0
@@ -150,6 +160,45 @@ async def test_restarted_worker_resumes_from_changelog(
     quantities = {r["cart_id"]: r["cart"]["item_count"] for r in outputs["cart-abandoned"]}
     assert quantities == {cart: 2 if cart in carts[:3] else 1 for cart in carts}
     assert len(outputs["cart-abandoned"]) == len(expected)
+
+
+async def test_a_repeated_abandonment_is_identical_or_supersedes(pipeline: Pipeline) -> None:
+    """What consumers may rely on when an ``abandonment_id`` comes twice (README, Delivery).
+
+    A crash between sending an abandonment and writing the cart's state leaves the output on
+    its topic and neither the state nor the input offsets in Kafka: the next owner decides the
+    cart again from its input. A second deployment with its own consumer group and changelogs
+    is in exactly that position, deterministically. With the same input the repeat is
+    byte-identical; with a cart event stamped before the deadline but written to Kafka after
+    the first decision, the repeat carries the fuller cart and comes later on the same
+    partition, so the last record of an ``abandonment_id`` supersedes the earlier ones.
+    """
+    pipeline.settings.update(CARTWATCH_ABANDON_AFTER="2s")
+    shop = Shop("s")
+    await pipeline.send([shop.add("same", "MUG"), shop.add("late", "MUG")])
+    first = pipeline.worker("first").start()
+    first.wait_ready()
+    decided = {"same:1", "late:1"}
+    outputs = await pipeline.collect(lambda out: ids(out["cart-abandoned"]) >= decided)
+    first.stop(signal.SIGTERM)
+    await pipeline.send([shop.add("late", "TEA", offset=1)])  # stamped before the deadline
+
+    pipeline.app_id += "-replay"  # the position a crash before the state write leaves
+    pipeline.worker("replay").start().wait_ready()
+    outputs = await pipeline.collect(
+        lambda out: len(out["cart-abandoned"]) >= 4, settle=2.0
+    )
+    records: dict[str, list[dict]] = {}
+    for record in outputs["cart-abandoned"]:
+        records.setdefault(record["abandonment_id"], []).append(record)
+    assert {key: len(value) for key, value in records.items()} == {"same:1": 2, "late:1": 2}
+    first_same, repeat_same = records["same:1"]
+    assert repeat_same == first_same
+    first_late, repeat_late = records["late:1"]
+    assert {line["sku"] for line in first_late["cart"]["lines"]} == {"MUG"}
+    assert {line["sku"] for line in repeat_late["cart"]["lines"]} == {"MUG", "TEA"}
+    assert parse(repeat_late["abandoned_at"]) - parse(first_late["abandoned_at"]) == 1.0
+    assert not outputs.misplaced(pipeline.input_partitions)
 
 
 async def test_two_workers_share_partitions(pipeline: Pipeline) -> None:
@@ -171,6 +220,7 @@ async def test_two_workers_share_partitions(pipeline: Pipeline) -> None:
         lambda out: ids(out["cart-abandoned"]) >= expected, settle=2.0
     )
     assert sorted(r["abandonment_id"] for r in outputs["cart-abandoned"]) == sorted(expected)
+    assert not outputs.misplaced(pipeline.input_partitions)
 
 
 async def test_partitions_taken_over_after_their_input_was_read_keep_firing(

@@ -103,7 +103,7 @@ class WorkerProcess:
     async def wait_ready(self, after: int, timeout: float = 90.0) -> float:
         """Wait for the worker's ``after``+1-th finished rebalance; return when it was seen."""
         deadline = time.monotonic() + timeout
-        while not self._ready(after, deadline):
+        while not await asyncio.to_thread(self._ready, after, deadline):  # urlopen blocks
             await asyncio.sleep(0.05)
         return time.time()
 
