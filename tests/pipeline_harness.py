@@ -19,6 +19,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.partitioner import murmur2
 from kafka_helpers import create_topics, free_ports
 
 from streams.chaos.workers import READY_LINE, WorkerProcess  # noqa: F401 (READY_LINE for tests)
@@ -233,6 +234,11 @@ def uncommitted(
         if end > 0 and (position is None or position < end):
             behind[tp] = (position, end)
     return behind
+
+
+def partition_for(key: str, partitions: int = PARTITIONS) -> int:
+    """The partition the producer's default partitioner (Kafka's murmur2) gives ``key``."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 def parse_metrics(text: str) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """The reminder notifier end to end: real broker, real `cartwatch worker`, real SMTP servers."""
 
 import asyncio
+import itertools
 import json
 import signal
 import socket
@@ -16,7 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiohttp import web
 from kafka_helpers import create_topics, free_ports
-from pipeline_harness import PARTITIONS, Pipeline, Shop
+from pipeline_harness import PARTITIONS, Pipeline, Shop, partition_for
 
 from schemas.notifications import unsubscribe_key
 from streams.notifier.tokens import verify_token
@@ -148,7 +149,7 @@ from_name = "Tea & Co"
 bcc = ["audit@tea.example"]
 discount_code = "COMEBACK10"
 unsubscribe_url = "https://tea.example/unsubscribe"
-steps = [{after = "2s", template = "reminder"}, {after = "6s", template = "last-chance"}]
+steps = [{after = "2s", template = "reminder"}, {after = "8s", template = "last-chance"}]
 """
 
 
@@ -161,9 +162,16 @@ async def test_two_step_sequence_with_recovery_unsubscribe_consent_and_cap(
 ) -> None:
     pipeline = notifier_pipeline
     mail_server.start()
-    configure(pipeline, tmp_path, TWO_STEPS, mail_server.port)
+    # bob's purchase must be read before his second step: commits every 0.1 s make waiting for
+    # his first step's feedback short, and the second step comes 6 s after the first
+    configure(pipeline, tmp_path, TWO_STEPS, mail_server.port,
+              CARTWATCH_OFFSET_COMMIT_INTERVAL="0.1s")
     pipeline.worker("w1").start().wait_ready()
     shop = Shop("tea")
+    # ann's two carts share a partition, so the order of their steps (1 s apart), which decides
+    # the one capped, is their deadlines' order on one partition, never two partitions' race
+    ann2 = next(cart for cart in (f"c-ann{n}" for n in itertools.count(2))
+                if partition_for(cart) == partition_for("c-ann"))
     await pipeline.send([
         unsubscribe("Cid@Example.com"),
         shop.cart_event("c-ann", "item_added",
@@ -176,7 +184,7 @@ async def test_two_step_sequence_with_recovery_unsubscribe_consent_and_cap(
         shop.add("c-bob", "MUG", customer=customer("bob@example.com")),
         shop.add("c-cid", "MUG", customer=customer("cid@example.com")),
         shop.add("c-dan", "MUG", customer=customer("dan@example.com", consent=False)),
-        shop.add("c-ann2", "MUG", offset=1, customer=customer("ann@example.com")),
+        shop.add(ann2, "MUG", offset=1, customer=customer("ann@example.com")),
     ])
     # bob's first reminder goes out (and its feedback reaches his cart); he then buys: his
     # second step is cancelled, and the recovery says a reminder was sent
@@ -191,8 +199,8 @@ async def test_two_step_sequence_with_recovery_unsubscribe_consent_and_cap(
         ("c-bob:1", 1, "sent", None), ("c-bob:1", 2, "skipped", "cart_recovered"),
         ("c-cid:1", 1, "skipped", "unsubscribed"), ("c-cid:1", 2, "skipped", "unsubscribed"),
         ("c-dan:1", 1, "skipped", "no_consent"), ("c-dan:1", 2, "skipped", "no_consent"),
-        ("c-ann2:1", 1, "skipped", "frequency_capped"),
-        ("c-ann2:1", 2, "skipped", "frequency_capped"),
+        (f"{ann2}:1", 1, "skipped", "frequency_capped"),
+        (f"{ann2}:1", 2, "skipped", "frequency_capped"),
     }
     log = await read_topic(pipeline, "cartwatch-notification-log",
                            lambda records: outcomes(records) >= expected, settle=3.0)
@@ -361,6 +369,37 @@ async def test_smtp_down_then_back_delivers_everything_once(
     assert all("unreachable" in e["error"] for e in failures)
     assert sorted(m["To"] for m in mail_server.messages()) == [
         f"{cart}@example.com" for cart in carts]
+
+
+async def test_smtp_connection_lost_while_open_then_back_delivers_everything_once(
+    notifier_pipeline: Pipeline, mail_server: MailServer, tmp_path: Path
+) -> None:
+    """The server goes away under an open, idle connection: the sender notices the loss,
+    holds what falls due meanwhile (retrying), and sends each reminder once on a new
+    connection when the server is back."""
+    pipeline = notifier_pipeline
+    mail_server.start()
+    configure(pipeline, tmp_path, ONE_STEP, mail_server.port)
+    pipeline.worker("w1").start().wait_ready()
+    shop = Shop("s")
+    await pipeline.send([shop.add("c-0", "MUG", customer=customer("c-0@example.com"))])
+    [first] = await asyncio.to_thread(wait_for_mail, mail_server.maildir, 1)
+    mail_server.stop()  # closes the connection the worker keeps open for the next message
+    shop.base = datetime.now(UTC)
+    carts = [f"c-{n}" for n in range(1, 4)]
+    await pipeline.send([shop.add(cart, "MUG", customer=customer(f"{cart}@example.com"))
+                         for cart in carts])
+    await read_topic(pipeline, "cartwatch-notification-log",
+                     lambda records: sum(e["retrying"] for e in records) >= 3)
+    mail_server.start()
+    expected = {(f"{cart}:1", 1, "sent", None) for cart in ["c-0", *carts]}
+    log = await read_topic(pipeline, "cartwatch-notification-log",
+                           lambda records: outcomes(records) >= expected, settle=2.0)
+    assert outcomes(log) == expected
+    assert [e["abandonment_id"] for e in log if e["status"] == "sent"].count("c-0:1") == 1
+    messages = mail_server.messages()
+    assert sorted(m["To"] for m in messages) == [f"c-{n}@example.com" for n in range(4)]
+    assert first["X-Peer"] not in {m["X-Peer"] for m in messages[1:]}  # a new connection
 
 
 async def test_crash_between_send_and_ack_sends_no_duplicate(

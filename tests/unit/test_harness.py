@@ -32,3 +32,11 @@ def test_outputs_off_their_input_partition_or_out_of_order_are_reported() -> Non
     assert outputs.misplaced({"c": 1, "d": 3}) == ["cart-abandoned d:1 on partition 2, input on 3"]
     outputs.located[:2] = [located(1, 0, "c:2"), located(1, 1, "c:1")]
     assert outputs.misplaced({"c": 1, "d": 2}) == ["cart-abandoned c:1 after :2"]
+
+
+def test_partition_for_is_where_the_producer_puts_a_key() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+    from pipeline_harness import partition_for
+
+    for key in ("c-ann", "c-ann2", "cart-0", "x" * 50):
+        assert partition_for(key) == DefaultPartitioner()(key.encode(), [0, 1, 2, 3], [])
