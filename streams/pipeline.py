@@ -4,29 +4,24 @@ One agent consumes the cart events, the purchase events and the timer ticks of a
 wall-clock timer only *asks* for a tick on partitions whose earliest deadline is due; the agent
 then pops the due carts from the deadline index and decides with the state machine.
 
-Work is checkpointed per partition (``Checkpoint``), as Quix Streams and Kafka Streams do: the
-carts a partition's events touch are read once and folded in memory, their outputs are sent as
-they are decided, and on commit (every ``COMMIT_EVENTS`` events or ``COMMIT_INTERVAL`` seconds)
-the outputs are awaited until the broker has them, then each changed cart is written once
-(``streams.cartstore``), and only then are the input events acknowledged so Faust may commit
-their offsets. A crash anywhere repeats outputs (with the same ``abandonment_id``) rather than
-dropping them, and an offset is never committed ahead of its state. Events stay unacknowledged
-for at most ``COMMIT_INTERVAL``, so a rebalance (which waits until every event is acknowledged)
-finds every checkpoint committed by the ``commit_idle`` task.
+Work is checkpointed per partition (``streams.checkpoint.Checkpoint``, committed every
+``COMMIT_EVENTS`` events or ``COMMIT_INTERVAL`` seconds): outputs acknowledged by the broker,
+then each changed cart written once, then the input events acknowledged. Events stay
+unacknowledged for at most ``COMMIT_INTERVAL``, so a rebalance (which waits until every event is
+acknowledged) finds every checkpoint committed by the ``commit_idle`` task. This module wires the
+checkpoints' collaborators (producer, cart store, timers, counters) to the Faust app.
 """
 
 import asyncio
 import logging
 import sys
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 
 from faust.types import EventT, StreamT
 from faust.web import Request, Response, Web
 from pydantic import ValidationError
 
-from schemas.common import Contract
 from schemas.notifications import ReminderSent
 from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered, DeadLetter
 from streams.app import (
@@ -41,6 +36,8 @@ from streams.app import (
     timer_ticks_topic,
 )
 from streams.cartstore import CartStore
+from streams.checkpoint import Checkpoint, CheckpointContext
+from streams.compat import raw_producer
 from streams.firing import BatchSender, Prepared, PreparedAbandonments
 from streams.intake import Rejected, dead_letter, decode_input
 from streams.lifecycle import (
@@ -58,8 +55,6 @@ from streams.scheduling import PartitionTimers
 
 log = logging.getLogger(__name__)
 
-COMMIT_EVENTS = 2000
-"""Events, or changed carts, after which a partition's checkpoint is committed."""
 COMMIT_INTERVAL = 0.2
 """Seconds after which a partition's checkpoint is committed even if its events stop."""
 FIRE_GRACE = 0.2
@@ -95,8 +90,27 @@ timers = PartitionTimers(
 )
 store = CartStore(app, carts_table)
 prepared = PreparedAbandonments()
-counters: Counter[str] = Counter()
-abandon_observers: list[Callable[[float, float], None]] = []
+
+
+class FaustOutputProducer:
+    """The worker's producer in the shape ``Checkpoint`` needs: records straight to a topic
+    name and partition (``Topic.send`` costs ten times as much, measured)."""
+
+    async def send(self, topic: str, key: bytes, value: bytes,
+                   partition: int) -> Awaitable[object]:
+        return await app.producer.send(topic, key, value, partition, None, None)
+
+
+context = CheckpointContext(
+    settings=settings,
+    store=store,
+    producer=FaustOutputProducer(),
+    deadlines=timers.deadlines,
+    prepared=prepared,
+    output_topics=OUTPUT_TOPICS,
+)
+counters = context.counters
+abandon_observers = context.abandon_observers
 """Called with each abandonment's deadline and the wall time it was published (timer lag)."""
 
 
@@ -106,102 +120,26 @@ async def declare_topics() -> None:
         await topic.maybe_declare()
 
 
-class Checkpoint:
-    """A partition's work since its last commit (see the module doc).
-
-    Outputs go to the partition of the cart they are about (its input partition), so each
-    cart's outputs keep their order on one partition of every output topic.
-    """
-
-    def __init__(self, partition: int) -> None:
-        self.partition = partition
-        self.states: dict[str, CartState | None] = {}
-        self.changed: set[str] = set()
-        self.sends: list[Awaitable[object]] = []
-        self.abandoned: list[float] = []
-        """Deadlines of the abandonments sent."""
-        self.events: list[EventT] = []
-        self.opened_at = time.monotonic()
-
-    def load(self, cart_id: str) -> CartState | None:
-        if cart_id in self.states:
-            return self.states[cart_id]
-        state = self.states[cart_id] = store.get(self.partition, cart_id)
-        return state
-
-    async def apply(self, cart_id: str, transition: Transition) -> None:
-        """Send a transition's outputs; take its state; keep the deadline index in step."""
-        for output in transition.outputs:
-            await self.send(cart_id.encode(), output)
-            if isinstance(output, CartAbandoned):
-                self.abandoned.append(output.abandoned_at.timestamp())
-        if not transition.changed:
-            return
-        prepared.discard(self.partition, cart_id)
-        state = transition.state
-        if state is not None:
-            deadline = next_deadline(state, settings)
-            if state.scheduled_at is None or deadline < state.scheduled_at:
-                state.scheduled_at = deadline
-                timers.deadlines.schedule(state.partition, deadline, cart_id)
-        self.states[cart_id] = state
-        self.changed.add(cart_id)
-
-    async def send(self, key: bytes, output: Contract) -> None:
-        """Hand an output to the producer (``Topic.send`` costs ten times as much, measured)."""
-        topic = OUTPUT_TOPICS[type(output)]
-        value = output.model_dump_json().encode()
-        self.sends.append(await app.producer.send(topic, key, value, self.partition, None, None))
-        counters[f"out:{output.type}"] += 1  # type: ignore[attr-defined]
-
-    async def reject(self, event: EventT, rejected: Rejected, now: float) -> None:
-        """Log, count and dead-letter an input message; the stream moves past it."""
-        message = event.message
-        log.error(
-            "dead-lettered %s[%d]@%d (%s): %s",
-            message.topic, message.partition, message.offset, rejected.kind, rejected.error,
-        )
-        counters["dead_lettered"] += 1
-        letter = dead_letter(
-            rejected,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=message.key,
-            value=message.value,
-            now=now,
-        )
-        await self.send(message.key or b"", letter)
-        if message.topic in INPUT_KIND:
-            timers.processed(message.tp, message.offset)
-
-    def due(self) -> bool:
-        return len(self.events) >= COMMIT_EVENTS or len(self.changed) >= COMMIT_EVENTS
-
-    def age(self) -> float:
-        return time.monotonic() - self.opened_at
-
-    async def commit(self) -> None:
-        """Outputs first, acknowledged by the broker; then each changed cart, once; then the
-        input events, so Faust may commit their offsets."""
-        if self.sends:
-            await asyncio.gather(*self.sends)
-        fired_at = time.time()
-        for deadline in self.abandoned:
-            for observe in abandon_observers:
-                observe(deadline, fired_at)
-        if self.changed:
-            changes = {cart_id: self.states[cart_id] for cart_id in self.changed}
-            await store.write(self.partition, changes)
-        for event in self.events:
-            event.ack()
-        counters["commits"] += 1
-        self.states.clear()
-        self.changed.clear()
-        self.sends.clear()
-        self.abandoned.clear()
-        self.events.clear()
-        self.opened_at = time.monotonic()
+async def reject(checkpoint: Checkpoint, event: EventT, rejected: Rejected, now: float) -> None:
+    """Log, count and dead-letter an input message; the stream moves past it."""
+    message = event.message
+    log.error(
+        "dead-lettered %s[%d]@%d (%s): %s",
+        message.topic, message.partition, message.offset, rejected.kind, rejected.error,
+    )
+    counters["dead_lettered"] += 1
+    letter = dead_letter(
+        rejected,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        now=now,
+    )
+    await checkpoint.send(message.key or b"", letter)
+    if message.topic in INPUT_KIND:
+        timers.processed(message.tp, message.offset)
 
 
 checkpoints: dict[int, Checkpoint] = {}
@@ -212,7 +150,7 @@ commit_lock = asyncio.Lock()
 def checkpoint_for(partition: int) -> Checkpoint:
     checkpoint = checkpoints.get(partition)
     if checkpoint is None:
-        checkpoint = checkpoints[partition] = Checkpoint(partition)
+        checkpoint = checkpoints[partition] = Checkpoint(partition, context)
     return checkpoint
 
 
@@ -222,7 +160,7 @@ async def handle_input(checkpoint: Checkpoint, event: EventT) -> None:
     decoded = decode_input(INPUT_KIND[message.topic], message.key, message.value, now, settings)
     counters[f"in:{message.topic}"] += 1
     if isinstance(decoded, Rejected):
-        await checkpoint.reject(event, decoded, now)
+        await reject(checkpoint, event, decoded, now)
         return
     # Deadlines up to the safe time fire first, as they would have live; an event beyond it
     # waits in its cart's pending list until the safe time reaches it (see apply_event).
@@ -235,7 +173,7 @@ async def handle_input(checkpoint: Checkpoint, event: EventT) -> None:
     except Exception as exc:  # a bug must cost one event, never the stream
         log.exception("processing %s failed", decoded.event_id)
         failure = Rejected("processing_failed", f"{type(exc).__name__}: {exc}")
-        await checkpoint.reject(event, failure, now)
+        await reject(checkpoint, event, failure, now)
         return
     await checkpoint.apply(decoded.cart_id, transition)
     # Only now is the message processed: if it was the partition's last, the wall clock may
@@ -251,7 +189,7 @@ async def handle_reminder_sent(checkpoint: Checkpoint, event: EventT) -> None:
     try:
         feedback = ReminderSent.model_validate_json(message.value or b"")
     except ValidationError as exc:
-        await checkpoint.reject(event, Rejected("invalid", str(exc)[:1000]), time.time())
+        await reject(checkpoint, event, Rejected("invalid", str(exc)[:1000]), time.time())
         return
     state = checkpoint.load(feedback.cart_id)
     await checkpoint.apply(feedback.cart_id, on_reminder_sent(state, feedback.abandonment_id))
@@ -277,7 +215,7 @@ async def fire_due(checkpoint: Checkpoint, horizon: float | None = None) -> None
     due = [] if nothing_due else timers.pop_due(partition, horizon, sys.maxsize)
     sent: list[tuple[float, str]] = []
     if due and prepared.has_any(partition):
-        burst = BatchSender(app.producer._ensure_producer())  # type: ignore[attr-defined]
+        burst = BatchSender(raw_producer(app))
         sent = take_prepared(burst, partition, due, horizon)
         await send_burst(burst)
     for deadline, cart_id in sent_ahead + sent:
@@ -320,7 +258,7 @@ def take_prepared(
 async def send_burst(burst: BatchSender) -> None:
     """Send a burst; each partition's checkpoint waits for its batches before writing."""
     for partition, sent in await burst.flush():
-        checkpoint_for(partition).sends.append(sent)
+        checkpoint_for(partition).sent([sent])
     counters["out:cart_abandoned"] += burst.messages
 
 
@@ -348,7 +286,7 @@ async def send_prepared_on_time() -> None:
             await asyncio.sleep(wait)
             continue
         async with commit_lock:
-            burst = BatchSender(app.producer._ensure_producer())  # type: ignore[attr-defined]
+            burst = BatchSender(raw_producer(app))
             for partition in due_partitions:
                 horizon = timers.fire_horizon(partition)
                 due = timers.staged.pop_due(partition, horizon, sys.maxsize)

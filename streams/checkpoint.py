@@ -1,0 +1,162 @@
+"""A partition's work since its last commit, with its collaborators passed in.
+
+As in Kafka Streams and Quix Streams, the carts a partition's events touch are read once and
+folded in memory, their outputs are handed to the producer as they are decided, and on commit:
+
+1. every output is awaited until the broker has acknowledged it,
+2. then each changed cart is written once (state store and changelog),
+3. then the input events are acknowledged, so the consumer may commit their offsets.
+
+That order is the at-least-once guarantee: a crash anywhere repeats outputs (with the same
+``abandonment_id``) rather than dropping them, and an offset never passes its state, nor state
+its outputs. Nothing here imports Faust or talks to Kafka, so the order is unit-tested with
+fakes (``tests/unit/test_checkpoint.py``); ``streams.pipeline`` wires the real producer, cart
+store and timers in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from config.settings import Settings
+from schemas.common import Contract
+from schemas.outputs import CartAbandoned
+from streams.lifecycle import CartState, Transition, next_deadline
+
+COMMIT_EVENTS = 2000
+"""Events, or changed carts, after which a partition's checkpoint is committed."""
+
+
+class StateStore(Protocol):
+    """Where cart state lives (``streams.cartstore.CartStore``)."""
+
+    def get(self, partition: int, cart_id: str) -> CartState | None: ...
+
+    async def write(self, partition: int, changes: Mapping[str, CartState | None]) -> None: ...
+
+
+class OutputProducer(Protocol):
+    """Hands a record to the producer; the awaitable it returns resolves once the broker has it
+    (the shape of Faust's ``app.producer.send``)."""
+
+    async def send(self, topic: str, key: bytes, value: bytes,
+                   partition: int) -> Awaitable[object]: ...
+
+
+class Acknowledgeable(Protocol):
+    """An input event (Faust's ``EventT``): acknowledging it lets its offset be committed."""
+
+    def ack(self) -> bool: ...
+
+
+class DeadlineSchedule(Protocol):
+    def schedule(self, partition: int, deadline: float, cart_id: str) -> None: ...
+
+
+class PreparedOutputs(Protocol):
+    def discard(self, partition: int, cart_id: str) -> None: ...
+
+
+@dataclass
+class CheckpointContext:
+    """What every checkpoint of a worker shares: its collaborators and counters."""
+
+    settings: Settings
+    store: StateStore
+    producer: OutputProducer
+    deadlines: DeadlineSchedule
+    prepared: PreparedOutputs
+    output_topics: Mapping[type[Contract], str]
+    counters: Counter[str] = field(default_factory=Counter)
+    abandon_observers: list[Callable[[float, float], None]] = field(default_factory=list)
+    """Called with each abandonment's deadline and the wall time the broker had it."""
+    clock: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+
+
+class Checkpoint:
+    """A partition's work since its last commit (see the module doc).
+
+    Outputs go to the partition of the cart they are about (its input partition), so each
+    cart's outputs keep their order on one partition of every output topic.
+    """
+
+    def __init__(self, partition: int, context: CheckpointContext) -> None:
+        self.partition = partition
+        self.context = context
+        self.states: dict[str, CartState | None] = {}
+        self.changed: set[str] = set()
+        self.sends: list[Awaitable[object]] = []
+        self.abandoned: list[float] = []
+        """Deadlines of the abandonments sent."""
+        self.events: list[Acknowledgeable] = []
+        self.opened_at = context.monotonic()
+
+    def load(self, cart_id: str) -> CartState | None:
+        if cart_id in self.states:
+            return self.states[cart_id]
+        state = self.states[cart_id] = self.context.store.get(self.partition, cart_id)
+        return state
+
+    async def apply(self, cart_id: str, transition: Transition) -> None:
+        """Send a transition's outputs; take its state; keep the deadline index in step."""
+        for output in transition.outputs:
+            await self.send(cart_id.encode(), output)
+            if isinstance(output, CartAbandoned):
+                self.abandoned.append(output.abandoned_at.timestamp())
+        if not transition.changed:
+            return
+        self.context.prepared.discard(self.partition, cart_id)
+        state = transition.state
+        if state is not None:
+            deadline = next_deadline(state, self.context.settings)
+            if state.scheduled_at is None or deadline < state.scheduled_at:
+                state.scheduled_at = deadline
+                self.context.deadlines.schedule(state.partition, deadline, cart_id)
+        self.states[cart_id] = state
+        self.changed.add(cart_id)
+
+    async def send(self, key: bytes, output: Contract) -> None:
+        """Hand an output to the producer (``Topic.send`` costs ten times as much, measured)."""
+        topic = self.context.output_topics[type(output)]
+        value = output.model_dump_json().encode()
+        self.sends.append(await self.context.producer.send(topic, key, value, self.partition))
+        self.context.counters[f"out:{output.type}"] += 1  # type: ignore[attr-defined]
+
+    def sent(self, awaitables: Sequence[Awaitable[object]]) -> None:
+        """Records sent for this partition by someone else (a burst of prepared abandonments):
+        the commit waits for them too."""
+        self.sends.extend(awaitables)
+
+    def due(self) -> bool:
+        return len(self.events) >= COMMIT_EVENTS or len(self.changed) >= COMMIT_EVENTS
+
+    def age(self) -> float:
+        return self.context.monotonic() - self.opened_at
+
+    async def commit(self) -> None:
+        """Outputs first, acknowledged by the broker; then each changed cart, once; then the
+        input events, so their offsets may be committed."""
+        if self.sends:
+            await asyncio.gather(*self.sends)
+        fired_at = self.context.clock()
+        for deadline in self.abandoned:
+            for observe in self.context.abandon_observers:
+                observe(deadline, fired_at)
+        if self.changed:
+            changes = {cart_id: self.states[cart_id] for cart_id in self.changed}
+            await self.context.store.write(self.partition, changes)
+        for event in self.events:
+            event.ack()
+        self.context.counters["commits"] += 1
+        self.states.clear()
+        self.changed.clear()
+        self.sends.clear()
+        self.abandoned.clear()
+        self.events.clear()
+        self.opened_at = self.context.monotonic()
