@@ -21,6 +21,7 @@ from aiokafka.structs import RecordMetadata
 from pydantic_core import from_json, to_json
 from rocksdict import WriteBatch
 
+from streams.compat import table_partition_db
 from streams.lifecycle import CartState
 
 
@@ -85,7 +86,7 @@ class CartStore:
 
     def _db(self, partition: int) -> Any:
         """The partition's RocksDB, opened on first use as Faust's own table reads do."""
-        return self._table.data._db_for_partition(partition)  # type: ignore[attr-defined]
+        return table_partition_db(self._table, partition)
 
 
 def encode_state(state: CartState) -> bytes:

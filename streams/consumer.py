@@ -17,6 +17,8 @@ from collections.abc import Collection, Container, Iterable, Mapping
 from faust.transport.drivers.aiokafka import Consumer
 from faust.types import TP
 
+from streams.compat import acknowledged_offsets, earliest_offsets, seek
+
 
 def never_committed(committed: Mapping[TP, int | None], assigned: Iterable[TP],
                     changelogs: Collection[str] = ()) -> list[TP]:
@@ -53,8 +55,8 @@ class RewindingConsumer(Consumer):
         rewind = never_committed(committed, self.assignment(),
                                  self.app.tables.changelog_topics)
         if rewind:
-            starts = await self._thread.earliest_offsets(*rewind)
+            starts = await earliest_offsets(self, rewind)
             for tp in rewind:
-                acknowledged = self._acked_index.get(tp, set())
-                self._thread.seek(tp, first_unacknowledged(starts[tp], acknowledged))
+                acknowledged = acknowledged_offsets(self, tp)
+                seek(self, tp, first_unacknowledged(starts[tp], acknowledged))
         return committed

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import faust
 from faust.types import TP
 
+from streams.compat import committed_offset
 from streams.timers import DeadlineIndex, PartitionClock
 
 TICK_RETRY_SECONDS = 5.0
@@ -70,7 +71,7 @@ class PartitionTimers:
             return False
         # Before a partition's first message is processed, its committed offset is the position
         # (Faust keeps it per partition; there is no public accessor).
-        committed = self.app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+        committed = committed_offset(self.app, tp)
         position = self.next_offsets.get(tp) or committed or 0
         return bool(position >= highwater)
 

@@ -21,6 +21,7 @@ from config.stack import parse_bootstrap
 from schemas.events import CartEvent
 from schemas.notifications import NotificationLogEntry
 from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered
+from streams.compat import cluster_metadata
 from streams.operator.store import ReadModel
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ class ReadModelFeed(Service):
         assert consumer is not None
         try:
             # ``consumer.topics()`` returns names only; the partitions come with the metadata.
-            cluster = await asyncio.wait_for(consumer._client.fetch_all_metadata(), 10.0)
+            cluster = await asyncio.wait_for(cluster_metadata(consumer), 10.0)
         except Exception as exc:  # broker unreachable or slow: try again next round
             log.warning("read model feed: cannot read cluster metadata: %s", exc)
             return assigned

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from streams import pipeline
 from streams.app import app, carts_table
+from streams.compat import committed_offset
 from streams.operator.feed import ReadModelFeed, SharedReadModel
 from streams.operator.prometheus import Family, Histogram
 from streams.operator.store import ReadModel
@@ -58,7 +59,7 @@ def consumer_lag() -> Family:
         if highwater is None:
             continue
         # As in ``PartitionTimers.caught_up``: before the first message, the committed offset.
-        committed = app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+        committed = committed_offset(app, tp)
         position = timers.next_offsets.get(tp) or committed or 0
         family.add(max(0, highwater - position),
                    {"topic": tp.topic, "partition": str(tp.partition)})

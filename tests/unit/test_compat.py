@@ -1,0 +1,59 @@
+"""The private Faust and aiokafka attributes cartwatch uses (``streams.compat``) still exist in
+the installed libraries: an upgrade that removes one fails here, naming it."""
+
+import importlib.metadata
+
+import faust
+import pytest
+from aiokafka import AIOKafkaConsumer
+from faust.stores.rocksdb import Store
+from faust.transport.drivers.aiokafka import Producer
+
+from streams.compat import CHECKED_AGAINST, PRIVATE_ATTRIBUTES
+
+
+def missing(owner: object, names: tuple[str, ...]) -> list[str]:
+    return [name for name in names if not hasattr(owner, name)]
+
+
+def test_the_installed_versions_are_the_ones_checked() -> None:
+    for package, version in CHECKED_AGAINST.items():
+        installed = importlib.metadata.version(package)
+        assert installed.startswith(version + "."), (
+            f"{package} {installed} is installed, streams/compat.py was checked against "
+            f"{version}.x: check its private attributes, then update CHECKED_AGAINST")
+
+
+async def test_faust_private_attributes_exist() -> None:
+    app = faust.App("compat-check", broker="kafka://127.0.0.1:1", store="rocksdb://")
+    consumer = app.consumer  # built, never started: nothing connects
+    found = {
+        "faust.transport.drivers.aiokafka.Producer": missing(Producer, PRIVATE_ATTRIBUTES[
+            "faust.transport.drivers.aiokafka.Producer"]),
+        "faust.transport.consumer.Consumer (instance)": missing(consumer, PRIVATE_ATTRIBUTES[
+            "faust.transport.consumer.Consumer (instance)"]),
+        "faust.transport.drivers.aiokafka.Consumer (instance)": missing(
+            consumer, PRIVATE_ATTRIBUTES["faust.transport.drivers.aiokafka.Consumer (instance)"]),
+        "faust.stores.rocksdb.Store": missing(Store, PRIVATE_ATTRIBUTES[
+            "faust.stores.rocksdb.Store"]),
+    }
+    assert {owner: names for owner, names in found.items() if names} == {}
+
+
+async def test_aiokafka_private_attributes_exist() -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")
+    try:
+        names = PRIVATE_ATTRIBUTES["aiokafka.AIOKafkaConsumer (instance)"]
+        assert missing(consumer, names) == []
+        assert hasattr(consumer._client, "fetch_all_metadata")
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.parametrize("owner", sorted(PRIVATE_ATTRIBUTES))
+def test_every_listed_owner_is_checked(owner: str) -> None:
+    checked = {"faust.transport.drivers.aiokafka.Producer",
+               "faust.transport.consumer.Consumer (instance)",
+               "faust.transport.drivers.aiokafka.Consumer (instance)",
+               "faust.stores.rocksdb.Store", "aiokafka.AIOKafkaConsumer (instance)"}
+    assert owner in checked
