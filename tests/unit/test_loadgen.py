@@ -1,16 +1,96 @@
-"""The load generator's model: seeded, realistic, valid, and right about the outcomes."""
+"""The load generator's model: seeded, realistic, valid, and right about the outcomes.
+
+The ledger's expectations are checked against the real state machine here (and only here):
+``replay`` folds the generated messages through ``streams.lifecycle`` the way the pipeline
+does, and the ledger must predict its outputs record for record.
+"""
 
 import io
 import json
+import math
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
+from config.settings import Settings
 from schemas.events import CartEvent, PurchaseEvent
-from streams.loadgen import LoadSpec, expected_outcomes, generate, silent_carts
+from streams.lifecycle import CartState, apply_event, on_deadline
+from streams.loadgen import LoadSpec, Message, compare, generate, generate_traffic, silent_carts
+from streams.loadgen.ledger import KINDS, Kind
 from streams.loadgen.produce import Progress
 
 SPEC = LoadSpec(seed=7, carts=400, duplicate_probability=0.05, late_probability=0.05)
+
+
+def expected_outcomes(spec: LoadSpec):
+    return generate_traffic(spec).expected()
+
+
+def replay(spec: LoadSpec, messages: Sequence[Message]) -> dict[Kind, list[dict[str, Any]]]:
+    """The real state machine's outputs (contract JSON) for ``messages``: before each message,
+    everything due up to its delivery time fires; at the end, everything fires."""
+    settings = Settings(abandon_after=spec.abandon_after)
+    states: dict[bytes, CartState | None] = {}
+    outputs: list[Any] = []
+
+    def fire(key: bytes, horizon: float) -> None:
+        state = states.get(key)
+        if state is not None:
+            transition = on_deadline(state, horizon, settings)
+            outputs.extend(transition.outputs)
+            states[key] = transition.state
+
+    for message in messages:
+        fire(message.key, message.sent_at)
+        model = CartEvent if message.topic == "cart_events" else PurchaseEvent
+        event = model.model_validate_json(message.value)
+        transition = apply_event(states.get(message.key), event, settings, 0)
+        outputs.extend(transition.outputs)
+        states[message.key] = transition.state
+    for key in list(states):
+        fire(key, math.inf)
+    kinds = {"cart_abandoned": "abandoned", "cart_recovered": "recovered",
+             "cart_reactivated": "reactivated"}
+    observed: dict[Kind, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
+    for output in outputs:
+        observed[kinds[output.type]].append(output.model_dump(mode="json"))  # type: ignore
+    return observed
+
+
+@given(seed=st.integers(min_value=0, max_value=10**6),
+       duplicate=st.sampled_from([0.0, 0.05, 0.3]), late=st.sampled_from([0.0, 0.05, 0.3]),
+       abandon_after=st.sampled_from([3.0, 60.0, 1_800.0]))
+@hypothesis_settings(max_examples=40, deadline=None)
+def test_the_ledger_predicts_the_state_machine_record_for_record(
+    seed: int, duplicate: float, late: float, abandon_after: float,
+) -> None:
+    spec = LoadSpec(seed=seed, carts=60, duplicate_probability=duplicate,
+                    late_probability=late, abandon_after=abandon_after)
+    traffic = generate_traffic(spec)
+    verdict = compare(traffic.expected(), replay(spec, traffic.messages))
+    assert verdict.ok, verdict.problems()
+
+
+def test_the_cross_check_covers_every_outcome_and_delivery_fault() -> None:
+    traffic = generate_traffic(SPEC)
+    expected = traffic.expected()
+    assert compare(expected, replay(SPEC, traffic.messages)).ok
+    assert expected.recoveries and expected.reactivations
+    assert any(a.abandonment_id.endswith(":2") for a in expected.abandonments.values())
+    assert any(a.email for a in expected.abandonments.values())
+    assert any(a.email is None for a in expected.abandonments.values())
+    assert len(traffic.messages) > sum(len(c.activities) + (c.purchase is not None)
+                                       for c in traffic.carts.values())  # duplicates
+    assert any(activity.at < max(a.at for a in cart.activities[:index])
+               for cart in traffic.carts.values()
+               for index, activity in enumerate(cart.activities) if index)  # late ones
 
 
 def test_same_seed_same_traffic_other_seed_other_traffic():
@@ -42,8 +122,8 @@ def test_traffic_mixes_every_shopper_action_and_delivery_fault():
 
 
 def test_outcomes_follow_the_probabilities():
+    expected = expected_outcomes(LoadSpec(seed=3, carts=2_000))
     spec = LoadSpec(seed=3, carts=2_000)
-    expected = expected_outcomes(spec, generate(spec))
     first = {i for i in expected.abandonment_ids if i.endswith(":1")}
     assert 0.3 * spec.carts < len(first) < 0.5 * spec.carts
     assert 0.2 * len(first) < len(expected.recovered_ids) < 0.4 * len(first)
@@ -56,10 +136,10 @@ def test_outcomes_follow_the_probabilities():
 
 def test_no_abandonment_without_silence_or_purchase_and_all_abandoned_without_purchase():
     never = LoadSpec(seed=1, carts=300, abandon_probability=0.0, empty_probability=0.0)
-    assert not expected_outcomes(never, generate(never)).abandonment_ids
+    assert not expected_outcomes(never).abandonment_ids
     always = LoadSpec(seed=1, carts=300, abandon_probability=1.0, empty_probability=0.0,
                       recover_probability=0.0, reactivate_probability=0.0)
-    expected = expected_outcomes(always, generate(always))
+    expected = expected_outcomes(always)
     # every cart is abandoned once, except those its shopper's own removes emptied
     assert expected.abandonment_ids <= {f"cart-1-{i}:1" for i in range(300)}
     assert len(expected.abandonment_ids) > 0.8 * 300
