@@ -432,3 +432,38 @@ def test_the_email_check_wants_the_ledgers_reminders_and_refuses_others(tmp_path
     result = _scenario(spec)
     judge_emails(result, rule, tmp_path / "mail")
     assert any("must not be sent" in problem for problem in result.problems())
+
+
+MUTATIONS = {
+    "total": lambda r: r["cart"].update(total=str(Decimal(r["cart"]["total"]) + 1)),
+    "item_count": lambda r: r["cart"].update(item_count=r["cart"]["item_count"] - 1),
+    "last line": lambda r: r["cart"]["lines"].pop(),
+    "unit_price": lambda r: r["cart"]["lines"][0].update(unit_price="0.01"),
+    "currency": lambda r: r["cart"].update(currency="USD"),
+    "last_activity_at": lambda r: r.update(last_activity_at=r["abandoned_at"]),
+    "email": lambda r: r["cart"].update(customer=None),
+}
+TRAFFIC = generate_traffic(SPEC)
+ABANDONED = replay(SPEC, TRAFFIC.messages)["abandoned"]
+
+
+@given(index=st.integers(min_value=0, max_value=len(ABANDONED) - 1),
+       mutation=st.sampled_from(sorted(MUTATIONS)))
+@hypothesis_settings(max_examples=60, deadline=None)
+def test_any_one_wrong_field_of_any_abandoned_cart_is_a_difference(
+    index: int, mutation: str,
+) -> None:
+    record = json.loads(json.dumps(ABANDONED[index]))
+    if mutation == "email" and not (record["cart"].get("customer") or {}).get("email"):
+        record["cart"]["customer"] = {"email": "someone@example.com"}
+    else:
+        MUTATIONS[mutation](record)
+    verdict = compare(TRAFFIC.expected(),
+                      {"abandoned": [*ABANDONED[:index], record, *ABANDONED[index + 1:]]})
+    assert set(verdict.different["abandoned"]) == {record["abandonment_id"]}
+
+
+def test_the_expectations_serialize_for_loadgen_expect() -> None:
+    written = json.loads(json.dumps(generate_traffic(SPEC).expected().as_json()))
+    some_id = written["abandonment_ids"][0]
+    assert set(written["abandonments"][some_id]) >= {"lines", "item_count", "total"}
