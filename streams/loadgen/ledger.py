@@ -78,6 +78,7 @@ class CartLedger:
     currency: str
     activities: list[Activity] = field(default_factory=list)
     purchase: Purchase | None = None
+    """The order, if any: the last thing that happens to the cart (nothing is added after)."""
 
 
 # -- the expectations ---------------------------------------------------------------------------
@@ -408,8 +409,9 @@ def expected_reminders(
     if rule.require_consent:
         return Reminders(frozenset(), frozenset())
     follow_ups: dict[str, float] = {key: r.recovered_at for key, r in expected.recoveries.items()}
-    if rule.cancel_on_reactivation:
-        follow_ups.update({key: r.reactivated_at for key, r in expected.reactivations.items()})
+    if rule.cancel_on_reactivation:  # came back (and maybe bought later): the first one counts
+        for key, back in expected.reactivations.items():
+            follow_ups[key] = min(back.reactivated_at, follow_ups.get(key, math.inf))
     sent: dict[str, list[tuple[float, str, bool]]] = {}
     """Address -> (time, abandonment id, sure) of the emails it gets."""
     for abandonment in sorted(expected.abandonments.values(), key=lambda a: a.abandoned_at):
