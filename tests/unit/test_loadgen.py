@@ -9,6 +9,8 @@ import io
 import json
 import mailbox
 import math
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
@@ -467,3 +469,12 @@ def test_the_expectations_serialize_for_loadgen_expect() -> None:
     written = json.loads(json.dumps(generate_traffic(SPEC).expected().as_json()))
     some_id = written["abandonment_ids"][0]
     assert set(written["abandonments"][some_id]) >= {"lines", "item_count", "total"}
+
+
+def test_the_expectations_never_consult_the_pipelines_state_machine() -> None:
+    """The ledger must stay independent of what it checks (only this test file cross-checks)."""
+    code = ("import sys, streams.loadgen, streams.loadgen.ledger; "
+            "print(sorted(m for m in sys.modules if m.startswith('streams.')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout
+    assert "streams.lifecycle" not in loaded and "streams.pipeline" not in loaded, loaded
