@@ -1,10 +1,11 @@
 """Fault tolerance on the real broker: kill -9, rebalance, broker restart; no email twice.
 
 The scenarios are the ones ``cartwatch chaos`` runs (``streams.chaos.scenarios``); each
-publishes seeded live traffic whose expected abandonments, recoveries and reactivations the
-load generator computes, injects its faults, and reads back every output topic and the
-reminders the SMTP server received. (The SMTP outage itself is tested by the notifier's
-``test_smtp_down_then_back_delivers_everything_once``; ``cartwatch chaos`` runs it too.)
+publishes seeded live traffic whose expected abandonments (with their carts), recoveries,
+reactivations and reminders the load generator derives from its ledger, injects its faults,
+and reads back every output topic and the reminders the SMTP server received. (The SMTP
+outage itself is tested by the notifier's ``test_smtp_down_then_back_delivers_everything_once``;
+``cartwatch chaos`` runs it too.)
 """
 
 from collections.abc import AsyncIterator
@@ -41,14 +42,17 @@ async def deployment(kafka_bootstrap: str, unique_names, tmp_path: Path
 
 
 def assert_exact(result: ScenarioResult) -> None:
-    """Exactly the expected outputs: nothing lost, nothing invented."""
+    """Exactly the expected outputs: nothing lost, nothing invented, every abandoned cart with
+    the lines, item count, total and times the load's ledger says."""
     expected = result.expected
     assert expected.abandonment_ids, "a scenario without abandonments proves nothing"
     assert result.abandoned == expected.abandonment_ids
     assert result.recovered == expected.recovered_ids
     assert result.reactivated == expected.reactivated_ids
+    assert result.verdict.ok, result.verdict.problems()
     assert result.problems() == [], render([result])
-    # Every reminder that was due arrived, and not one (abandonment, step) twice.
+    # Every reminder the ledger makes due arrived, none that must not be sent, and not one
+    # (abandonment, step) twice.
     assert result.emails_expected and result.emails == result.emails_expected
     assert result.duplicate_emails == 0
 

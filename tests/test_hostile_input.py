@@ -156,5 +156,6 @@ async def test_hostile_messages_between_good_ones_are_dead_lettered_and_the_rest
     assert result.abandoned == result.expected.abandonment_ids
     assert result.recovered == result.expected.recovered_ids
     assert result.reactivated == result.expected.reactivated_ids
+    assert result.verdict.ok, result.verdict.problems()  # each cart's lines and totals too
     assert result.problems() == []  # includes: the worker is still running
     assert deployment.workers[0].alive

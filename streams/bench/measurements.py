@@ -30,12 +30,14 @@ from streams.bench.contenders import ContenderConfig
 from streams.bench.notifier_run import NotifierRun
 from streams.bench.processes import BenchError, Process, poll
 from streams.bench.report import Figure, Report
-from streams.loadgen import LoadSpec, Message, expected_outcomes, generate, silent_carts
+from streams.loadgen import Expected, LoadSpec, Message, compare, generate_traffic, silent_carts
+from streams.loadgen.ledger import Kind
 from streams.loadgen.produce import Progress, produce
 
 PARTITIONS = 4
 INPUTS = {"cart_events": "cart-events", "purchase_events": "purchase-events"}
-OUTPUTS = ("cart-abandoned", "cart-recovered", "cart-reactivated")
+OUTPUTS: dict[str, Kind] = {"cart-abandoned": "abandoned", "cart-recovered": "recovered",
+                            "cart-reactivated": "reactivated"}
 MB = 2**20
 
 
@@ -83,8 +85,8 @@ class Bench:
     def throughput(self) -> None:
         prefix = self.prefix("tp")
         spec = LoadSpec(seed=1, carts=self.scale.throughput_carts).ending_before(time.time())
-        messages = generate(spec)
-        expected = expected_outcomes(spec, messages)
+        traffic = generate_traffic(spec)
+        messages, expected = traffic.messages, traffic.expected()
         self.say(f"throughput input: {len(messages):,} messages, {spec.carts:,} carts")
         asyncio.run(self._load(prefix, messages))
         topics = tuple(prefix + name for name in INPUTS.values())
@@ -179,10 +181,15 @@ class Bench:
         return first[0], first[1], time.time()
 
     def _cartwatch_throughput(
-        self, prefix: str, count: int, spec: LoadSpec, expected: Any, key: str, read_model: str
+        self, prefix: str, count: int, spec: LoadSpec, expected: Expected, key: str,
+        read_model: str,
     ) -> float:
         """A worker's rate on the pre-loaded input; ``read_model`` "off" is a pipeline-only
-        worker, as a deployment that serves the operator API from other workers runs them."""
+        worker, as a deployment that serves the operator API from other workers runs them.
+
+        Its outputs are judged against the load's ledger (ids and each abandoned cart's
+        contents) into ``checks["<key>_outputs"]``: all zero when correct.
+        """
         worker = self._worker(key, prefix, CARTWATCH_ABANDON_AFTER=str(spec.abandon_after),
                               CARTWATCH_READ_MODEL=read_model)
         worker.start()
@@ -191,29 +198,24 @@ class Bench:
             found = asyncio.run(self._outputs(prefix, expected))
         finally:
             worker.stop()
-        missing = {name: len(want - found[name]) for name, want in (
-            ("abandonment_ids", expected.abandonment_ids),
-            ("recovered_ids", expected.recovered_ids),
-            ("reactivated_ids", expected.reactivated_ids))}
+        verdict = compare(expected, found)
         self.report.checks[f"{key}_outputs"] = {
-            "expected": {k: len(v) for k, v in expected.as_json().items()},
-            "missing": missing,
-            "unexpected_abandonments": len(found["abandonment_ids"] - expected.abandonment_ids),
+            "expected": {k: len(v) for k, v in expected.as_json().items() if k.endswith("_ids")},
+            **verdict.counts(),
+            "problems": verdict.problems(),
         }
         return (count - first_count) / max(last_at - first_at, 1e-6)
 
-    async def _outputs(self, prefix: str, expected: Any) -> dict[str, set[str]]:
-        """Read the worker's outputs until they hold what the seed says, or the deadline."""
-        names = {prefix + "cart-abandoned": "abandonment_ids",
-                 prefix + "cart-recovered": "recovered_ids",
-                 prefix + "cart-reactivated": "reactivated_ids"}
-        found: dict[str, set[str]] = {name: set() for name in names.values()}
-        want = {"abandonment_ids": expected.abandonment_ids,
-                "recovered_ids": expected.recovered_ids,
-                "reactivated_ids": expected.reactivated_ids}
+    async def _outputs(self, prefix: str, expected: Expected) -> dict[Kind, list[dict[str, Any]]]:
+        """Read the worker's outputs until they hold every id the ledger expects, or the
+        deadline."""
+        names = {prefix + name: kind for name, kind in OUTPUTS.items()}
+        found: dict[Kind, list[dict[str, Any]]] = {kind: [] for kind in OUTPUTS.values()}
+        missing = {kind: set(expected.of(kind)) for kind in OUTPUTS.values()}
         async for topic, value, _ in _read(self.bootstrap, names, min(self.scale.timeout, 120)):
-            found[names[topic]].add(value["abandonment_id"])
-            if all(found[name] >= want[name] for name in found):
+            found[names[topic]].append(value)
+            missing[names[topic]].discard(value["abandonment_id"])
+            if not any(missing.values()):
                 break
         return found
 
@@ -338,7 +340,7 @@ class Bench:
 
 
 async def _read(
-    bootstrap: str, topics: dict[str, str], timeout: float
+    bootstrap: str, topics: Iterable[str], timeout: float
 ) -> Any:
     """Yield ``(topic, JSON value, timestamp ms)`` from the start of ``topics`` until timeout."""
     consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap,

@@ -32,7 +32,7 @@ async def run_scenarios(names: list[str], bootstrap: str | None, workdir: Path) 
     """Run ``names`` in order; returns the report lines of each as soon as it is done."""
     results: list[ScenarioResult] = []
     private: PrivateStack | None = None
-    if bootstrap is None and any(name in ON_DEPLOYMENT for name in names):
+    if bootstrap is None and any(name != "broker-restart" for name in names):
         private = PrivateStack(workdir / "shared-stack")
         await asyncio.to_thread(private.up)
         bootstrap = private.bootstrap

@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from config.settings import TopicNames
 from streams.chaos.workers import WorkerProcess
+from streams.loadgen.ledger import ReminderRule
 
 if TYPE_CHECKING:
     from streams.chaos.stack import MailSink
@@ -33,6 +34,10 @@ OUTPUTS = ("abandoned", "reactivated", "recovered", "dead_letter")
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 """Input topics accept messages up to this size (Kafka 2.3's default is 1000012 bytes), so a
 producer can hand cartwatch a hostile 1 MB message and the worker must dead-letter it."""
+REMINDERS = ReminderRule(steps=(0.5,), require_consent=False)
+"""The workers' reminder policy, and what the email check expects of them: one reminder, 0.5 s
+after the abandonment, to every customer with an address; the load's follow-ups come 1.5 s or
+more after it (with a 3 s time to abandon), so which carts get one is known."""
 FAST_FAILOVER = {"CARTWATCH_SESSION_TIMEOUT": "6s"}
 """A killed worker's partitions move once its group session expires; 6 s is the broker's
 smallest allowed session (group.min.session.timeout.ms)."""
@@ -180,14 +185,18 @@ class Deployment:
         return worker
 
     def _notifier_settings(self, mail: MailSink) -> dict[str, str]:
-        """One reminder, 0.5 s after the abandonment, to every customer with an address: the
-        follow-ups of the load come 1.5 s or more after it, so which carts get one is known."""
+        """The notifier on, sending ``REMINDERS`` to ``mail``."""
         config = self.workdir / "cartwatch.toml"
         self.workdir.mkdir(parents=True, exist_ok=True)
+        steps = ", ".join(f'{{after = "{after}s"}}' for after in REMINDERS.steps)
+        assert REMINDERS.frequency_cap is not None  # TOML has no null to switch it off
         config.write_text(
             "[notifier]\nretry_initial = \"0.2s\"\nretry_max = \"1s\"\n"
-            "[notifier.reminders]\nrequire_marketing_consent = false\n"
-            "steps = [{after = \"0.5s\"}]\n"
+            "[notifier.reminders]\n"
+            f"require_marketing_consent = {str(REMINDERS.require_consent).lower()}\n"
+            f"cancel_on_reactivation = {str(REMINDERS.cancel_on_reactivation).lower()}\n"
+            f'frequency_cap = "{REMINDERS.frequency_cap}s"\n'
+            f"steps = [{steps}]\n"
         )
         return {
             "CARTWATCH_CONFIG": str(config),

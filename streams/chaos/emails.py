@@ -1,9 +1,12 @@
-"""Judge the reminders a scenario's SMTP server received: each due one once, none twice.
+"""Judge the reminders a scenario's SMTP server received against the ledger's expectations.
 
-An abandonment that stays abandoned (never recovered or reactivated) and whose cart has an
-email address must get exactly one reminder. One that was later recovered or reactivated may
-or may not have got one before (it depends on when the worker decided), but never two. A
-later abandonment of the same cart gets none (the per-address frequency cap).
+Which (abandonment, step) emails are due comes from the load generator's ledger
+(``expected_reminders``): every step of an abandonment whose shopper left an address and did
+not come back or buy before it fell due, except what the per-address frequency cap holds back
+(a cart's later abandonment, after a reminder for an earlier one). Only a follow-up close to
+the moment a step is decided (``MARGIN``, or an outage the scenario records in
+``ScenarioResult.blackouts``) makes an email optional. Each due one must arrive exactly once;
+any other is a failure.
 """
 
 from __future__ import annotations
@@ -11,31 +14,31 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from streams.chaos.deployment import OutputLog
 from streams.chaos.report import ScenarioResult
+from streams.loadgen.ledger import ReminderRule, expected_reminders
 from streams.stack import read_maildir
 
+MARGIN = 0.5
+"""Seconds around a step's decision within which a purchase or new activity may or may not
+beat it: timer resolution, the notifier's tick and the output topics' round trip."""
 
-def judge_emails(result: ScenarioResult, log: OutputLog, maildir: Path) -> None:
-    """Fill the email columns of ``result`` from the Maildir and the outputs."""
+
+def judge_emails(result: ScenarioResult, rule: ReminderRule, maildir: Path) -> None:
+    """Fill the email columns of ``result`` from the Maildir and the ledger."""
     emails = read_maildir(maildir)
-    keys = Counter((m["X-Cartwatch-Abandonment"], m["X-Cartwatch-Step"]) for m in emails)
+    keys = Counter((m["X-Cartwatch-Abandonment"], int(m["X-Cartwatch-Step"])) for m in emails)
     ids = Counter(m["Message-ID"] for m in emails)
-    with_address = {
-        record.value["abandonment_id"]: record.value["sequence"]
-        for record in log.of("abandoned")
-        if (record.value["cart"].get("customer") or {}).get("email")
-    }
-    ended = result.recovered | result.reactivated
-    must = {a for a, sequence in with_address.items()
-            if sequence == 1 and a not in ended and a in result.expected.abandonment_ids}
-    emailed = {abandonment for abandonment, _ in keys}
-    result.emails_expected = len(must)
-    result.emails = len(emailed & must)
+    reminders = expected_reminders(result.expected, rule, margin=MARGIN,
+                                   blackouts=result.blackouts)
+    received = set(keys)
+    result.emails_expected = len(reminders.must)
+    result.emails = len(received & reminders.must)
     result.duplicate_emails = max(sum(keys.values()) - len(keys), sum(ids.values()) - len(ids))
-    strays = emailed - set(with_address)
+    strays = received - reminders.must - reminders.optional
     if strays:
-        result.failures.append(f"reminders for unknown abandonments: {sorted(strays)[:5]}")
-    optional = len(emailed - must)
-    result.notes.append(f"{len(emails)} reminders received: {len(emailed & must)} due ones, "
-                        f"{optional} for abandonments later recovered/reactivated (optional)")
+        result.failures.append(f"{len(strays)} reminders that must not be sent: "
+                               f"{sorted(strays)[:5]}")
+    result.notes.append(
+        f"{len(emails)} reminders received: {len(received & reminders.must)} of "
+        f"{len(reminders.must)} due, {len(received & reminders.optional)} of "
+        f"{len(reminders.optional)} timing-dependent (optional), {len(strays)} not due")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
-from streams.loadgen.model import Expected
+from streams.loadgen.ledger import KINDS, Expected, Kind, Verdict, compare
 
 
 @dataclass
@@ -17,9 +18,8 @@ class ScenarioResult:
     carts: int
     messages: int
     expected: Expected
-    abandoned: set[str]
-    recovered: set[str]
-    reactivated: set[str]
+    outputs: dict[Kind, list[dict[str, Any]]]
+    """Every record seen on each output topic (contract JSON), repeats included."""
     duplicate_outputs: int
     """Output records repeating a (type, abandonment_id): tolerated, consumers de-duplicate."""
     dead_letters_expected: Counter[str] = field(default_factory=Counter)
@@ -32,31 +32,48 @@ class ScenarioResult:
     delay_bound: float | None = None
     """The worst delay allowed (the measured rebalance time plus slack), if the scenario has one."""
     producer_lag: float = 0.0
+    blackouts: list[tuple[float, float]] = field(default_factory=list)
+    """Wall-clock windows in which reminders could not be decided (a worker down until its
+    successor owned the partitions): a follow-up inside one leaves the reminder to timing."""
     notes: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     """Problems a scenario found itself (a worker exited, a partition did not move...)."""
 
+    def _ids(self, kind: Kind) -> set[str]:
+        return {record["abandonment_id"] for record in self.outputs.get(kind, ())}
+
+    @property
+    def abandoned(self) -> set[str]:
+        return self._ids("abandoned")
+
+    @property
+    def recovered(self) -> set[str]:
+        return self._ids("recovered")
+
+    @property
+    def reactivated(self) -> set[str]:
+        return self._ids("reactivated")
+
+    @property
+    def verdict(self) -> Verdict:
+        """The outputs judged against the ledger: missing, unexpected, different contents."""
+        return compare(self.expected, self.outputs)
+
     @property
     def lost(self) -> set[str]:
-        expected = self.expected
-        return ((expected.abandonment_ids - self.abandoned)
-                | (expected.recovered_ids - self.recovered)
-                | (expected.reactivated_ids - self.reactivated))
+        verdict = self.verdict
+        return set().union(*(verdict.missing[kind] for kind in KINDS))
 
     @property
     def unexpected(self) -> set[str]:
-        expected = self.expected
-        return ((self.abandoned - expected.abandonment_ids)
-                | (self.recovered - expected.recovered_ids)
-                | (self.reactivated - expected.reactivated_ids))
+        verdict = self.verdict
+        return set().union(*(verdict.unexpected[kind] for kind in KINDS))
 
     def problems(self) -> list[str]:
-        """Every way the run fell short; empty means nothing lost and nothing sent twice."""
+        """Every way the run fell short; empty means nothing lost, nothing invented, every
+        abandoned cart as the shopper left it, and nothing sent twice."""
         found = list(self.failures)
-        if self.lost:
-            found.append(f"lost {len(self.lost)}: {sorted(self.lost)[:5]}")
-        if self.unexpected:
-            found.append(f"unexpected {len(self.unexpected)}: {sorted(self.unexpected)[:5]}")
+        found += self.verdict.problems()
         if self.dead_letters != self.dead_letters_expected:
             found.append(f"dead letters {dict(self.dead_letters)} != "
                          f"expected {dict(self.dead_letters_expected)}")

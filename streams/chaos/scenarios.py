@@ -1,7 +1,8 @@
 """The fault scenarios: real workers, a real broker, seeded load with known expectations.
 
-Each scenario publishes traffic from the load generator (``streams.loadgen``), which says from
-its seed which abandonments, recoveries and reactivations a correct pipeline emits, injects
+Each scenario publishes traffic from the load generator (``streams.loadgen``), whose ledger
+says which abandonments (with their carts), recoveries and reactivations a correct pipeline
+emits and which reminders it sends, injects
 its faults while the traffic flows, reads every output topic, and returns a
 ``ScenarioResult``: expected versus seen, duplicates, and how late the deadlines fired.
 
@@ -22,18 +23,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from streams.chaos.deployment import Deployment, OutputLog
+from streams.chaos.deployment import REMINDERS, Deployment, OutputLog
 from streams.chaos.emails import judge_emails
 from streams.chaos.hostile import hostile_messages
 from streams.chaos.report import ScenarioResult
 from streams.chaos.stack import PrivateStack
 from streams.chaos.workers import WorkerProcess
-from streams.loadgen.model import Expected, LoadSpec, Message, expected_outcomes, generate
+from streams.loadgen.ledger import KINDS, Expected
+from streams.loadgen.model import LoadSpec, Message, generate_traffic
 
 SETTLE_SECONDS = 3.0
 """After everything expected arrived, keep reading this long to catch extras and duplicates."""
 REBALANCE_SLACK = 2.0
 """Allowed on top of the measured rebalance time: timer resolution, tick round trip, load."""
+CATCH_UP_SECONDS = 2.0
+"""After a worker owns its partitions again, how long its backlog (abandonments and purchases
+that fell due meanwhile) may take to reach the notifier: a reminder due in an outage is
+decided about then, so a follow-up before it may win."""
+BROKER_RECONNECT_SECONDS = 10.0
+"""After the broker is back, how long the workers may take to reconnect and catch up."""
 
 
 @dataclass(frozen=True)
@@ -63,12 +71,12 @@ def live_load(
     """
     spec = LoadSpec(seed=seed, carts=carts, abandon_after=abandon_after, span=span,
                     start=time.time() + lead)
-    messages = generate(spec)
+    traffic = generate_traffic(spec)
     if quiet is not None:
         low, high = spec.start + quiet[0], spec.start + quiet[1]
-        noisy = {m.key for m in messages if low <= m.sent_at <= high}
-        messages = [m for m in messages if m.key not in noisy]
-    return Load(spec, messages, expected_outcomes(spec, messages))
+        traffic = traffic.without(
+            {m.key.decode() for m in traffic.messages if low <= m.sent_at <= high})
+    return Load(spec, traffic.messages, traffic.expected())
 
 
 def _parse(timestamp: str) -> float:
@@ -90,52 +98,58 @@ async def _wait_outputs(log: OutputLog, expected: Expected, timeout: float) -> N
     await log.reread()
 
 
-def _result(name: str, load: Load, log: OutputLog, faults: list[str], lag: float) -> ScenarioResult:
+def _result(name: str, load: Load, log: OutputLog, faults: list[str], lag: float,
+            blackouts: list[tuple[float, float]] | None = None) -> ScenarioResult:
     delays = [record.timestamp - _parse(record.value["abandoned_at"])
               for record in log.first_emitted().values()]
     return ScenarioResult(
         name=name, faults=faults, carts=load.carts, messages=len(load.messages),
-        expected=load.expected, abandoned=log.ids("abandoned"),
-        recovered=log.ids("recovered"), reactivated=log.ids("reactivated"),
+        expected=load.expected,
+        outputs={kind: [record.value for record in log.of(kind)] for kind in KINDS},
         duplicate_outputs=log.duplicates(),
         dead_letters=Counter(r.value["error_kind"] for r in log.of("dead_letter")),
         max_delay=max(delays, default=None), producer_lag=lag,
+        blackouts=list(blackouts or ()),
     )
 
 
 async def _run_live(
     deployment: Deployment, load: Load, name: str,
-    inject: Callable[[list[str]], Awaitable[None]], timeout: float,
+    inject: Callable[[list[str], list[tuple[float, float]]], Awaitable[None]], timeout: float,
 ) -> ScenarioResult:
-    """Send ``load`` live while ``inject`` runs its faults; then collect and judge."""
+    """Send ``load`` live while ``inject`` runs its faults (noting them, and the windows in
+    which no worker could decide a reminder); then collect and judge."""
     log = deployment.output_log()
     faults: list[str] = []
+    blackouts: list[tuple[float, float]] = []
     lag: list[float] = []
     producing = asyncio.create_task(deployment.send_live(load.messages, lag))
     try:
-        await inject(faults)
+        await inject(faults, blackouts)
     finally:
         await producing
     await _wait_outputs(log, load.expected, timeout)
-    return await _judged(deployment, name, load, log, faults, lag[0] if lag else 0.0)
+    return await _judged(deployment, name, load, log, faults, lag[0] if lag else 0.0,
+                         blackouts)
 
 
 async def _judged(deployment: Deployment, name: str, load: Load, log: OutputLog,
-                  faults: list[str], lag: float, timeout: float = 30.0) -> ScenarioResult:
+                  faults: list[str], lag: float, blackouts: list[tuple[float, float]],
+                  timeout: float = 30.0) -> ScenarioResult:
     """The result, with the reminders judged when the workers send any."""
-    result = _result(name, load, log, faults, lag)
+    result = _result(name, load, log, faults, lag, blackouts)
     if deployment.mail is None:
         return result
     deadline = time.monotonic() + timeout
     while True:
-        judge_emails(result, log, deployment.mail.maildir)
+        judge_emails(result, REMINDERS, deployment.mail.maildir)
         if result.emails == result.emails_expected or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)
-        result = _result(name, load, log, faults, lag)
+        result = _result(name, load, log, faults, lag, blackouts)
     await asyncio.sleep(SETTLE_SECONDS)  # a duplicate would come late
-    result = _result(name, load, log, faults, lag)
-    judge_emails(result, log, deployment.mail.maildir)
+    result = _result(name, load, log, faults, lag, blackouts)
+    judge_emails(result, REMINDERS, deployment.mail.maildir)
     return result
 
 
@@ -154,13 +168,14 @@ async def kill9(deployment: Deployment, *, carts: int = 600, kills: int = 5,
     rng = random.Random(seed)
     load = live_load(seed, carts, abandon_after, span=12.0 * kills)
 
-    async def inject(faults: list[str]) -> None:
+    async def inject(faults: list[str], blackouts: list[tuple[float, float]]) -> None:
         await asyncio.sleep(max(0.0, load.start - time.time()))
         for number in range(1, kills + 1):
             await asyncio.sleep(rng.uniform(1.0, 4.0))  # under load, at a random moment
             killed_at = time.time()
             worker.kill()
             ready_at = await _start(worker)
+            blackouts.append((killed_at, ready_at + CATCH_UP_SECONDS))
             faults.append(f"kill -9 #{number} at +{killed_at - load.start:.1f} s; "
                           f"restarted, owning partitions again after "
                           f"{ready_at - killed_at:.1f} s")
@@ -181,7 +196,7 @@ async def rebalance(deployment: Deployment, *, carts: int = 400, abandon_after: 
     load = live_load(seed, carts, abandon_after, span=20.0)
     measured: dict[str, float] = {}
 
-    async def inject(faults: list[str]) -> None:
+    async def inject(faults: list[str], blackouts: list[tuple[float, float]]) -> None:
         await asyncio.sleep(max(0.0, load.start + 8.0 - time.time()))
         victim, survivor = first, second
         moved = victim.owned_partitions()
@@ -189,6 +204,7 @@ async def rebalance(deployment: Deployment, *, carts: int = 400, abandon_after: 
         killed_at = time.time()
         victim.kill()
         ready_at = await survivor.wait_ready(after=before)
+        blackouts.append((killed_at, ready_at + CATCH_UP_SECONDS))
         measured["rebalance"] = ready_at - killed_at
         owned = survivor.owned_partitions()
         faults.append(f"kill -9 of {victim.name} (partitions {sorted(moved)}) at "
@@ -228,13 +244,15 @@ async def broker_restart(workdir: Path, *, carts: int = 500, abandon_after: floa
             load = live_load(seed, carts, abandon_after, span=outage_at + window + 8.0,
                              quiet=(outage_at - 1.0, outage_at + window))
 
-            async def inject(faults: list[str]) -> None:
+            async def inject(faults: list[str], blackouts: list[tuple[float, float]]) -> None:
                 await asyncio.sleep(max(0.0, load.start + outage_at - time.time()))
                 stopped_at = time.time()
                 await asyncio.to_thread(stack.stop_service, "kafka")
                 await asyncio.sleep(down_for)  # the outage itself
                 await asyncio.to_thread(stack.start_service, "kafka")
                 back_at = time.time()
+                # the workers reconnect by themselves, some seconds after the broker is back
+                blackouts.append((stopped_at, back_at + BROKER_RECONNECT_SECONDS))
                 faults.append(f"broker stopped at +{stopped_at - load.start:.1f} s, "
                               f"back {back_at - stopped_at:.1f} s later")
 
@@ -259,8 +277,9 @@ async def hostile_input(deployment: Deployment, *, carts: int = 200, abandon_aft
     deployment.settings["CARTWATCH_ABANDON_AFTER"] = str(abandon_after)
     spec = LoadSpec(seed=seed, carts=carts, abandon_after=abandon_after,
                     span=10.0).ending_before(time.time())
-    good = generate(spec)
-    load = Load(spec, good, expected_outcomes(spec, good))
+    traffic = generate_traffic(spec)
+    good = traffic.messages
+    load = Load(spec, good, traffic.expected())
     bad = hostile_messages(time.time())
     step = max(1, len(good) // (len(bad) + 1))
     mixed: list[tuple[str, bytes | None, bytes | None]] = []
@@ -305,7 +324,8 @@ async def smtp_outage(deployment: Deployment, mail_stack: PrivateStack, *, carts
     await _start(deployment.worker("w1"))
     load = live_load(seed, carts, abandon_after, span=25.0)
 
-    async def inject(faults: list[str]) -> None:
+    async def inject(faults: list[str], blackouts: list[tuple[float, float]]) -> None:
+        # No blackout: the worker decides the reminders on time and retries sending them.
         await asyncio.sleep(max(0.0, load.start + 8.0 - time.time()))
         stopped_at = time.time()
         await asyncio.to_thread(mail_stack.stop_service, "smtp")

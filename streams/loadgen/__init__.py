@@ -1,12 +1,26 @@
-"""Load generator: seeded shopping traffic (``model``) and a thin Kafka producer (``produce``)."""
+"""Load generator: seeded shopping traffic and its ledger (``model``), the outputs the ledger
+says a correct pipeline emits and how to judge observed ones (``ledger``), and a thin Kafka
+producer (``produce``)."""
 
+from streams.loadgen.ledger import Expected, Verdict, compare, expected_outcomes
 from streams.loadgen.model import (
-    Expected,
     LoadSpec,
     Message,
-    expected_outcomes,
+    Traffic,
     generate,
+    generate_traffic,
     silent_carts,
 )
 
-__all__ = ["Expected", "LoadSpec", "Message", "expected_outcomes", "generate", "silent_carts"]
+__all__ = [
+    "Expected",
+    "LoadSpec",
+    "Message",
+    "Traffic",
+    "Verdict",
+    "compare",
+    "expected_outcomes",
+    "generate",
+    "generate_traffic",
+    "silent_carts",
+]

@@ -11,7 +11,7 @@ import click
 
 from config.settings import SettingsError, load_settings
 from config.stack import parse_bootstrap
-from streams.loadgen.model import LoadSpec, expected_outcomes, generate
+from streams.loadgen.model import LoadSpec, generate_traffic
 from streams.loadgen.produce import Progress, produce
 
 
@@ -37,7 +37,8 @@ from streams.loadgen.produce import Progress, produce
 @click.option("--broker", default=None,
               help="kafka://host:port[;...] [default: CARTWATCH_BROKER / settings].")
 @click.option("--expect", "expect_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="Write the expected abandonment/recovery ids here (JSON).")
+              default=None,
+              help="Write the expected outputs here (JSON: ids and each abandoned cart).")
 def loadgen(
     seed: int, carts: int, stores: int, catalog: int, rate: float | None,
     abandon_probability: float, recover_probability: float, reactivate_probability: float,
@@ -60,9 +61,10 @@ def loadgen(
         duplicate_probability=duplicate_probability, late_probability=late_probability,
         abandon_after=settings.abandon_after, span=span,
     ).ending_before(time.time())
-    messages = generate(spec)
+    traffic = generate_traffic(spec)
+    messages = traffic.messages
     if expect_path is not None:
-        expect_path.write_text(json.dumps(expected_outcomes(spec, messages).as_json()))
+        expect_path.write_text(json.dumps(traffic.expected().as_json()))
     topics = {name: settings.topic(name) for name in ("cart_events", "purchase_events")}
     bootstrap = parse_bootstrap(broker or settings.broker)
     click.echo(f"{len(messages):,} messages for {carts:,} carts -> {bootstrap}", err=True)

@@ -1,11 +1,13 @@
 """Realistic shopping traffic as a pure function of a seed, with the outcomes it must produce.
 
-``generate(spec)`` returns the messages a shop platform would publish (cart sessions of adds,
-removes, quantity changes, views, checkouts and purchases over a catalog, with duplicates and
-late deliveries) in delivery order, and ``expected_outcomes`` replays them through the real
-state machine (``streams.lifecycle``) to say which abandonments, recoveries and reactivations
-a correct pipeline must emit. Nothing here touches Kafka or the wall clock, so tests and the
-benchmark check correctness from the seed alone.
+``generate_traffic(spec)`` returns the messages a shop platform would publish (cart sessions of
+adds, removes, quantity changes, views, checkouts and purchases over a catalog, with duplicates
+and late deliveries) in delivery order, and the ledger of what each shopper did
+(``streams.loadgen.ledger``), written while generating. ``Traffic.expected`` derives from the
+ledger alone which abandonments (with their carts), recoveries and reactivations a correct
+pipeline must emit: never from the pipeline's own state machine, whose bugs it must catch.
+Nothing here touches Kafka or the wall clock, so tests and the benchmark check correctness from
+the seed alone.
 
 Sessions are shaped so the outcome does not depend on how carts interleave on a partition:
 gaps inside a session are far below the time to abandon, gaps that are meant to abandon a cart
@@ -15,16 +17,14 @@ are far above it.
 from __future__ import annotations
 
 import json
-import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Literal
 
-from config.settings import Settings
-from schemas.events import CartEvent, PurchaseEvent
-from streams.lifecycle import CartState, apply_event, on_deadline
+from streams.loadgen.ledger import Activity, CartLedger, Expected, Line, Purchase, expected_outcomes
 
 Topic = Literal["cart_events", "purchase_events"]
 """Logical topic names (``Settings.topic`` turns them into Kafka names)."""
@@ -97,22 +97,6 @@ class Message:
     """Position on the delivery timeline (a late event's ``occurred_at`` is before it)."""
 
 
-@dataclass(frozen=True)
-class Expected:
-    """What a correct pipeline emits for the generated traffic once every deadline passed."""
-
-    abandonment_ids: frozenset[str]
-    recovered_ids: frozenset[str]
-    reactivated_ids: frozenset[str]
-
-    def as_json(self) -> dict[str, list[str]]:
-        return {
-            "abandonment_ids": sorted(self.abandonment_ids),
-            "recovered_ids": sorted(self.recovered_ids),
-            "reactivated_ids": sorted(self.reactivated_ids),
-        }
-
-
 @dataclass
 class _Catalog:
     skus: list[str]
@@ -129,6 +113,7 @@ class _Session:
     cart_id: str
     store_id: str
     now: float
+    ledger: CartLedger
     messages: list[Message] = field(default_factory=list)
     lines: dict[int, int] = field(default_factory=dict)
     count: int = 0
@@ -151,6 +136,18 @@ class _Session:
             **fields,
         }
 
+    def _lines(self) -> tuple[Line, ...]:
+        return tuple(Line(self.catalog.skus[index], quantity,
+                          Decimal(self.catalog.prices[index]))
+                     for index, quantity in sorted(self.lines.items()))
+
+    def _record(self, document: dict[str, Any], changes_lines: bool) -> None:
+        """Write the action in the ledger, once, at the time its event is stamped with."""
+        customer = document.get("customer") or {}
+        self.ledger.activities.append(Activity(
+            event_id=document["event_id"], at=stamped(document["occurred_at"]),
+            lines=self._lines() if changes_lines else None, email=customer.get("email")))
+
     def _emit(self, topic: Topic, document: dict[str, Any], sent_at: float) -> None:
         value = json.dumps(document, separators=(",", ":")).encode()
         message = Message(topic, self.cart_id.encode(), value, sent_at)
@@ -159,12 +156,17 @@ class _Session:
             self.messages.append(message)
 
     def cart_event(self, event_type: str, **fields: Any) -> None:
+        """Publish one cart event (``self.lines`` already changed) and write it in the ledger."""
         previous_at, self.previous_at = self.previous_at, self.now
-        self._emit("cart_events", self._document(event_type, self.now, **fields), self.now)
+        document = self._document(event_type, self.now, **fields)
+        self._record(document, changes_lines="item" in fields)
+        self._emit("cart_events", document, self.now)
         if previous_at is not None and self.rng.random() < self.spec.late_probability:
             # A view delivered now but stamped before the cart's previous event.
             late = previous_at - self.rng.uniform(0.0, LATE_BY * self.spec.abandon_after)
-            self._emit("cart_events", self._document("cart_viewed", late), self.now)
+            document = self._document("cart_viewed", late)
+            self._record(document, changes_lines=False)
+            self._emit("cart_events", document, self.now)
 
     def add(self) -> None:
         index = self.rng.randrange(len(self.catalog.skus))
@@ -198,8 +200,8 @@ class _Session:
     def empty(self) -> None:
         for index in sorted(self.lines):
             self.gap()
+            del self.lines[index]  # before the event: the ledger writes the lines after it
             self.cart_event("item_removed", item={"sku": self.catalog.skus[index]})
-        self.lines.clear()
 
     def purchase(self) -> None:
         total = sum(
@@ -209,6 +211,8 @@ class _Session:
             "order_completed", self.now, order_id=f"order-{self.cart_id}-{self.count}",
             total=f"{total:.2f}", currency="EUR",
         )
+        self.ledger.purchase = Purchase(stamped(document["occurred_at"]), document["order_id"],
+                                        Decimal(document["total"]), document["currency"])
         self._emit("purchase_events", document, self.now)
 
 
@@ -219,6 +223,11 @@ def iso(epoch: float) -> str:
     )
 
 
+def stamped(timestamp: str) -> float:
+    """The epoch seconds an event carries (``iso`` drops what is below the millisecond)."""
+    return datetime.fromisoformat(timestamp).timestamp()
+
+
 def catalog(spec: LoadSpec) -> _Catalog:
     rng = random.Random(f"catalog-{spec.seed}")
     return _Catalog(
@@ -227,14 +236,15 @@ def catalog(spec: LoadSpec) -> _Catalog:
     )
 
 
-def cart_session(spec: LoadSpec, shop: _Catalog, index: int) -> list[Message]:
-    """The messages of cart ``index``, in delivery order; its own RNG keeps carts independent."""
+def cart_session(spec: LoadSpec, shop: _Catalog, index: int) -> _Session:
+    """Cart ``index``: its messages in delivery order and its ledger; its own RNG keeps carts
+    independent."""
     rng = random.Random(f"{spec.seed}-{index}")
+    cart_id, store_id = f"cart-{spec.seed}-{index}", f"store-{index % spec.stores}"
     session = _Session(
-        rng=rng, spec=spec, catalog=shop,
-        cart_id=f"cart-{spec.seed}-{index}",
-        store_id=f"store-{index % spec.stores}",
+        rng=rng, spec=spec, catalog=shop, cart_id=cart_id, store_id=store_id,
         now=spec.start + rng.random() * spec.span,
+        ledger=CartLedger(cart_id, store_id, currency="EUR"),
     )
     session.add()
     for _ in range(rng.randint(*spec.session_events) - 1):
@@ -245,7 +255,7 @@ def cart_session(spec: LoadSpec, shop: _Catalog, index: int) -> list[Message]:
         session.empty()
     elif ending < spec.empty_probability + spec.abandon_probability:
         if not session.lines:
-            return session.messages  # emptied by its own removes: nothing to abandon
+            return session  # emptied by its own removes: nothing to abandon
         session.silence()
         follow_up = rng.random()
         if follow_up < spec.recover_probability:
@@ -255,54 +265,42 @@ def cart_session(spec: LoadSpec, shop: _Catalog, index: int) -> list[Message]:
     else:
         session.gap()
         session.purchase()
-    return session.messages
+    return session
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """The messages of a load, in delivery order, and the ledger of every cart in it."""
+
+    spec: LoadSpec
+    messages: list[Message]
+    carts: dict[str, CartLedger]
+
+    def expected(self) -> Expected:
+        """What a correct pipeline emits for this traffic, from the ledger alone."""
+        return expected_outcomes(self.carts.values(), self.spec.abandon_after)
+
+    def without(self, cart_ids: Collection[str]) -> Traffic:
+        """The same traffic with every message and the ledger of ``cart_ids`` left out."""
+        return Traffic(
+            self.spec,
+            [m for m in self.messages if m.key.decode() not in cart_ids],
+            {key: cart for key, cart in self.carts.items() if key not in cart_ids},
+        )
+
+
+def generate_traffic(spec: LoadSpec) -> Traffic:
+    """Every message of the load, merged across carts in delivery order, with the ledger."""
+    shop = catalog(spec)
+    sessions = [cart_session(spec, shop, index) for index in range(spec.carts)]
+    messages = [m for session in sessions for m in session.messages]
+    messages.sort(key=lambda message: message.sent_at)  # stable: a cart's order is kept
+    return Traffic(spec, messages, {s.cart_id: s.ledger for s in sessions})
 
 
 def generate(spec: LoadSpec) -> list[Message]:
     """Every message of the load, merged across carts in delivery order."""
-    shop = catalog(spec)
-    messages = [m for index in range(spec.carts) for m in cart_session(spec, shop, index)]
-    messages.sort(key=lambda message: message.sent_at)  # stable: a cart's order is kept
-    return messages
-
-
-def _decode(message: Message) -> CartEvent | PurchaseEvent:
-    model = CartEvent if message.topic == "cart_events" else PurchaseEvent
-    return model.model_validate_json(message.value)
-
-
-def expected_outcomes(spec: LoadSpec, messages: Sequence[Message]) -> Expected:
-    """Replay each cart through the state machine, firing deadlines the way the pipeline does.
-
-    Before each message, everything due up to its delivery time fires; at the end, everything
-    fires (the pipeline does so once its wall clock passes the last deadline).
-    """
-    settings = Settings(abandon_after=spec.abandon_after)
-    states: dict[bytes, CartState | None] = {}
-    outputs: list[Any] = []
-
-    def fire(key: bytes, horizon: float) -> None:
-        state = states.get(key)
-        if state is not None:
-            transition = on_deadline(state, horizon, settings)
-            outputs.extend(transition.outputs)
-            states[key] = transition.state
-
-    for message in messages:
-        fire(message.key, message.sent_at)
-        transition = apply_event(states.get(message.key), _decode(message), settings, 0)
-        outputs.extend(transition.outputs)
-        states[message.key] = transition.state
-    for key in list(states):
-        fire(key, math.inf)
-    by_type: dict[str, set[str]] = {}
-    for output in outputs:
-        by_type.setdefault(output.type, set()).add(output.abandonment_id)
-    return Expected(
-        abandonment_ids=frozenset(by_type.get("cart_abandoned", ())),
-        recovered_ids=frozenset(by_type.get("cart_recovered", ())),
-        reactivated_ids=frozenset(by_type.get("cart_reactivated", ())),
-    )
+    return generate_traffic(spec).messages
 
 
 def silent_carts(
