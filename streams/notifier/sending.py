@@ -120,6 +120,7 @@ def reminder_context(due: ReminderDue, policy: ReminderPolicy, secret: bytes, no
     return {
         "customer_name": customer.name if customer else None,
         "cart_link": cart_link,
+        "links_to_cart": bool(due.cart.cart_url),
         "lines": [
             {"name": line.name, "sku": line.sku, "quantity": line.quantity,
              "price": money(line.unit_price), "line_total": money(line.line_total),
