@@ -18,6 +18,7 @@ import email
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -269,7 +270,16 @@ async def totals(http: aiohttp.ClientSession, plan: DemoPlan) -> dict[str, int |
     return found
 
 
+def port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 async def run_demo(plan: DemoPlan, duration: float | None) -> None:
+    if port_taken(plan.web_port):  # say so now, not as a worker crash after the stack started
+        raise click.ClickException(
+            f"port {plan.web_port} is in use (a `make run` worker?): stop it, or choose "
+            "another with --web-port")
     settings = StackSettings.from_env()
     click.echo("Starting the local stack (first time: unpacks Kafka, ~1 min)...", err=True)
     state, started_stack = await asyncio.to_thread(ensure_stack, settings)
