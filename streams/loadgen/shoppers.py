@@ -27,6 +27,23 @@ LAST_NAMES = ("Almeida", "Berg", "Chen", "Dubois", "Eze", "Fischer", "García", 
               "Ivanova", "Jensen", "Kowalski", "Lindqvist", "Moreau", "Nakamura", "Okafor")
 
 
+MATERIALS = ("Ceramic", "Linen", "Oak", "Wool", "Copper", "Bamboo", "Leather", "Glass",
+             "Cotton", "Stoneware", "Walnut", "Steel")
+PRODUCTS = ("mug", "tea tin", "scarf", "cutting board", "lamp", "notebook", "socks", "bowl",
+            "candle", "backpack", "teapot", "blanket", "water bottle", "apron", "vase",
+            "wallet", "planter")
+COLOURS = ("", "blue ", "sage ", "charcoal ", "sand ", "rust ")
+
+
+def product_name(sku: str) -> str:
+    """A product name a shopper would recognise, the same for a SKU everywhere it appears."""
+    rng = random.Random(f"product-{sku}")
+    colour = rng.choice(COLOURS)
+    material = rng.choice(MATERIALS)
+    name = f"{colour}{material.lower() if colour else material} {rng.choice(PRODUCTS)}"
+    return name[0].upper() + name[1:]
+
+
 @dataclass(frozen=True, slots=True)
 class Shoppers:
     """How many shoppers are known, how many opted in, and whether carts carry their link."""
@@ -62,7 +79,8 @@ def shopper(cart_id: str, shoppers: Shoppers) -> tuple[bool, dict[str, Any]]:
 
 
 def dress(messages: Iterable[Message], shoppers: Shoppers) -> Iterator[Message]:
-    """The messages with the shopper and cart link a shop would send; purchases unchanged."""
+    """The messages with the shopper, cart link and product names a shop would send;
+    purchases unchanged."""
     for message in messages:
         if message.topic != "cart_events":
             yield message
@@ -72,6 +90,9 @@ def dress(messages: Iterable[Message], shoppers: Shoppers) -> Iterator[Message]:
         identified, customer = shopper(cart_id, shoppers)
         if identified or "customer" in document:
             document["customer"] = {**document.get("customer", {}), **customer}
+        item = document.get("item")
+        if item is not None and "name" in item:  # the catalog's "Product 17" reads like a bug
+            item["name"] = product_name(item["sku"])
         if shoppers.cart_urls:
             document["cart_url"] = f"https://{store_id}.{shoppers.url_domain}/cart/{cart_id}"
         value = json.dumps(document, separators=(",", ":")).encode()

@@ -51,6 +51,16 @@ def test_dressed_traffic_is_valid_and_keeps_its_outcomes():
     assert [m.sent_at for m in dressed] == [m.sent_at for m in plain]
 
 
+def test_products_have_names_a_shopper_recognises_the_same_everywhere():
+    names: dict[str, set[str]] = {}
+    for d in documents(dress(generate(SPEC), Shoppers())):
+        if "name" in d.get("item", {}):
+            names.setdefault(d["item"]["sku"], set()).add(d["item"]["name"])
+    assert names and all(len(found) == 1 for found in names.values())
+    assert not any(name.startswith("Product ") for found in names.values() for name in found)
+    assert len({next(iter(found)) for found in names.values()}) > len(names) / 3
+
+
 def test_flags_turn_consent_and_links_off():
     dressed = documents(dress(generate(SPEC), Shoppers(consent=False, cart_urls=False)))
     assert not any("cart_url" in d for d in dressed)
