@@ -1,11 +1,12 @@
 # Two commands for a fresh machine (Python 3.11+, Java 17, Debian's apt):
+#   make demo   set up everything, start the local stack, watch carts abandoned and reminded
 #   make run    set up everything, start the local Kafka + SMTP stack, run the worker
 #   make test   set up everything, lint, run the whole test suite (starts its own stack)
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint stack-down
+.PHONY: run demo test lint stack-down
 
 $(INSTALLED): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -23,6 +24,10 @@ run: $(INSTALLED)
 		"import secrets; print(secrets.token_hex(32))" > $(CARTWATCH_LINK_SECRET_FILE))
 	$(BIN)/cartwatch stack up
 	$(BIN)/cartwatch worker --loglevel info
+
+# Short times and live shoppers: see README "See it work in five minutes".
+demo: $(INSTALLED)
+	$(BIN)/cartwatch demo
 
 test: lint
 	$(BIN)/python -m pytest

@@ -88,6 +88,9 @@ class ReminderPolicy(BaseModel):
     templates_dir: Path | None = None
     """Searched first for a step's template; the built-in templates are the fallback."""
     discount_code: str | None = Field(None, max_length=100)
+    shop_url: Url | None = None
+    """The shop's home page: the email's link when the cart has none, so every reminder leads
+    somewhere (a shop that sends no ``cart_url`` would otherwise get emails without a button)."""
     unsubscribe_url: Url = "http://127.0.0.1:6066/cartwatch/unsubscribe/"
     link_ttl: Duration = 30 * 86_400.0
     webhook_url: Url | None = None

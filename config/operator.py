@@ -17,6 +17,7 @@ ENVIRONMENT = {
     "CARTWATCH_API_TOKEN_FILE": "api_token_file",
     "CARTWATCH_API_URL": "api_url",
     "CARTWATCH_READ_MODEL": "read_model",
+    "CARTWATCH_EXPORT_PAGE_SIZE": "export_page_size",
 }
 
 
@@ -45,7 +46,11 @@ class OperatorSettings(BaseModel):
         True, description="Also read cart-events/purchase-events to count carts created"
     )
     max_page_size: int = Field(500, ge=1, le=10_000)
-
+    export_page_size: int = Field(
+        500, ge=1, le=10_000,
+        description="Abandonments a CSV export reads from the database per step: larger is "
+        "faster, smaller holds less in memory (and lets tests cross page boundaries cheaply)",
+    )
 
     @model_validator(mode="after")
     def _token_from_file(self) -> Self:

@@ -18,6 +18,7 @@ def main() -> None:
     import streams.pipeline  # noqa: F401  (registers the agents, tables and timers)
     from streams.bench.cli import bench
     from streams.chaos.cli import chaos
+    from streams.demo import demo
     from streams.loadgen.cli import loadgen
     from streams.operator.cli import carts, insights
     from streams.stack.cli import stack
@@ -28,6 +29,7 @@ def main() -> None:
     cli.add_command(insights)
     cli.add_command(bench)
     cli.add_command(chaos)
+    cli.add_command(demo)
     app.main()
 
 

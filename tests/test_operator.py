@@ -398,6 +398,37 @@ def check_cli(worker: Worker, expected: Expected) -> None:
     assert denied.returncode == 1 and b"HTTP 401" in denied.stderr
 
 
+async def test_csv_export_across_pages_is_one_document(pipeline: Pipeline) -> None:
+    """An export read from the database in several pages has its header once and then only
+    data lines, one per SKU: no blank line where one page ends and the next starts."""
+    pipeline.settings.update(CARTWATCH_ABANDON_AFTER="60s", CARTWATCH_READ_MODEL="memory",
+                             CARTWATCH_EXPORT_PAGE_SIZE="2")
+    shop = Shop("paged", base=datetime.now(UTC) - timedelta(hours=1))
+    want: set[tuple[str, str]] = set()
+    messages = []
+    for n in range(7):  # 7 carts, 2 a page: 4 pages of rows, then the empty one
+        for index in range(n % 3 + 1):
+            messages.append(shop.add(f"cart-{n}", f"SKU-{index}", offset=n * 10 + index))
+            want.add((f"cart-{n}:1", f"SKU-{index}"))
+    await pipeline.send(messages)
+    worker = pipeline.worker("exporter").start()
+    worker.wait_ready()
+    async with aiohttp.ClientSession() as http:
+        async def all_abandoned() -> Any:
+            total = (await get(http, worker, "/cartwatch/api/carts/", headers=None))["total"]
+            return total == 7 or total
+
+        await poll(all_abandoned, 60, "7 abandonments in the read model")
+        text = await get(http, worker, "/cartwatch/api/carts.csv", headers=None)
+    lines = text.split("\r\n")
+    assert lines[-1] == "" and all(lines[:-1]), lines  # CRLF-terminated, no empty line
+    header, *rows = list(csv.reader(io.StringIO(text)))
+    assert header == [name for name, _ in CART_COLUMNS]
+    assert len(rows) == len(want) == 13
+    assert all(len(row) == len(header) for row in rows)
+    assert {(row[0], row[header.index("sku")]) for row in rows} == want
+
+
 async def test_worker_without_read_model_processes_and_says_why_it_cannot_answer(
     pipeline: Pipeline,
 ) -> None:

@@ -90,3 +90,46 @@ async def produce(
     finally:
         await producer.stop()
     return sent
+
+
+async def produce_live(
+    bootstrap: str,
+    messages: Iterable[Message],
+    topics: Mapping[Topic, str],
+    *,
+    until: float | None = None,
+    on_sent: Callable[[int], None] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> int:
+    """Publish each message when the wall clock reaches its ``sent_at``, as a shop would.
+
+    ``messages`` may be endless (``shoppers.continuous``): sending stops at the first message
+    due after ``until`` (epoch seconds), or on cancellation. Waiting for each message's own
+    time, not a rate, keeps the gaps that decide which carts are abandoned. Returns how many
+    were sent, each acknowledged by the broker.
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    sent = 0
+    pending: list[asyncio.Future[object]] = []
+    try:
+        for message in messages:
+            if until is not None and message.sent_at > until:
+                break
+            if message.sent_at > clock():
+                if pending:  # what is due goes out before we wait for the next one
+                    await asyncio.gather(*pending)
+                    if on_sent:
+                        on_sent(len(pending))
+                    pending.clear()
+                await asyncio.sleep(message.sent_at - clock())  # the shopper's own pace
+            pending.append(
+                await producer.send(topics[message.topic], message.value, key=message.key)
+            )
+            sent += 1
+        await asyncio.gather(*pending)
+        if on_sent:
+            on_sent(len(pending))
+    finally:
+        await producer.stop()
+    return sent

@@ -22,8 +22,8 @@ from config.notifier import ReminderPolicy
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
 PARTS = ("subject.txt", "body.txt", "body.html")
 PARAMETERS = frozenset({
-    "customer_name", "cart_link", "lines", "item_count", "total", "currency", "store_name",
-    "discount_code", "unsubscribe_link", "step", "steps",
+    "customer_name", "cart_link", "links_to_cart", "lines", "item_count", "total", "currency",
+    "store_name", "discount_code", "unsubscribe_link", "step", "steps",
 })
 """Everything a template may use; each line has name, sku, quantity, price, line_total,
 image and url."""
@@ -67,6 +67,7 @@ def render(env: jinja2.Environment, template: str, context: Mapping[str, Any]) -
 SAMPLE_CONTEXT: dict[str, Any] = {
     "customer_name": "Ada",
     "cart_link": "https://shop.example/cart?token=t",
+    "links_to_cart": True,
     "lines": [{"name": "Mug", "sku": "MUG-1", "quantity": 2, "price": "9.50",
                "line_total": "19.00", "image": "https://shop.example/mug.png",
                "url": "https://shop.example/mug"}],
@@ -113,7 +114,8 @@ def _check_part(env: jinja2.Environment, name: str, where: str) -> None:
             )
         env.get_template(name).render(SAMPLE_CONTEXT)
         env.get_template(name).render({**SAMPLE_CONTEXT, "customer_name": None,
-                                       "discount_code": None, "cart_link": None})
+                                       "discount_code": None, "cart_link": None,
+                                       "links_to_cart": False})
     except jinja2.TemplateNotFound:
         raise TemplateError(f"{where}: template {name} not found") from None
     except jinja2.TemplateSyntaxError as exc:

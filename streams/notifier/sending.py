@@ -93,9 +93,13 @@ def record_sent(contact: Contact, due: ReminderDue, now: float) -> Contact:
 
 def links(due: ReminderDue, policy: ReminderPolicy, secret: bytes, now: float
           ) -> tuple[str | None, str | None]:
-    """The signed cart link and unsubscribe link (None where there is nothing to link)."""
+    """The signed cart link and unsubscribe link (None where there is nothing to link).
+
+    A cart without a URL links to the store's ``shop_url`` instead, unsigned: the token
+    restores a cart, and that page restores none.
+    """
     expires = int(now + policy.link_ttl)
-    cart_link = None
+    cart_link = policy.shop_url
     if due.cart.cart_url:
         token = sign_token(secret, LinkClaims("cart", due.cart_id, due.store_id, expires,
                                               due.abandonment_id))
@@ -116,6 +120,7 @@ def reminder_context(due: ReminderDue, policy: ReminderPolicy, secret: bytes, no
     return {
         "customer_name": customer.name if customer else None,
         "cart_link": cart_link,
+        "links_to_cart": bool(due.cart.cart_url),
         "lines": [
             {"name": line.name, "sku": line.sku, "quantity": line.quantity,
              "price": money(line.unit_price), "line_total": money(line.line_total),

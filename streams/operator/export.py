@@ -6,7 +6,7 @@ flat memory. Amounts are written exactly as published (decimal text), times in R
 
 import csv
 import io
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -83,13 +83,17 @@ def customer_row(row: Mapping[str, Any]) -> list[str]:
     return [cell(name, row[name]) for name in CUSTOMER_COLUMNS]
 
 
-def csv_chunks(header: Iterable[str], rows: Iterable[list[str]], every: int = 500) -> Iterator[
-    str
-]:
-    """The CSV text in chunks of ``every`` rows, header first."""
+def csv_chunks(header: Sequence[str] | None, rows: Iterable[list[str]], every: int = 500
+               ) -> Iterator[str]:
+    """The CSV text in chunks of ``every`` rows, header first unless ``header`` is None.
+
+    None, not an empty sequence, means "no header": ``csv.writer`` turns an empty row into an
+    empty line, which is how exports once had a blank line between database pages.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(header)
+    if header is not None:
+        writer.writerow(header)
     pending = 0
     for row in rows:
         writer.writerow(row)
@@ -99,4 +103,22 @@ def csv_chunks(header: Iterable[str], rows: Iterable[list[str]], every: int = 50
             buffer.seek(0)
             buffer.truncate()
             pending = 0
-    yield buffer.getvalue()
+    if text := buffer.getvalue():
+        yield text
+
+
+async def paged_csv(header: Sequence[str], pages: AsyncIterable[list[list[str]]],
+                    every: int = 500) -> AsyncIterator[str]:
+    """One CSV document from rows read page by page: the header once, then every page's rows.
+
+    The export reads the database in pages so that memory stays flat; the reader must not be
+    able to tell where one page ended.
+    """
+    first = True
+    async for rows in pages:
+        for chunk in csv_chunks(header if first else None, rows, every):
+            yield chunk
+        first = False
+    if first:
+        for chunk in csv_chunks(header, (), every):
+            yield chunk

@@ -12,7 +12,7 @@ Endpoints under ``/cartwatch/api/`` expose shop and customer data and need
 import hmac
 import html
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -25,7 +25,13 @@ from streams import pipeline
 from streams.app import app, settings, unsubscribes_topic
 from streams.operator import notifications
 from streams.operator import query as q
-from streams.operator.export import CART_COLUMNS, CUSTOMER_COLUMNS, cart_row, csv_chunks
+from streams.operator.export import (
+    CART_COLUMNS,
+    CUSTOMER_COLUMNS,
+    cart_row,
+    csv_chunks,
+    paged_csv,
+)
 from streams.operator.export import customer_row as customer_csv_row
 from streams.operator.feed import ReadModelFeed, SharedReadModel
 from streams.operator.health import readiness
@@ -36,8 +42,6 @@ from streams.operator.store import ReadModel, row_dict
 
 log = logging.getLogger(__name__)
 
-EXPORT_PAGE = 500
-"""Abandonments read from the database per step of a streamed export."""
 STATIC = resources.files("streams.operator") / "static"
 STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 
@@ -186,7 +190,7 @@ def export_page(
     model: ReadModel, query: q.CartQuery, after: tuple[float, str] | None
 ) -> tuple[list[list[str]], tuple[float, str] | None]:
     """CSV rows of the next export page and the key to continue after (None at the end)."""
-    rows = model.query(*q.keyset_sql(query, after, EXPORT_PAGE))
+    rows = model.query(*q.keyset_sql(query, after, settings.operator.export_page_size))
     if not rows:
         return [], None
     lines = model.lines_of([row["abandonment_id"] for row in rows])
@@ -269,16 +273,17 @@ class CartsCsvView(View):
         query, model = parse(request), shared_model()
         response = csv_response("abandoned-carts.csv")
         await response.prepare(request)  # type: ignore[arg-type]
-        header = [name for name, _ in CART_COLUMNS]
-        after: tuple[float, str] | None = None
-        first = True
-        while True:
-            rows, after = await model.run(export_page, query, after)
-            for chunk in csv_chunks(header if first else (), rows):
-                await response.write(chunk.encode())
-            first = False
-            if after is None:
-                break
+
+        async def pages() -> AsyncIterator[list[list[str]]]:
+            after: tuple[float, str] | None = None
+            while True:
+                rows, after = await model.run(export_page, query, after)
+                yield rows
+                if after is None:
+                    return
+
+        async for chunk in paged_csv([name for name, _ in CART_COLUMNS], pages()):
+            await response.write(chunk.encode())
         await response.write_eof()
         return response
 

@@ -1,5 +1,6 @@
 """Reminder templates: rendering (autoescape, strictness) and the start-up check."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,20 @@ def test_built_in_templates_pass_the_check_and_render_every_line():
     assert "https://shop.example/unsubscribe?token=t" in rendered.html
     assert '<img src="https://shop.example/mug.png"' in rendered.html
     assert "COMEBACK10" in rendered.html
+
+
+@pytest.mark.parametrize("template", ["reminder", "last-chance"])
+@pytest.mark.parametrize("name", ["Ada", None])
+def test_built_in_paragraphs_start_with_a_capital_letter(template, name):
+    """After "Hello Ada," comes a new sentence: "You left ...", not "you left ..."."""
+    env = check_templates([("defaults", policy(None, template))])[None]
+    rendered = render(env, template, {**SAMPLE_CONTEXT, "customer_name": name})
+
+    paragraphs = [re.sub(r"<[^>]+>", "", p).strip()
+                  for p in re.findall(r"<p[^>]*>(.*?)</p>", rendered.html, re.S)]
+    assert len(paragraphs) >= 3 and all(p[0].isupper() for p in paragraphs), paragraphs
+    greeting, second = rendered.text.split("\n\n")[:2]
+    assert greeting.startswith("Hello") and second[0].isupper(), second
 
 
 def test_html_is_autoescaped_but_text_is_not(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from config.notifier import ReminderPolicy
 from schemas.notifications import ReminderDue, Unsubscribe
 from streams.notifier.channels import DeliveryError, RetryPolicy, deliver_with_retries, smtp_failure
-from streams.notifier.rendering import RenderedReminder
+from streams.notifier.rendering import RenderedReminder, environment, render
 from streams.notifier.sending import (
     Contact,
     apply_unsubscribe,
@@ -134,6 +134,22 @@ def test_context_without_cart_url_or_address_has_no_links():
 
     assert context["cart_link"] is None and context["unsubscribe_link"] is None
     assert context["store_name"] == "Tea & Co"
+
+
+def test_a_cart_without_url_links_to_the_store_instead():
+    """Shops that send no cart_url still get a reminder with a way back: the store's page."""
+    store = POLICY.model_copy(update={"shop_url": "https://tea.example/"})
+    context = reminder_context(due(cart_url=None), store, SECRET, T0)
+    assert context["cart_link"] == "https://tea.example/" and not context["links_to_cart"]
+    rendered = render(environment(None), "reminder", context)
+    assert "Visit Tea & Co: https://tea.example/\n" in rendered.text
+    assert 'href="https://tea.example/"' in rendered.html
+    assert "Visit Tea &amp; Co</a>" in rendered.html  # not "Return to your cart": it is not
+
+    with_cart = reminder_context(due(), store, SECRET, T0)
+    assert with_cart["cart_link"].startswith("https://tea.example/cart/c-1?cw_token=")
+    assert with_cart["links_to_cart"]
+    assert "Return to your cart</a>" in render(environment(None), "reminder", with_cart).html
 
 
 def test_the_email_headers_bodies_and_envelope_only_bcc():

@@ -17,7 +17,7 @@ from schemas.outputs import (
     CartSnapshot,
 )
 from streams.operator import query as q
-from streams.operator.export import CART_COLUMNS, cart_row, cell, csv_chunks
+from streams.operator.export import CART_COLUMNS, cart_row, cell, csv_chunks, paged_csv
 from streams.operator.store import ReadModel, row_dict
 from tests.unit.factories import DAY, HOUR, T0
 
@@ -190,6 +190,23 @@ def test_export_has_one_line_per_sku(shop: ReadModel) -> None:
     assert first["status"] == "recovered" and first["revenue"] == "10.00"
     assert first["abandoned_at"] == "2024-01-01T00:00:00Z"
     assert first["customer_email"] == "ann@example.com" and first["cart_total"] == "10.00"
+
+
+async def test_paged_export_writes_the_header_once_and_no_empty_line() -> None:
+    """Pages, the last one empty as the database's, join into one CSV with no blank line."""
+    async def pages():  # type: ignore[no-untyped-def]
+        for page in ([["a", "1"], ["b", "2"]], [["c", "3"]], []):
+            yield page
+
+    text = "".join([chunk async for chunk in paged_csv(["name", "n"], pages(), every=1)])
+    assert text == "name,n\r\na,1\r\nb,2\r\nc,3\r\n"
+
+
+async def test_an_empty_export_is_its_header() -> None:
+    async def pages():  # type: ignore[no-untyped-def]
+        yield []
+
+    assert "".join([chunk async for chunk in paged_csv(["name"], pages())]) == "name\r\n"
 
 
 def test_cells_defuse_spreadsheet_formulas() -> None:
