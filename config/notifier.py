@@ -32,6 +32,7 @@ ENV_PREFIX = "CARTWATCH_"
 
 TemplateName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
 OperatorEvent = Literal["sent", "failed", "skipped", "deferred"]
+_FAILED_ONLY: tuple[OperatorEvent, ...] = ("failed",)
 
 
 class ReminderStep(BaseModel):
@@ -97,7 +98,7 @@ class ReminderPolicy(BaseModel):
     webhook_fallback: bool = True
     """Use the webhook when the customer has no email address or no marketing consent."""
     webhook_timeout: Duration = 10.0
-    operator_events: list[OperatorEvent] = Field(default_factory=lambda: ["failed"])
+    operator_events: list[OperatorEvent] = Field(default_factory=lambda: list(_FAILED_ONLY))
 
     @model_validator(mode="after")
     def _steps_in_order(self) -> Self:

@@ -11,13 +11,16 @@ Checked against the versions ``constraints.txt`` pins: faust-streaming 0.15.x, a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, cast
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.cluster import ClusterMetadata
 from faust.types import TP
+from faust.web import Response
+
+PageHandler = Callable[..., Awaitable[Response]]
 
 CHECKED_AGAINST = {"faust-streaming": "0.15", "aiokafka": "0.14"}
 """Major.minor versions whose private attributes this module was written against."""
@@ -34,22 +37,22 @@ PRIVATE_ATTRIBUTES = {
 
 def raw_producer(app: faust.App) -> AIOKafkaProducer:
     """The aiokafka producer under Faust's, for record batches sent directly."""
-    return app.producer._ensure_producer()  # type: ignore[attr-defined,no-any-return]
+    return app.producer._ensure_producer()  # type: ignore[attr-defined]
 
 
 def committed_offset(app: faust.App, tp: TP) -> int | None:
     """The offset Faust last committed for ``tp`` (``None`` before its first commit)."""
-    return app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined,no-any-return]
+    return app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
 
 
 def acknowledged_offsets(consumer: Any, tp: TP) -> set[int]:
     """Offsets of ``tp`` acknowledged since Faust's last commit of it."""
-    return consumer._acked_index.get(tp, set())  # type: ignore[no-any-return]
+    return consumer._acked_index.get(tp, set())
 
 
 async def earliest_offsets(consumer: Any, partitions: Iterable[TP]) -> Mapping[TP, int]:
     """The first offsets of ``partitions``, through the consumer's thread."""
-    return await consumer._thread.earliest_offsets(*partitions)  # type: ignore[no-any-return]
+    return await consumer._thread.earliest_offsets(*partitions)
 
 
 def seek(consumer: Any, tp: TP, offset: int) -> None:
@@ -64,4 +67,10 @@ def table_partition_db(table: faust.Table, partition: int) -> Any:
 
 async def cluster_metadata(consumer: AIOKafkaConsumer) -> ClusterMetadata:
     """Fresh metadata of every topic, through the consumer's own connection."""
-    return await consumer._client.fetch_all_metadata()  # type: ignore[no-any-return]
+    return await consumer._client.fetch_all_metadata()
+
+
+def page(app: faust.App, path: str) -> Callable[[PageHandler], PageHandler]:
+    """``app.page`` for function handlers ``(web, request, ...)``: Faust wraps them in a view
+    (``View.from_handler``), but its annotations admit only view methods."""
+    return cast(Callable[[PageHandler], PageHandler], app.page(path))

@@ -17,11 +17,14 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable
+from typing import cast
 
+from faust import Stream, Table
 from faust.types import EventT, StreamT
 from faust.web import Request, Response, Web
 from pydantic import ValidationError
 
+from schemas.common import Contract
 from schemas.notifications import ReminderSent
 from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered, DeadLetter
 from streams.app import (
@@ -37,9 +40,9 @@ from streams.app import (
 )
 from streams.cartstore import CartStore
 from streams.checkpoint import Checkpoint, CheckpointContext
-from streams.compat import raw_producer
+from streams.compat import page, raw_producer
 from streams.firing import BatchSender, Prepared, PreparedAbandonments
-from streams.intake import Rejected, dead_letter, decode_input
+from streams.intake import InputKind, Rejected, dead_letter, decode_input
 from streams.lifecycle import (
     CartState,
     Transition,
@@ -72,9 +75,9 @@ CART_TOPIC = settings.topic("cart_events")
 PURCHASE_TOPIC = settings.topic("purchase_events")
 TICK_TOPIC = settings.topic("timer_ticks")
 REMINDER_SENT_TOPIC = settings.topic("reminders_sent")
-INPUT_KIND = {CART_TOPIC: "cart", PURCHASE_TOPIC: "purchase"}
+INPUT_KIND: dict[str, InputKind] = {CART_TOPIC: "cart", PURCHASE_TOPIC: "purchase"}
 ABANDONED_TOPIC = abandoned_topic.get_topic_name()
-OUTPUT_TOPICS = {
+OUTPUT_TOPICS: dict[type[Contract], str] = {
     CartAbandoned: abandoned_topic.get_topic_name(),
     CartReactivated: reactivated_topic.get_topic_name(),
     CartRecovered: recovered_topic.get_topic_name(),
@@ -88,7 +91,7 @@ timers = PartitionTimers(
     prepare_ahead=PREPARE_AHEAD,
     grace=FIRE_GRACE,
 )
-store = CartStore(app, carts_table)
+store = CartStore(app, cast(Table, carts_table))  # app.Table is annotated TableT
 prepared = PreparedAbandonments()
 
 
@@ -322,7 +325,7 @@ def prepare_due(checkpoint: Checkpoint) -> None:
 async def cart_lifecycle(stream: StreamT) -> None:
     """Fold cart and purchase events into cart state; fire due inactivity timers."""
     await declare_topics()
-    async for event in stream.noack().events():
+    async for event in cast(Stream, stream).noack().events():  # StreamT lacks noack
         message = event.message
         async with commit_lock:
             checkpoint = checkpoint_for(message.partition)
@@ -392,7 +395,7 @@ async def rebuild_deadlines() -> None:
     )
 
 
-@app.page("/cartwatch/counters/")
+@page(app, "/cartwatch/counters/")
 async def counters_page(web: Web, request: Request) -> Response:
     """This worker's event, output and dead-letter counts since it started."""
     return web.json(dict(counters))

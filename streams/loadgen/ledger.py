@@ -141,8 +141,10 @@ class Expected:
         return frozenset(self.reactivations)
 
     def of(self, kind: Kind) -> Mapping[str, Abandonment | Recovery | Reactivation]:
-        return {"abandoned": self.abandonments, "recovered": self.recoveries,
-                "reactivated": self.reactivations}[kind]
+        by_kind: dict[Kind, Mapping[str, Abandonment | Recovery | Reactivation]] = {
+            "abandoned": self.abandonments, "recovered": self.recoveries,
+            "reactivated": self.reactivations}
+        return by_kind[kind]
 
     def as_json(self) -> dict[str, Any]:
         """Ids per kind (as before) and each abandonment's cart, for ``loadgen --expect``."""

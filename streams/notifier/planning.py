@@ -12,7 +12,7 @@ cancellation are unit-tested directly.
 import hashlib
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 from zoneinfo import ZoneInfo
 
 from config.notifier import QuietHours, ReminderPolicy
@@ -100,6 +100,11 @@ def cancel_reminders(
     return Decision(None, _skip_rest(current, reason, now))
 
 
+def is_channel(value: str) -> TypeGuard[Channel]:
+    """Is ``choose_channel``'s answer a channel (rather than the reason there is none)?"""
+    return value in ("email", "webhook")
+
+
 def choose_channel(customer: dict[str, Any] | None, policy: ReminderPolicy) -> Channel | str:
     """The channel for a customer, or the reason there is none (no_contact, no_consent)."""
     customer = customer or {}
@@ -145,7 +150,7 @@ def decide_due_step(plan: ReminderPlan, policy: ReminderPolicy, now: float) -> D
     if now - target > policy.stale_after:
         return _advance(plan, [_plan_log(plan, step, None, "skipped", now, reason="stale")])
     channel = choose_channel(customer, policy)
-    if channel not in ("email", "webhook"):
+    if not is_channel(channel):
         return _advance(plan, [_plan_log(plan, step, None, "skipped", now, reason=channel)])
     if policy.quiet_hours is not None:
         resume = quiet_until(now, customer_zone(customer, policy), policy.quiet_hours)
@@ -155,14 +160,14 @@ def decide_due_step(plan: ReminderPlan, policy: ReminderPolicy, now: float) -> D
                                              reason="quiet_hours", deferred_until=resume)])
     abandoned = CartAbandoned.model_validate(plan.abandoned)
     due = ReminderDue(
-        idempotency_key=idempotency_key(plan.abandonment_id, step, channel),  # type: ignore[arg-type]
+        idempotency_key=idempotency_key(plan.abandonment_id, step, channel),
         abandonment_id=plan.abandonment_id,
         cart_id=plan.cart_id,
         store_id=plan.store_id,
         step=step,
         steps=len(plan.due),
         template=policy.steps[min(plan.next_step, len(policy.steps) - 1)].template,
-        channel=channel,  # type: ignore[arg-type]
+        channel=channel,
         recipient=(customer or {}).get("email"),
         cart=abandoned.cart,
         abandoned_at=abandoned.abandoned_at,
@@ -206,5 +211,5 @@ def _log(abandonment_id: str, cart_id: str, store_id: str, step: int, channel: C
         extra["deferred_until"] = utc_from_epoch(extra["deferred_until"])
     return NotificationLogEntry(
         abandonment_id=abandonment_id, cart_id=cart_id, store_id=store_id, step=step,
-        channel=channel, status=status, at=utc_from_epoch(now), **extra,  # type: ignore[arg-type]
+        channel=channel, status=status, at=utc_from_epoch(now), **extra,
     )

@@ -20,11 +20,12 @@ Test-only fault injection: ``CARTWATCH_FAULT_EXIT_AFTER_SEND=1`` makes the worke
 """
 
 import asyncio
+import functools
 import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import faust
@@ -222,7 +223,7 @@ async def commit(cart_id: str, decision: Decision, scheduled_before: float | Non
     await commit_all([(cart_id, decision, scheduled_before)])
 
 
-async def commit_all(decisions: list[tuple[str, Decision, float | None]]) -> None:
+async def commit_all(decisions: Sequence[tuple[str, Decision, float | None]]) -> None:
     """``commit`` for several carts: every message is acknowledged before any plan is written,
     so the broker's round trip is paid once for all of them."""
     changed = [(cart_id, d, before) for cart_id, d, before in decisions if d.changed]
@@ -250,7 +251,7 @@ async def fire_due(partition: int, horizon: float) -> None:
     """Decide every plan of the partition whose next step is due at ``horizon``, committing
     them ``FIRE_BATCH`` at a time."""
     while due := timers.deadlines.pop_due(partition, horizon, FIRE_BATCH):
-        decisions: list[tuple[str, Decision, float | None]] = []
+        decisions: list[tuple[str, Decision, float]] = []
         for deadline, cart_id in dict.fromkeys(due):
             plan = load_plan(cart_id)
             if plan is None or plan.scheduled_at != deadline:
@@ -380,7 +381,7 @@ async def handle_unsubscribe(event: EventT) -> None:
 def log_entry(due: ReminderDue, status: str, now: float, **extra: Any) -> NotificationLogEntry:
     return NotificationLogEntry(
         abandonment_id=due.abandonment_id, cart_id=due.cart_id, store_id=due.store_id,
-        step=due.step, channel=due.channel, status=status,  # type: ignore[arg-type]
+        step=due.step, channel=due.channel, status=status,
         idempotency_key=due.idempotency_key, at=utc_from_epoch(now), **extra,
     )
 
@@ -517,7 +518,7 @@ async def reminder_sender(stream: StreamT) -> None:
     try:
         async for event in stream.events():
             event.message.incref()  # released by process(), not by the loop moving on
-            await lanes.submit(event.message.key, lambda event=event: process(event))
+            await lanes.submit(event.message.key, functools.partial(process, event))
     finally:
         await lanes.drain(SENDER_DRAIN_TIMEOUT)
 

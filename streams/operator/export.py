@@ -6,9 +6,15 @@ flat memory. Amounts are written exactly as published (decimal text), times in R
 
 import csv
 import io
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsKeysAndGetItem
+
+    Record = SupportsKeysAndGetItem[str, Any]
+    """A mapping or a ``sqlite3.Row``: both have keys and items by name."""
 
 CART_COLUMNS: tuple[tuple[str, str], ...] = (
     ("abandonment_id", "cart id and abandonment number, e.g. c-1:2"),
@@ -72,14 +78,14 @@ def cell(column: str, value: Any) -> str:
     return text
 
 
-def cart_row(abandonment: Mapping[str, Any], line: Mapping[str, Any]) -> list[str]:
+def cart_row(abandonment: Record, line: Record) -> list[str]:
     """One export line: the abandonment's columns, then one of its lines."""
     values = {**abandonment, **line, "cart_total": abandonment["total"],
               "cart_item_count": abandonment["item_count"], "product_name": line["name"]}
     return [cell(name, values[name]) for name, _ in CART_COLUMNS]
 
 
-def customer_row(row: Mapping[str, Any]) -> list[str]:
+def customer_row(row: Record) -> list[str]:
     return [cell(name, row[name]) for name in CUSTOMER_COLUMNS]
 
 

@@ -16,13 +16,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web as aioweb
+from faust.tables.manager import TableManager
 from faust.web import Request, Response, View, Web
 
 from streams import pipeline
 from streams.app import app, settings, unsubscribes_topic
+from streams.compat import page
 from streams.operator import notifications
 from streams.operator import query as q
 from streams.operator.export import (
@@ -335,7 +337,7 @@ class UnsubscribeView(View):
         return page_response(200, "Stop reminders about your shopping cart?", token)
 
     async def post(self, request: Request) -> Response:
-        form = await request.post()  # type: ignore[attr-defined]
+        form = await request.post()
         token = str(form.get("token") or request.query.get("token", ""))
         if not token:
             return page_response(400, "This unsubscribe link is incomplete.")
@@ -379,7 +381,7 @@ def csv_response(filename: str) -> aioweb.StreamResponse:
     })
 
 
-@app.page("/metrics")
+@page(app, "/metrics")
 async def metrics(web: Web, request: Request) -> Response:
     """Prometheus metrics of this worker (text exposition format)."""
     families = await collect(runtime.feed, runtime.shared)
@@ -388,13 +390,13 @@ async def metrics(web: Web, request: Request) -> Response:
     )
 
 
-@app.page("/livez")
+@page(app, "/livez")
 async def livez(web: Web, request: Request) -> Response:
     """The process answers; checks no dependency, so a broker outage never restarts workers."""
     return web.json({"status": "alive"})
 
 
-@app.page("/readyz")
+@page(app, "/readyz")
 async def readyz(web: Web, request: Request) -> Response:
     """Ready to serve: partitions assigned and recovered, broker reachable, read model loaded."""
     status, body = readiness(await readiness_checks())
@@ -403,7 +405,7 @@ async def readyz(web: Web, request: Request) -> Response:
 
 async def readiness_checks() -> dict[str, bool]:
     feed = runtime.feed
-    recovery = app.tables.recovery
+    recovery = cast(TableManager, app.tables).recovery
     return {
         "partitions_assigned": bool(app.assignor.assigned_actives()),
         "tables_recovered": recovery.completed.is_set() and not app.rebalancing,
@@ -412,13 +414,13 @@ async def readiness_checks() -> dict[str, bool]:
     }
 
 
-@app.page("/cartwatch/dashboard/")
+@page(app, "/cartwatch/dashboard/")
 async def dashboard(web: Web, request: Request) -> Response:
     """The operator dashboard (static HTML; data comes from the API with the token)."""
     return static_file("index.html")
 
 
-@app.page("/cartwatch/dashboard/{name}")
+@page(app, "/cartwatch/dashboard/{name}")
 async def dashboard_asset(web: Web, request: Request, name: str) -> Response:
     return static_file(name)
 
