@@ -4,6 +4,8 @@ Rows are produced one at a time from database batches, so an export of any size 
 flat memory. Amounts are written exactly as published (decimal text), times in RFC 3339 UTC.
 """
 
+from __future__ import annotations
+
 import csv
 import io
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
