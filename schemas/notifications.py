@@ -97,6 +97,16 @@ class ReminderSent(Contract):
     sent_at: Timestamp
 
 
+class ManualReminder(Contract):
+    """The operator's "remind now" (``POST /cartwatch/api/carts/<id>/remind/``), sent to the
+    notifier's scheduler on its tick topic, keyed by cart id (so on the cart's partition)."""
+
+    type: Literal["remind_now"] = "remind_now"
+    abandonment_id: AbandonmentId
+    cart_id: Identifier
+    store_id: Identifier
+
+
 class OperatorNotification(Contract):
     """An event of a store's reminders that its operators subscribed to (``operator_events``)."""
 
@@ -132,4 +142,5 @@ NOTIFICATION_MODELS: tuple[type[Contract], ...] = (
     ReminderDue,
     ReminderSent,
     WebhookReminder,
+    ManualReminder,
 )

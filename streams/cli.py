@@ -8,14 +8,11 @@ from config.settings import SettingsError
 def main() -> None:
     """Entry point of the ``cartwatch`` console script."""
     try:
-        import streams.notifier.worker  # noqa: F401  (reminder agents if enabled; checks templates)
-        from streams.app import app
+        from streams.assembly import app  # every processor; checks the reminder templates
     except SettingsError as exc:
         sys.exit(f"cartwatch: {exc}")
     from faust.cli.faust import cli
 
-    import streams.operator.web  # noqa: F401  (registers the operator API and read model)
-    import streams.pipeline  # noqa: F401  (registers the agents, tables and timers)
     from streams.bench.cli import bench
     from streams.chaos.cli import chaos
     from streams.demo import demo

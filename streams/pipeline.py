@@ -41,6 +41,7 @@ from streams.app import (
 from streams.cartstore import CartStore
 from streams.checkpoint import Checkpoint, CheckpointContext
 from streams.compat import page, raw_producer
+from streams.counters import worker_counters
 from streams.firing import BatchSender, Prepared, PreparedAbandonments
 from streams.intake import InputKind, Rejected, dead_letter, decode_input
 from streams.lifecycle import (
@@ -111,6 +112,7 @@ context = CheckpointContext(
     deadlines=timers.deadlines,
     prepared=prepared,
     output_topics=OUTPUT_TOPICS,
+    counters=worker_counters,
 )
 counters = context.counters
 abandon_observers = context.abandon_observers

@@ -15,9 +15,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
 from kafka_helpers import create_topics, free_ports
-from pipeline_harness import PARTITIONS, Pipeline, Shop, partition_for
+from pipeline_harness import PARTITIONS, Pipeline, Shop, parse_metrics, partition_for
 
 from schemas.notifications import unsubscribe_key
 from streams.notifier.tokens import verify_token
@@ -328,6 +328,10 @@ async def test_quiet_hours_defer_and_webhook_fallback(
         assert errors[1].startswith("not a valid Unsubscribe: 1 validation error")
         assert {letter["source_topic"] for letter in letters} == {
             pipeline.topic("cartwatch-unsubscribes")}
+        async with ClientSession() as http, http.get(
+                f"{pipeline.workers[0].web_url}/metrics") as response:
+            metrics = parse_metrics(await response.text())
+        assert metrics["cartwatch_dead_lettered_total"] == 2
 
         notes = await read_topic(pipeline, "cartwatch-operator-notifications",
                                  lambda records: len(records) >= 2, settle=1.0)

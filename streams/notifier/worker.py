@@ -24,7 +24,6 @@ import functools
 import logging
 import os
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -37,6 +36,7 @@ from config.notifier import ReminderPolicy
 from config.settings import SettingsError
 from schemas.common import utc_from_epoch
 from schemas.notifications import (
+    ManualReminder,
     NotificationLogEntry,
     OperatorNotification,
     ReminderDue,
@@ -55,6 +55,7 @@ from streams.app import (
     reminders_sent_topic,
     settings,
 )
+from streams.counters import worker_counters
 from streams.intake import Rejected, dead_letter
 from streams.notifier.channels import (
     DeliveryError,
@@ -110,7 +111,7 @@ UNSUBSCRIBES = settings.topic("unsubscribes")
 SCHEDULER_INPUTS: dict[str, type[CartAbandoned | CartRecovered | CartReactivated]] = {
     ABANDONED: CartAbandoned, RECOVERED: CartRecovered, REACTIVATED: CartReactivated,
 }
-counters: Counter[str] = Counter()
+counters = worker_counters
 
 
 def _source(*names: str) -> faust.TopicT:
@@ -299,15 +300,6 @@ async def declare_topics() -> None:
     for topic in (reminders_due_topic, notification_log_topic, operator_notifications_topic,
                   reminders_sent_topic, dead_letter_topic):
         await topic.maybe_declare()
-
-
-class ManualReminder(BaseModel):
-    """A request on the scheduler's tick topic, keyed by cart_id (so on the cart's partition)."""
-
-    type: str = "remind_now"
-    abandonment_id: str
-    cart_id: str
-    store_id: str
 
 
 async def request_manual_reminder(abandonment_id: str, cart_id: str, store_id: str) -> None:
@@ -523,25 +515,6 @@ async def reminder_sender(stream: StreamT) -> None:
         await lanes.drain(SENDER_DRAIN_TIMEOUT)
 
 
-def _install_operator_hook() -> None:
-    """Route the operator API's manual reminders (``POST .../remind/``) to the scheduler."""
-    from streams.operator import notifications as operator_api
-
-    install = getattr(operator_api, "install_remind", None)
-    if install is None:  # an operator API without the hook: its endpoint keeps answering 503
-        return
-
-    async def remind(abandonment_id: str, cart_id: str, store_id: str) -> Any:
-        await request_manual_reminder(abandonment_id, cart_id, store_id)
-        return operator_api.GatewayResult(202, {
-            "requested": True, "abandonment_id": abandonment_id,
-            "note": "the next step is decided now with the usual consent, quiet hours and cap; "
-                    "see the notification log for the outcome",
-        })
-
-    install(remind)
-
-
 if notifier.enabled:
     app.agent(_source(ABANDONED, RECOVERED, REACTIVATED, REMINDER_TICKS),
               name="cartwatch.reminder_scheduler")(reminder_scheduler)
@@ -549,4 +522,3 @@ if notifier.enabled:
               name="cartwatch.reminder_sender")(reminder_sender)
     app.timer(interval=settings.timer_resolution)(request_reminder_ticks)
     reminder_plans.on_recover(rebuild_reminder_index)
-    _install_operator_hook()

@@ -1,6 +1,6 @@
 """What ``/metrics`` reports, gathered at scrape time from the worker's own state.
 
-Counters come from the lifecycle agent (``streams.pipeline.counters``), lag from the
+Counters come from the processors (``streams.counters.worker_counters``), lag from the
 consumer's high watermarks against the offsets the agent has processed, state sizes from the
 cart table and the deadline index, reminder counts from the read model (which reads the
 notification log of the whole cluster, so that family is the same on every worker).
@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from streams import pipeline
 from streams.app import app, carts_table
 from streams.compat import committed_offset
+from streams.counters import worker_counters
 from streams.operator.feed import ReadModelFeed, SharedReadModel
 from streams.operator.prometheus import Family, Histogram
 from streams.operator.store import ReadModel
@@ -105,7 +106,7 @@ async def collect(feed: ReadModelFeed | None, shared: SharedReadModel | None) ->
         sizes = await shared.run(ReadModel.sizes)
         reminders = await shared.run(ReadModel.notification_counts)
     return [
-        *counter_families(dict(pipeline.counters)),
+        *counter_families(dict(worker_counters)),
         consumer_lag(),
         timer_lag.family("cartwatch_timer_lag_seconds",
                          "Abandonment published minus its deadline (timer lag)"),

@@ -1,0 +1,32 @@
+"""The worker, assembled: every processor registered on the Faust app, in one place.
+
+Importing this module registers the lifecycle pipeline (agent, cart table, timers), the reminder
+notifier (its agents, when enabled) and the operator surface (API, read model, metrics), and
+connects the one seam between them: the operator API's "remind now" goes to the notifier's
+scheduler. The processors never import each other; a new agent is registered here.
+"""
+
+from typing import Any
+
+from streams import pipeline  # noqa: F401  (the lifecycle agent, tables and timers)
+from streams.app import app
+from streams.notifier import worker as notifier
+from streams.operator import notifications as operator_gateway
+from streams.operator import web  # noqa: F401  (the operator API, read model and metrics)
+
+__all__ = ["app"]
+
+MANUAL_REMINDER_NOTE = ("the next step is decided now with the usual consent, quiet hours and "
+                        "cap; see the notification log for the outcome")
+
+
+async def remind_now(abandonment_id: str, cart_id: str, store_id: str) -> Any:
+    """The operator API's manual reminder, handed to the scheduler that owns the cart."""
+    await notifier.request_manual_reminder(abandonment_id, cart_id, store_id)
+    return operator_gateway.GatewayResult(202, {
+        "requested": True, "abandonment_id": abandonment_id, "note": MANUAL_REMINDER_NOTE,
+    })
+
+
+if notifier.notifier.enabled:
+    operator_gateway.install_remind(remind_now)
