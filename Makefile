@@ -8,10 +8,11 @@ INSTALLED := $(VENV)/.installed
 
 .PHONY: run demo test lint stack-down
 
-$(INSTALLED): pyproject.toml constraints.txt
+$(INSTALLED): pyproject.toml devtools/pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[test,bench]'
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt \
+		--editable '.[test]' --editable './devtools[bench]'
 	touch $@
 
 # `make run` reminds through the local stack's mail server unless told otherwise.

@@ -1,8 +1,18 @@
-"""The ``cartwatch`` command: Faust's CLI (``cartwatch worker``...) plus cartwatch's own tools."""
+"""The ``cartwatch`` command: Faust's CLI (``cartwatch worker``...) plus cartwatch's own tools.
+
+The operator commands (``carts``, ``insights``) are the product's. The development tools
+(``stack``, ``loadgen``, ``bench``, ``chaos``, ``demo``) are another distribution,
+``cartwatch-dev`` (``devtools/``), which adds its commands through the ``cartwatch.commands``
+entry points: a production install has neither their code nor their dependencies, and never
+imports them.
+"""
 
 import sys
+from importlib.metadata import entry_points
 
 from config.settings import SettingsError
+
+COMMANDS_GROUP = "cartwatch.commands"
 
 
 def main() -> None:
@@ -13,20 +23,12 @@ def main() -> None:
         sys.exit(f"cartwatch: {exc}")
     from faust.cli.faust import cli
 
-    from streams.bench.cli import bench
-    from streams.chaos.cli import chaos
-    from streams.demo import demo
-    from streams.loadgen.cli import loadgen
     from streams.operator.cli import carts, insights
-    from streams.stack.cli import stack
 
-    cli.add_command(stack)
-    cli.add_command(loadgen)
     cli.add_command(carts)
     cli.add_command(insights)
-    cli.add_command(bench)
-    cli.add_command(chaos)
-    cli.add_command(demo)
+    for command in entry_points(group=COMMANDS_GROUP):
+        cli.add_command(command.load())
     app.main()
 
 

@@ -17,11 +17,12 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from cartwatch_dev.stack import StackState, clear_maildir, down, read_maildir, up
+from cartwatch_dev.stack.settings import StackSettings
 from kafka_helpers import isolated_stack_env
 from pipeline_harness import Pipeline
 
-from config.stack import StackSettings, parse_bootstrap
-from streams.stack import StackState, clear_maildir, down, read_maildir, up
+from config.bootstrap import parse_bootstrap
 
 
 def _start(stack_dir: Path, *, kafka: bool, smtp: bool) -> StackState:

@@ -15,9 +15,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-from config.stack import LOCALHOST
-from streams.chaos.deployment import topics_led
+from cartwatch_dev.chaos.deployment import topics_led
+from cartwatch_dev.stack.settings import LOCALHOST
 
 
 def free_ports(count: int) -> list[int]:

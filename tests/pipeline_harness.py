@@ -20,9 +20,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
+from cartwatch_dev.chaos.workers import READY_LINE, WorkerProcess  # noqa: F401 (READY_LINE for tests)
 from kafka_helpers import create_topics, free_ports
-
-from streams.chaos.workers import READY_LINE, WorkerProcess  # noqa: F401 (READY_LINE for tests)
 
 PARTITIONS = 4
 INPUT_TOPICS = ("cart-events", "purchase-events")
@@ -31,7 +30,7 @@ OUTPUT_TOPICS = ("cart-abandoned", "cart-reactivated", "cart-recovered", "cartwa
 
 @dataclass
 class Worker(WorkerProcess):
-    """One `cartwatch worker` process (see ``streams.chaos.workers``), with a blocking wait."""
+    """One `cartwatch worker` process (``cartwatch_dev.chaos.workers``), with a blocking wait."""
 
     def wait_ready(self, timeout: float = 60.0, after: int = 0) -> None:  # type: ignore[override]
         """Wait until the worker owns partitions with recovered state (its ``after``+1-th time)."""

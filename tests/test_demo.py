@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cartwatch_dev.demo import STORES
+from cartwatch_dev.stack import down, read_maildir
 from kafka_helpers import free_ports, isolated_stack_env
-
-from streams.demo import STORES
-from streams.stack import down, read_maildir
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

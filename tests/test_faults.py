@@ -1,6 +1,6 @@
 """Fault tolerance on the real broker: kill -9, rebalance, broker restart; no email twice.
 
-The scenarios are the ones ``cartwatch chaos`` runs (``streams.chaos.scenarios``); each
+The scenarios are the ones ``cartwatch chaos`` runs (``cartwatch_dev.chaos.scenarios``); each
 publishes seeded live traffic whose expected abandonments (with their carts), recoveries,
 reactivations and reminders the load generator derives from its ledger, injects its faults,
 and reads back every output topic and the reminders the SMTP server received. (The SMTP
@@ -12,8 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
-from streams.chaos import (
+from cartwatch_dev.chaos import (
     Deployment,
     PrivateStack,
     ScenarioResult,

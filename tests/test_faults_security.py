@@ -11,10 +11,9 @@ import aiohttp
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
+from cartwatch_dev.chaos import Deployment, PrivateStack
+from cartwatch_dev.chaos.scenarios import live_load
 from kafka_helpers import free_ports
-
-from streams.chaos import Deployment, PrivateStack
-from streams.chaos.scenarios import live_load
 
 pytestmark = pytest.mark.integration
 

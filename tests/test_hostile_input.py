@@ -1,8 +1,8 @@
 """Hostile input: every bad message becomes one dead letter with a reason; nothing else changes.
 
 Property-based checks run on the decoder alone (no broker); the integration test pushes the
-hand-written catalog (``streams.chaos.hostile``), interleaved with good seeded traffic, through
-a real worker and checks the exact dead-letter kinds and the exact abandonment set.
+hand-written catalog (``cartwatch_dev.chaos.hostile``), interleaved with good seeded traffic,
+through a real worker and checks the exact dead-letter kinds and the exact abandonment set.
 """
 
 import json
@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import get_args
 
 import pytest
+from cartwatch_dev.chaos import Deployment, hostile_input
+from cartwatch_dev.chaos.hostile import ONE_MB, hostile_messages
+from cartwatch_dev.loadgen.model import iso
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -20,10 +23,7 @@ from hypothesis import strategies as st
 from config.settings import Settings
 from schemas.events import CartEvent, PurchaseEvent
 from schemas.outputs import DeadLetter
-from streams.chaos import Deployment, hostile_input
-from streams.chaos.hostile import ONE_MB, hostile_messages
 from streams.intake import ErrorKind, Rejected, dead_letter, decode_input
-from streams.loadgen.model import iso
 
 SETTINGS = Settings()
 KINDS = set(get_args(ErrorKind))

@@ -16,12 +16,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import ClientSession, web
+from cartwatch_dev.stack import read_maildir
 from kafka_helpers import create_topics, free_ports
 from pipeline_harness import PARTITIONS, Pipeline, Shop, parse_metrics, partition_for
 
 from schemas.notifications import unsubscribe_key
 from streams.notifier.tokens import verify_token
-from streams.stack import read_maildir
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ class MailServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams.stack.smtp", "--port", str(self.port),
+            [sys.executable, "-m", "cartwatch_dev.stack.smtp", "--port", str(self.port),
              "--maildir", str(self.maildir)],
             cwd=Path(__file__).resolve().parents[1],
         )

@@ -9,9 +9,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from cartwatch_dev.chaos import PrivateStack
 from pipeline_harness import Pipeline, Shop, Worker, parse_metrics
-
-from streams.chaos import PrivateStack
 
 pytestmark = pytest.mark.integration
 

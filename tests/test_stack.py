@@ -12,14 +12,15 @@ from pathlib import Path
 
 import aiosmtplib
 import pytest
+from cartwatch_dev.stack import ServiceProcess, StackError, status
+from cartwatch_dev.stack.cli import STATUS_DEAD, STATUS_NOT_RUNNING, stack
+from cartwatch_dev.stack.kafka import broker_reachable, no_broker_registered, verify_sha256
+from cartwatch_dev.stack.process import port_free, wait_until
+from cartwatch_dev.stack.settings import SettingsError, StackSettings
 from click.testing import CliRunner, Result
 from kafka_helpers import create_topics, free_ports, isolated_stack_env
 
-from config.stack import SettingsError, StackSettings, parse_bootstrap
-from streams.stack import ServiceProcess, StackError, status
-from streams.stack.cli import STATUS_DEAD, STATUS_NOT_RUNNING, stack
-from streams.stack.kafka import broker_reachable, no_broker_registered, verify_sha256
-from streams.stack.process import port_free, wait_until
+from config.bootstrap import BootstrapError, parse_bootstrap
 
 
 @pytest.fixture
@@ -272,5 +273,7 @@ def test_settings_from_env() -> None:
 
     with pytest.raises(SettingsError, match="CARTWATCH_SMTP_PORT"):
         StackSettings.from_env({"CARTWATCH_SMTP_PORT": "70000"})
-    with pytest.raises(SettingsError, match="CARTWATCH_BROKER"):
+    with pytest.raises(BootstrapError, match="CARTWATCH_BROKER"):
         parse_bootstrap("kafka://k1:port")
+    with pytest.raises(SettingsError, match="CARTWATCH_BROKER"):
+        StackSettings.from_env({"CARTWATCH_BROKER": "kafka://k1:port"})

@@ -32,14 +32,14 @@ import aiohttp
 import click
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from cartwatch_dev.chaos.workers import WorkerError, WorkerProcess
+from cartwatch_dev.loadgen.model import LoadSpec
+from cartwatch_dev.loadgen.produce import produce_live
+from cartwatch_dev.loadgen.shoppers import Shoppers, continuous, dress
+from cartwatch_dev.stack import StackError, StackState, status, up
+from cartwatch_dev.stack.settings import SettingsError, StackSettings
 from config.durations import parse_duration
 from config.settings import TopicNames
-from config.stack import SettingsError, StackSettings
-from streams.chaos.workers import WorkerError, WorkerProcess
-from streams.loadgen.model import LoadSpec
-from streams.loadgen.produce import produce_live
-from streams.loadgen.shoppers import Shoppers, continuous, dress
-from streams.stack import StackError, StackState, status, up
 
 STORES: dict[str, str] = {
     "store-0": "Corner Tea Shop",

@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
+from config.bootstrap import parse_bootstrap
 from config.settings import Settings
-from config.stack import parse_bootstrap
 from schemas.events import CartEvent
 from schemas.notifications import NotificationLogEntry
 from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered

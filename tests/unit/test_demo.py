@@ -5,9 +5,7 @@ from pathlib import Path
 
 import click
 import pytest
-
-from config.settings import load_settings
-from streams.demo import (
+from cartwatch_dev.demo import (
     STORES,
     DemoPlan,
     Mailbox,
@@ -16,8 +14,10 @@ from streams.demo import (
     status_line,
     worker_environment,
 )
+from cartwatch_dev.stack import StackState
+
+from config.settings import load_settings
 from streams.notifier.rendering import check_templates
-from streams.stack import StackState
 
 STATE = StackState(stack_dir=Path("/s"), bootstrap="127.0.0.1:9092", external_broker=False,
                    smtp_address="127.0.0.1:1025", maildir=Path("/s/mail"))

@@ -20,17 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import settings as hypothesis_settings
-from hypothesis import strategies as st
-
-from config.settings import Settings
-from schemas.events import CartEvent, PurchaseEvent
-from streams.chaos.emails import MARGIN, judge_emails
-from streams.chaos.report import ScenarioResult
-from streams.lifecycle import CartState, apply_event, on_deadline
-from streams.loadgen import LoadSpec, Message, compare, generate, generate_traffic, silent_carts
-from streams.loadgen.ledger import (
+from cartwatch_dev.chaos.emails import MARGIN, judge_emails
+from cartwatch_dev.chaos.report import ScenarioResult
+from cartwatch_dev.loadgen import (
+    LoadSpec,
+    Message,
+    compare,
+    generate,
+    generate_traffic,
+    silent_carts,
+)
+from cartwatch_dev.loadgen.ledger import (
     KINDS,
     Activity,
     CartLedger,
@@ -42,7 +42,14 @@ from streams.loadgen.ledger import (
     expected_outcomes,
     expected_reminders,
 )
-from streams.loadgen.produce import Progress
+from cartwatch_dev.loadgen.produce import Progress
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from config.settings import Settings
+from schemas.events import CartEvent, PurchaseEvent
+from streams.lifecycle import CartState, apply_event, on_deadline
 
 SPEC = LoadSpec(seed=7, carts=400, duplicate_probability=0.05, late_probability=0.05)
 
@@ -473,7 +480,7 @@ def test_the_expectations_serialize_for_loadgen_expect() -> None:
 
 def test_the_expectations_never_consult_the_pipelines_state_machine() -> None:
     """The ledger must stay independent of what it checks (only this test file cross-checks)."""
-    code = ("import sys, streams.loadgen, streams.loadgen.ledger; "
+    code = ("import sys, cartwatch_dev.loadgen, cartwatch_dev.loadgen.ledger; "
             "print(sorted(m for m in sys.modules if m.startswith('streams.')))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout

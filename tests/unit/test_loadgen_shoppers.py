@@ -5,10 +5,10 @@ import json
 from collections import Counter
 
 import pytest
+from cartwatch_dev.loadgen import LoadSpec, generate
+from cartwatch_dev.loadgen.shoppers import Shoppers, continuous, dress
 
 from schemas.events import CartEvent, PurchaseEvent
-from streams.loadgen import LoadSpec, generate
-from streams.loadgen.shoppers import Shoppers, continuous, dress
 
 SPEC = LoadSpec(seed=5, carts=300)
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import click
 
+from cartwatch_dev.bench.measurements import Bench, Scale
+from cartwatch_dev.bench.processes import BenchError
+from cartwatch_dev.bench.report import Report
+from config.bootstrap import parse_bootstrap
 from config.settings import SettingsError, load_settings
-from config.stack import parse_bootstrap
-from streams.bench.measurements import Bench, Scale
-from streams.bench.processes import BenchError
-from streams.bench.report import Report
 
 
 @click.command("bench")

@@ -4,7 +4,7 @@ Throughput (a-d) is measured from the first to the last event a contender proces
 a fresh consumer group on the same pre-loaded topics. The timer figures (e-h) come from one
 real cartwatch worker tracking ``tracked_carts`` carts: ``silent_carts`` more go silent at
 once (e), then its timer tick cost (f) and memory (g) are read, then it is restarted (h).
-The notifier figure (i) is measured by ``streams.bench.notifier_run``.
+The notifier figure (i) is measured by ``cartwatch_dev.bench.notifier_run``.
 """
 
 from __future__ import annotations
@@ -25,14 +25,21 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.bench import processes
-from streams.bench.contenders import ContenderConfig
-from streams.bench.notifier_run import NotifierRun
-from streams.bench.processes import BenchError, Process, poll
-from streams.bench.report import Figure, Report
-from streams.loadgen import Expected, LoadSpec, Message, compare, generate_traffic, silent_carts
-from streams.loadgen.ledger import Kind
-from streams.loadgen.produce import Progress, produce
+from cartwatch_dev.bench import processes
+from cartwatch_dev.bench.contenders import ContenderConfig
+from cartwatch_dev.bench.notifier_run import NotifierRun
+from cartwatch_dev.bench.processes import BenchError, Process, poll
+from cartwatch_dev.bench.report import Figure, Report
+from cartwatch_dev.loadgen import (
+    Expected,
+    LoadSpec,
+    Message,
+    compare,
+    generate_traffic,
+    silent_carts,
+)
+from cartwatch_dev.loadgen.ledger import Kind
+from cartwatch_dev.loadgen.produce import Progress, produce
 
 PARTITIONS = 4
 INPUTS = {"cart_events": "cart-events", "purchase_events": "purchase-events"}
@@ -137,7 +144,7 @@ class Bench:
             output_topic=prefix + "passthrough", partitions=PARTITIONS,
         )
         env = config.to_env() | {"BENCH_WEB_PORT": str(_free_port())} | extra
-        process = processes.contender(key, f"streams.bench.contenders.{module}", env, workdir)
+        process = processes.contender(key, f"cartwatch_dev.bench.contenders.{module}", env, workdir)
         process.start()
         try:
             result = processes.wait_result(process, config.result, self.scale.timeout)

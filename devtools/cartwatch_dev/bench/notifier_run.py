@@ -33,10 +33,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from config.stack import LOCALHOST
+from cartwatch_dev.bench.processes import BenchError, Process, poll
+from cartwatch_dev.stack.settings import LOCALHOST
 from schemas.common import Customer, utc_from_epoch
 from schemas.outputs import CartAbandoned, CartLine, CartSnapshot
-from streams.bench.processes import BenchError, Process, poll
 from streams.notifier.planning import idempotency_key
 
 STORE = "bench"
@@ -318,7 +318,7 @@ class NotifierRun:
     def measure(self, start_worker: Callable[[dict[str, str]], Process], smtp_port: int
                 ) -> NotifierResult:
         """Pre-load the input, run a worker against the sink, measure and verify."""
-        from streams.bench.measurements import create_topics  # (measurements imports us)
+        from cartwatch_dev.bench.measurements import create_topics  # (measurements imports us)
 
         inputs = abandonments(self.emails, self.run_id, time.time())
         reminders = [reminder for reminder, _ in inputs]

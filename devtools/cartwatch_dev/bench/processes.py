@@ -107,7 +107,7 @@ def _environment(extra: Mapping[str, str]) -> dict[str, str]:
 
 
 def wait_result(process: Process, result: Path, timeout: float) -> dict[str, Any]:
-    """Wait for a contender's result file (see ``streams.bench.contenders.Tally``)."""
+    """Wait for a contender's result file (see ``cartwatch_dev.bench.contenders.Tally``)."""
 
     def ready() -> bool:
         process.check_alive() if not result.exists() else None

@@ -10,9 +10,9 @@
 - ``report``: expected versus seen, and the table the command prints.
 """
 
-from streams.chaos.deployment import Deployment, OutputLog
-from streams.chaos.report import ScenarioResult, render
-from streams.chaos.scenarios import (
+from cartwatch_dev.chaos.deployment import Deployment, OutputLog
+from cartwatch_dev.chaos.report import ScenarioResult, render
+from cartwatch_dev.chaos.scenarios import (
     broker_restart,
     hostile_input,
     kill9,
@@ -20,8 +20,8 @@ from streams.chaos.scenarios import (
     rebalance,
     smtp_outage,
 )
-from streams.chaos.stack import MailSink, PrivateStack
-from streams.chaos.workers import WorkerError, WorkerProcess
+from cartwatch_dev.chaos.stack import MailSink, PrivateStack
+from cartwatch_dev.chaos.workers import WorkerError, WorkerProcess
 
 __all__ = [
     "Deployment",

@@ -11,13 +11,19 @@ from pathlib import Path
 
 import click
 
+from cartwatch_dev.chaos.deployment import Deployment
+from cartwatch_dev.chaos.report import ScenarioResult, render
+from cartwatch_dev.chaos.scenarios import (
+    broker_restart,
+    hostile_input,
+    kill9,
+    rebalance,
+    smtp_outage,
+)
+from cartwatch_dev.chaos.stack import PrivateStack
+from cartwatch_dev.stack.kafka import broker_reachable
+from config.bootstrap import parse_bootstrap
 from config.settings import SettingsError, load_settings
-from config.stack import parse_bootstrap
-from streams.chaos.deployment import Deployment
-from streams.chaos.report import ScenarioResult, render
-from streams.chaos.scenarios import broker_restart, hostile_input, kill9, rebalance, smtp_outage
-from streams.chaos.stack import PrivateStack
-from streams.stack.kafka import broker_reachable
 
 ON_DEPLOYMENT: dict[str, Callable[[Deployment], Awaitable[ScenarioResult]]] = {
     "kill9": kill9,

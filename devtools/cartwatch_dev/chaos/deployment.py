@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from cartwatch_dev.chaos.workers import WorkerProcess
+from cartwatch_dev.loadgen.ledger import ReminderRule
 from config.settings import TopicNames
-from streams.chaos.workers import WorkerProcess
-from streams.loadgen.ledger import ReminderRule
 
 if TYPE_CHECKING:
-    from streams.chaos.stack import MailSink
-from streams.loadgen.model import Message
+    from cartwatch_dev.chaos.stack import MailSink
+from cartwatch_dev.loadgen.model import Message
 
 INPUTS = ("cart_events", "purchase_events")
 OUTPUTS = ("abandoned", "reactivated", "recovered", "dead_letter")

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from streams.chaos.report import ScenarioResult
-from streams.loadgen.ledger import ReminderRule, expected_reminders
-from streams.stack import read_maildir
+from cartwatch_dev.chaos.report import ScenarioResult
+from cartwatch_dev.loadgen.ledger import ReminderRule, expected_reminders
+from cartwatch_dev.stack import read_maildir
 
 MARGIN = 0.5
 """Seconds around a step's decision within which a purchase or new activity may or may not

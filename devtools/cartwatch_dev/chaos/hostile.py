@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from cartwatch_dev.loadgen.model import Topic, iso
 from streams.intake import ErrorKind
-from streams.loadgen.model import Topic, iso
 
 ONE_MB = 1024 * 1024
 

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.loadgen.ledger import KINDS, Expected, Kind, Verdict, compare
+from cartwatch_dev.loadgen.ledger import KINDS, Expected, Kind, Verdict, compare
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The fault scenarios: real workers, a real broker, seeded load with known expectations.
 
-Each scenario publishes traffic from the load generator (``streams.loadgen``), whose ledger
+Each scenario publishes traffic from the load generator (``cartwatch_dev.loadgen``), whose ledger
 says which abandonments (with their carts), recoveries and reactivations a correct pipeline
 emits and which reminders it sends, injects
 its faults while the traffic flows, reads every output topic, and returns a
@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from streams.chaos.deployment import REMINDERS, Deployment, OutputLog
-from streams.chaos.emails import judge_emails
-from streams.chaos.hostile import hostile_messages
-from streams.chaos.report import ScenarioResult
-from streams.chaos.stack import PrivateStack
-from streams.chaos.workers import WorkerProcess
-from streams.loadgen.ledger import KINDS, Expected
-from streams.loadgen.model import LoadSpec, Message, generate_traffic
+from cartwatch_dev.chaos.deployment import REMINDERS, Deployment, OutputLog
+from cartwatch_dev.chaos.emails import judge_emails
+from cartwatch_dev.chaos.hostile import hostile_messages
+from cartwatch_dev.chaos.report import ScenarioResult
+from cartwatch_dev.chaos.stack import PrivateStack
+from cartwatch_dev.chaos.workers import WorkerProcess
+from cartwatch_dev.loadgen.ledger import KINDS, Expected
+from cartwatch_dev.loadgen.model import LoadSpec, Message, generate_traffic
 
 SETTLE_SECONDS = 3.0
 """After everything expected arrived, keep reading this long to catch extras and duplicates."""

@@ -10,12 +10,12 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from config.stack import StackSettings
-from streams.chaos.deployment import free_port
-from streams.stack import StackState, down, up
-from streams.stack.kafka import provision, start_kafka
-from streams.stack.process import stop
-from streams.stack.smtp import start_smtp
+from cartwatch_dev.chaos.deployment import free_port
+from cartwatch_dev.stack import StackState, down, up
+from cartwatch_dev.stack.kafka import provision, start_kafka
+from cartwatch_dev.stack.process import stop
+from cartwatch_dev.stack.settings import StackSettings
+from cartwatch_dev.stack.smtp import start_smtp
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 says a correct pipeline emits and how to judge observed ones (``ledger``), and a thin Kafka
 producer (``produce``)."""
 
-from streams.loadgen.ledger import Expected, Verdict, compare, expected_outcomes
-from streams.loadgen.model import (
+from cartwatch_dev.loadgen.ledger import Expected, Verdict, compare, expected_outcomes
+from cartwatch_dev.loadgen.model import (
     LoadSpec,
     Message,
     Traffic,

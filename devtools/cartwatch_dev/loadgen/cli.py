@@ -11,11 +11,11 @@ from pathlib import Path
 
 import click
 
+from cartwatch_dev.loadgen.model import LoadSpec, generate_traffic
+from cartwatch_dev.loadgen.produce import Progress, produce, produce_live
+from cartwatch_dev.loadgen.shoppers import Shoppers, continuous, dress
+from config.bootstrap import parse_bootstrap
 from config.settings import SettingsError, load_settings
-from config.stack import parse_bootstrap
-from streams.loadgen.model import LoadSpec, generate_traffic
-from streams.loadgen.produce import Progress, produce, produce_live
-from streams.loadgen.shoppers import Shoppers, continuous, dress
 
 
 @click.command("loadgen")

@@ -3,7 +3,7 @@
 ``generate_traffic(spec)`` returns the messages a shop platform would publish (cart sessions of
 adds, removes, quantity changes, views, checkouts and purchases over a catalog, with duplicates
 and late deliveries) in delivery order, and the ledger of what each shopper did
-(``streams.loadgen.ledger``), written while generating. ``Traffic.expected`` derives from the
+(``cartwatch_dev.loadgen.ledger``), written while generating. ``Traffic.expected`` derives from the
 ledger alone which abandonments (with their carts), recoveries and reactivations a correct
 pipeline must emit: never from the pipeline's own state machine, whose bugs it must catch.
 Nothing here touches Kafka or the wall clock, so tests and the benchmark check correctness from
@@ -24,7 +24,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from streams.loadgen.ledger import Activity, CartLedger, Expected, Line, Purchase, expected_outcomes
+from cartwatch_dev.loadgen.ledger import (
+    Activity,
+    CartLedger,
+    Expected,
+    Line,
+    Purchase,
+    expected_outcomes,
+)
 
 Topic = Literal["cart_events", "purchase_events"]
 """Logical topic names (``Settings.topic`` turns them into Kafka names)."""

@@ -10,7 +10,7 @@ from typing import TextIO
 
 from aiokafka import AIOKafkaProducer
 
-from streams.loadgen.model import Message, Topic
+from cartwatch_dev.loadgen.model import Message, Topic
 
 WINDOW = 5_000
 """Sends in flight before waiting for the broker: bounds memory, keeps the pipe full."""

@@ -1,6 +1,6 @@
 """Who the generated shoppers are, as real shops send it: addresses, consent and cart links.
 
-``streams.loadgen.model`` shapes the sessions (what happens to each cart, and when). A shop
+``cartwatch_dev.loadgen.model`` shapes the sessions (what happens to each cart, and when). A shop
 also tells who the shopper is and where the cart lives: a logged-in customer's address and
 marketing opt-in ride on every cart event, a guest's only on the checkout step, and every cart
 event links back to the cart. Without those, a worker with reminders enabled sends none: the
@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from streams.loadgen.model import LoadSpec, Message, generate
+from cartwatch_dev.loadgen.model import LoadSpec, Message, generate
 
 FIRST_NAMES = ("Ada", "Ben", "Chloé", "Dara", "Emil", "Fatima", "Grace", "Hiro", "Inès", "Jonas",
                "Kemal", "Lena", "Mateo", "Noor", "Olu", "Priya", "Quinn", "Rosa", "Sven", "Tao")

@@ -1,8 +1,8 @@
 """`cartwatch stack up | down | status`: a real Kafka broker and mail server on 127.0.0.1.
 
-Settings come from the environment (see `config.stack.StackSettings.from_env`). Expected
-failures (no Java, a busy port, a stack already running, ...) print one clear message and
-exit with status 1 instead of a traceback.
+Settings come from the environment (see `cartwatch_dev.stack.settings.StackSettings.from_env`).
+Expected failures (no Java, a busy port, a stack already running, ...) print one clear message
+and exit with status 1 instead of a traceback.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import ParamSpec, TypeVar
 
 import click
 
-from config.stack import SettingsError, StackSettings
-from streams.stack.lifecycle import StackState, down, status, up
-from streams.stack.process import StackError
+from cartwatch_dev.stack.lifecycle import StackState, down, status, up
+from cartwatch_dev.stack.process import StackError
+from cartwatch_dev.stack.settings import SettingsError, StackSettings
 
 P = ParamSpec("P")
 R = TypeVar("R")

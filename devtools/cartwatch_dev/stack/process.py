@@ -19,7 +19,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from config.stack import LOCALHOST
+from cartwatch_dev.stack.settings import LOCALHOST
 
 
 class StackError(Exception):

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from config.bootstrap import BootstrapError, parse_bootstrap
+
 LOCALHOST = "127.0.0.1"
 """The only address the stack binds: Kafka 2.3 is end-of-life and must not face a network."""
 
@@ -73,7 +75,11 @@ class StackSettings:
         """
         env = os.environ if env is None else env
         base = cwd or Path.cwd()
-        broker = parse_bootstrap(env["CARTWATCH_BROKER"]) if env.get("CARTWATCH_BROKER") else None
+        try:
+            broker = (parse_bootstrap(env["CARTWATCH_BROKER"]) if env.get("CARTWATCH_BROKER")
+                      else None)
+        except BootstrapError as exc:
+            raise SettingsError(str(exc)) from None
         home = Path(env["HOME"]) if env.get("HOME") else Path.home()
         cache_root = env.get("XDG_CACHE_HOME") or str(home / ".cache")
         return cls(
@@ -87,24 +93,6 @@ class StackSettings:
             run_smtp=env.get("CARTWATCH_SMTP_HOST", "").strip().lower() in _LOCAL_SMTP_HOSTS,
             start_timeout=_positive_float(env, "CARTWATCH_STACK_TIMEOUT", 60.0),
         )
-
-
-def parse_bootstrap(value: str) -> str:
-    """Turn Faust-style broker URLs (`kafka://h:p;kafka://h2:p`) into `h:p,h2:p` for aiokafka."""
-    servers = []
-    for item in value.replace(";", ",").split(","):
-        address = item.strip().removeprefix("kafka://").rstrip("/")
-        if not address:
-            continue
-        host, sep, port = address.rpartition(":")
-        if not sep:
-            host, port = address, "9092"
-        if not host or not port.isdigit():
-            raise SettingsError(f"CARTWATCH_BROKER: {item.strip()!r} is not host:port")
-        servers.append(f"{host}:{port}")
-    if not servers:
-        raise SettingsError(f"CARTWATCH_BROKER: {value!r} names no broker")
-    return ",".join(servers)
 
 
 def _port(env: Mapping[str, str], name: str, default: int) -> int:

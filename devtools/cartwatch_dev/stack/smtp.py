@@ -1,6 +1,6 @@
 """The stack's mail server: a real SMTP server (aiosmtpd) that keeps every message in a Maildir.
 
-It runs as its own process (`python -m streams.stack.smtp --port N --maildir DIR`) so the
+It runs as its own process (`python -m cartwatch_dev.stack.smtp --port N --maildir DIR`) so the
 stack can start and stop it like Kafka, and so a test reads exactly what a client delivered.
 aiosmtpd's `Mailbox` handler adds `X-Peer`, `X-MailFrom` and `X-RcptTo` headers with the
 SMTP envelope.
@@ -22,8 +22,8 @@ from typing import cast
 from aiosmtpd.handlers import Mailbox
 from aiosmtpd.smtp import SMTP
 
-from config.stack import LOCALHOST, StackSettings
-from streams.stack.process import ServiceProcess, accepts_connections, spawn, wait_ready
+from cartwatch_dev.stack.process import ServiceProcess, accepts_connections, spawn, wait_ready
+from cartwatch_dev.stack.settings import LOCALHOST, StackSettings
 
 
 def start_smtp(settings: StackSettings) -> ServiceProcess:
@@ -33,7 +33,7 @@ def start_smtp(settings: StackSettings) -> ServiceProcess:
         [
             sys.executable,
             "-m",
-            "streams.stack.smtp",
+            "cartwatch_dev.stack.smtp",
             "--port",
             str(settings.smtp_port),
             "--maildir",

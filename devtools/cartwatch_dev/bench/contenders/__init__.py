@@ -1,6 +1,6 @@
 """Contender processes and the tally they all keep: first and last event processed.
 
-Each contender is started as its own process (``python -m streams.bench.contenders.<name>``)
+Each contender is started as its own process (``python -m cartwatch_dev.bench.contenders.<name>``)
 with its settings in ``BENCH_*`` variables, consumes the pre-loaded topics with a fresh
 consumer group, and writes ``{"first_at", "last_at", "count"}`` to ``BENCH_RESULT`` once it has
 processed ``BENCH_EXPECT`` events.

@@ -10,7 +10,7 @@ import sys
 
 import faust
 
-from streams.bench.contenders import ContenderConfig, Tally, fold
+from cartwatch_dev.bench.contenders import ContenderConfig, Tally, fold
 
 config = ContenderConfig.from_env()
 app = faust.App(

@@ -5,7 +5,7 @@ import json
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.bench.contenders import ContenderConfig, Tally
+from cartwatch_dev.bench.contenders import ContenderConfig, Tally
 
 
 async def main(config: ContenderConfig) -> None:

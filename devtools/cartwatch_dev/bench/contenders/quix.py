@@ -4,7 +4,7 @@ import json
 
 from quixstreams import Application, State
 
-from streams.bench.contenders import ContenderConfig, Tally, fold
+from cartwatch_dev.bench.contenders import ContenderConfig, Tally, fold
 
 
 def main(config: ContenderConfig) -> None:

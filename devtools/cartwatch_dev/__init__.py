@@ -1,0 +1,1 @@
+"""cartwatch's development tools: local stack, load generator, benchmark, chaos suite, demo."""
