@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,7 +26,7 @@ from click.testing import CliRunner, Result
 from kafka_helpers import create_topics, free_ports, isolated_stack_env
 
 from config.stack import KAFKA_4, SettingsError, StackSettings, parse_bootstrap
-from streams.stack import ServiceProcess, StackError, StackState, down, status, up
+from streams.stack import ServiceProcess, StackError, StackState, down, kafka4, status, up
 from streams.stack.cli import STATUS_DEAD, STATUS_NOT_RUNNING, stack
 from streams.stack.kafka import KafkaAccess, broker_reachable, verify_sha256
 from streams.stack.kafka2 import no_broker_registered
@@ -557,3 +558,15 @@ async def test_authorizer_denies_users_without_acls_but_not_the_admin(
     finally:
         await asyncio.to_thread(down, stack_dir)
     assert leftover_processes(stack_dir) == []
+
+
+def test_the_checked_in_pom_pins_the_kafka_the_stack_names() -> None:
+    assert kafka4.cache_home(Path("/c")).name.startswith(f"kafka-{kafka4.KAFKA_VERSION}-maven-")
+    assert "4.4.0" in kafka4.NAME
+
+
+def test_kraft_cluster_ids_look_like_kafkas() -> None:
+    ids = {kafka4.cluster_id() for _ in range(200)}
+    assert len(ids) == 200
+    for cluster in ids:
+        assert re.fullmatch(r"[A-Za-z0-9_-]{22}", cluster) and not cluster.startswith("-")
