@@ -23,6 +23,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 from aiokafka.helpers import create_ssl_context
 from click.testing import CliRunner, Result
+from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+)
 from kafka_helpers import create_topics, free_ports, isolated_stack_env
 
 from config.stack import KAFKA_4, SettingsError, StackSettings, parse_bootstrap
@@ -532,32 +540,60 @@ def test_secure_status_names_files_and_users_but_never_a_password(
 
 
 @pytest.mark.integration
-async def test_authorizer_denies_users_without_acls_but_not_the_admin(
-    tmp_path: Path, unique_names, caplog: pytest.LogCaptureFixture
+async def test_authorizer_denies_users_without_acls_until_the_admin_grants_them(
+    stack_dir: Path, unique_names
 ) -> None:
-    stack_dir = tmp_path / "acl-stack"
-    config = StackSettings.from_env(isolated_stack_env(stack_dir))
-    secured = replace(config, kafka_flavour=KAFKA_4, security=True, authorizer=True,
-                      run_smtp=False)
-    state = await asyncio.to_thread(up, secured)
+    started = await asyncio.to_thread(cli, "up", "--authorizer")  # implies --secure
+    assert started.exit_code == 0, started.output
+    assert "super users: User:admin, User:cartwatch-broker" in started.output
+    state = status(stack_dir)
+    assert state is not None
+    access = access_of(state)
+    assert access.authorizer
+    topic = unique_names.topic("acl")
+    await round_trip(topic, sasl_client(access, "admin"))  # the super user may do anything
+
+    worker = AIOKafkaProducer(request_timeout_ms=10_000, **sasl_client(access, "cartwatch"))
+    await worker.start()
     try:
-        access = access_of(state)
-        assert access.authorizer and access.super_users == ("User:admin", "User:cartwatch-broker")
-        topic = unique_names.topic("acl")
-        admin = sasl_client(access, "admin")
-
-        await round_trip(topic, admin)  # the super user may create (auto) and use any topic
-
-        worker = AIOKafkaProducer(request_timeout_ms=10_000, **sasl_client(access, "cartwatch"))
-        await worker.start()
-        try:
-            with pytest.raises(TopicAuthorizationFailedError):
-                await asyncio.wait_for(worker.send_and_wait(topic, b"denied"), 30)
-        finally:
-            await worker.stop()
+        with pytest.raises(TopicAuthorizationFailedError):
+            await asyncio.wait_for(worker.send_and_wait(topic, b"denied"), 30)
     finally:
-        await asyncio.to_thread(down, stack_dir)
-    assert leftover_processes(stack_dir) == []
+        await worker.stop()
+
+    await asyncio.to_thread(grant, access, topic, "User:cartwatch")
+
+    # The SASL user and the client certificate CN=cartwatch are the same principal.
+    for client in (sasl_client(access, "cartwatch"), mtls_client(access)):
+        producer = AIOKafkaProducer(request_timeout_ms=10_000, **client)
+        await producer.start()
+        try:
+            await asyncio.wait_for(producer.send_and_wait(topic, b"allowed"), 30)
+        finally:
+            await producer.stop()
+
+
+def grant(access: KafkaAccess, topic: str, principal: str) -> None:
+    """Allow `principal` to write and describe `topic`, as the admin over SASL_SSL.
+
+    confluent-kafka, because aiokafka has no ACL API.
+    """
+    assert access.ca_file
+    admin = AdminClient({
+        "bootstrap.servers": access.listener("SASL_SSL").address,
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "admin",
+        "sasl.password": Path(access.password_files["admin"]).read_text().strip(),
+        "ssl.ca.location": access.ca_file,
+    })
+    bindings = [
+        AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, principal, "*",
+                   operation, AclPermissionType.ALLOW)
+        for operation in (AclOperation.WRITE, AclOperation.DESCRIBE)
+    ]
+    for future in admin.create_acls(bindings, request_timeout=30).values():
+        future.result(timeout=30)
 
 
 def test_the_checked_in_pom_pins_the_kafka_the_stack_names() -> None:
