@@ -13,6 +13,7 @@ from collections.abc import Callable
 import faust
 
 from config.settings import load_settings
+from streams.compat import use_consumer_class
 from streams.consumer import RewindingConsumer
 
 settings = load_settings()
@@ -42,7 +43,7 @@ app = faust.App(
     autodiscover=False,
 )
 # Records Faust drops at a rebalance are read again even on a partition never committed.
-app.transport.Consumer = RewindingConsumer
+use_consumer_class(app, RewindingConsumer)
 
 
 def table_options() -> dict[str, int]:
@@ -102,14 +103,14 @@ async def release_freed_memory_periodically() -> None:
     await asyncio.to_thread(release_freed_memory)
 
 
-def _topic(name: str, **options: object) -> faust.TopicT:
+def _topic(name: str, retention: float | None = None) -> faust.TopicT:
     return app.topic(
         settings.topic(name),
         internal=True,
         partitions=settings.partitions,
         key_serializer="raw",
         value_serializer="raw",
-        **options,
+        retention=retention,
     )
 
 

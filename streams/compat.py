@@ -35,6 +35,12 @@ PRIVATE_ATTRIBUTES = {
 """What ``tests/unit/test_compat.py`` checks on the installed libraries."""
 
 
+def use_consumer_class(app: faust.App, consumer_class: type) -> None:
+    """Make this app's transport build its consumer from ``consumer_class`` (a subclass of the
+    aiokafka driver's ``Consumer``)."""
+    app.transport.Consumer = consumer_class  # type: ignore[misc]
+
+
 def raw_producer(app: faust.App) -> AIOKafkaProducer:
     """The aiokafka producer under Faust's, for record batches sent directly."""
     return app.producer._ensure_producer()  # type: ignore[attr-defined]
@@ -63,6 +69,11 @@ def seek(consumer: Any, tp: TP, offset: int) -> None:
 def table_partition_db(table: faust.Table, partition: int) -> Any:
     """The partition's RocksDB (``rocksdict.Rdict``), opened on first use as Faust's reads do."""
     return table.data._db_for_partition(partition)  # type: ignore[attr-defined]
+
+
+async def refresh_metadata(consumer: AIOKafkaConsumer) -> None:
+    """Make the consumer fetch fresh metadata now (no public way to ask)."""
+    await consumer._client.force_metadata_update()
 
 
 async def cluster_metadata(consumer: AIOKafkaConsumer) -> ClusterMetadata:

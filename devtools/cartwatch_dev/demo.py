@@ -26,14 +26,13 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
-from typing import cast
 
 import aiohttp
 import click
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from cartwatch_dev.chaos.workers import WorkerError, WorkerProcess
-from cartwatch_dev.loadgen.model import LoadSpec
+from cartwatch_dev.loadgen.model import LoadSpec, topic_names
 from cartwatch_dev.loadgen.produce import produce_live
 from cartwatch_dev.loadgen.shoppers import Shoppers, continuous, dress
 from cartwatch_dev.stack import StackError, StackState, status, up
@@ -252,8 +251,8 @@ class Mailbox:
         for path in fresh:
             self.seen.add(path.name)
             with contextlib.suppress(OSError):
-                messages.append(cast(EmailMessage, email.message_from_bytes(
-                    path.read_bytes(), policy=default_policy)))
+                messages.append(email.message_from_bytes(
+                    path.read_bytes(), policy=default_policy))
         return messages
 
 
@@ -316,8 +315,7 @@ async def watch(plan: DemoPlan, state: StackState, started_stack: bool,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     begun = time.time()
-    topics = {"cart_events": plan.topic("cart_events"),
-              "purchase_events": plan.topic("purchase_events")}
+    topics = topic_names(plan.topic)
     traffic = dress(continuous(plan.load(begun + 0.5)), plan.shoppers)
     load = asyncio.create_task(produce_live(state.bootstrap, traffic, topics))
     mailbox = Mailbox(state.maildir)

@@ -46,6 +46,7 @@ async def test_aiokafka_private_attributes_exist() -> None:
         names = PRIVATE_ATTRIBUTES["aiokafka.AIOKafkaConsumer (instance)"]
         assert missing(consumer, names) == []
         assert hasattr(consumer._client, "fetch_all_metadata")
+        assert hasattr(consumer._client, "force_metadata_update")
     finally:
         await consumer.stop()
 

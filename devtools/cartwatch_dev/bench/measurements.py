@@ -39,10 +39,11 @@ from cartwatch_dev.loadgen import (
     silent_carts,
 )
 from cartwatch_dev.loadgen.ledger import Kind
+from cartwatch_dev.loadgen.model import Topic
 from cartwatch_dev.loadgen.produce import Progress, produce
 
 PARTITIONS = 4
-INPUTS = {"cart_events": "cart-events", "purchase_events": "purchase-events"}
+INPUTS: dict[Topic, str] = {"cart_events": "cart-events", "purchase_events": "purchase-events"}
 OUTPUTS: dict[str, Kind] = {"cart-abandoned": "abandoned", "cart-recovered": "recovered",
                             "cart-reactivated": "reactivated"}
 MB = 2**20

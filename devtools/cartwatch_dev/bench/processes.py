@@ -66,9 +66,12 @@ class Process:
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
-    def check_alive(self) -> None:
+    def check_alive(self) -> bool:
+        """Raise if the process exited, else False: ``check_alive() or done()`` polls ``done``
+        and fails at once when the process it waits for died."""
         if not self.alive():
             raise BenchError(f"{self.name} exited:\n{self.log()[-3000:]}")
+        return False
 
     def rss_bytes(self) -> int:
         """Resident memory now, from /proc (Linux)."""
@@ -80,13 +83,14 @@ class Process:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> None:
         if not self.alive():
             return
+        popen = self.popen
+        assert popen is not None
         os.killpg(self.pid, sig)
         try:
-            assert self.popen is not None
-            self.popen.wait(timeout)
+            popen.wait(timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.pid, signal.SIGKILL)
-            self.popen.wait(timeout)
+            popen.wait(timeout)
 
 
 def contender(name: str, module: str, env: Mapping[str, str], workdir: Path) -> Process:

@@ -94,7 +94,8 @@ def chaos(scenarios: tuple[str, ...], broker: str | None, workdir: Path | None) 
         settings = load_settings()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
-    bootstrap = parse_bootstrap(broker or settings.broker)
+    bootstrap: str | None = parse_bootstrap(broker or settings.broker)
+    assert bootstrap is not None
     if not broker_reachable(bootstrap):
         if broker:
             raise click.ClickException(f"no Kafka broker answers at {broker}")

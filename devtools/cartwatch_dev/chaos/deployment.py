@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import RecordMetadata
 
 from cartwatch_dev.chaos.workers import WorkerProcess
 from cartwatch_dev.loadgen.ledger import ReminderRule
 from config.settings import TopicNames
+from streams.compat import refresh_metadata
 
 if TYPE_CHECKING:
     from cartwatch_dev.chaos.stack import MailSink
@@ -241,7 +243,7 @@ class Deployment:
         await producer.start()
         worst = 0.0
         try:
-            pending = []
+            pending: list[asyncio.Future[RecordMetadata]] = []
             for message in messages:
                 ahead = message.sent_at - time.time()
                 if ahead > 0:
@@ -260,8 +262,8 @@ class Deployment:
 
 async def _partitions(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
     """Every partition of ``topics`` (which must exist)."""
-    await consumer._client.force_metadata_update()  # noqa: SLF001 (no public way to refresh)
-    found = []
+    await refresh_metadata(consumer)
+    found: list[TopicPartition] = []
     for topic in topics:
         numbers = consumer.partitions_for_topic(topic)
         if not numbers:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from cartwatch_dev.loadgen.model import LoadSpec, generate_traffic
+from cartwatch_dev.loadgen.model import LoadSpec, generate_traffic, topic_names
 from cartwatch_dev.loadgen.produce import Progress, produce, produce_live
 from cartwatch_dev.loadgen.shoppers import Shoppers, continuous, dress
 from config.bootstrap import parse_bootstrap
@@ -89,7 +89,7 @@ def loadgen(
     shoppers = Shoppers(identified_probability=identified_probability,
                         consent_probability=consent_probability, consent=consent,
                         cart_urls=cart_urls)
-    topics = {name: settings.topic(name) for name in ("cart_events", "purchase_events")}
+    topics = topic_names(settings.topic)
     bootstrap = parse_bootstrap(broker or settings.broker)
     if live:
         start = time.time() + 1.0

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -35,6 +35,12 @@ from cartwatch_dev.loadgen.ledger import (
 
 Topic = Literal["cart_events", "purchase_events"]
 """Logical topic names (``Settings.topic`` turns them into Kafka names)."""
+TOPICS: tuple[Topic, ...] = ("cart_events", "purchase_events")
+
+
+def topic_names(name: Callable[[Topic], str]) -> dict[Topic, str]:
+    """Each logical input topic with its Kafka name (e.g. ``settings.topic``)."""
+    return {topic: name(topic) for topic in TOPICS}
 
 SESSION_GAP = (0.005, 0.1)
 """Time between two events of a session, as a share of the time to abandon."""

@@ -17,7 +17,6 @@ import sys
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
-from typing import cast
 
 from aiosmtpd.handlers import Mailbox
 from aiosmtpd.smtp import SMTP
@@ -59,7 +58,7 @@ def read_maildir(maildir: Path) -> list[EmailMessage]:
     box = mailbox.Maildir(maildir, factory=None, create=False)
     keys = sorted(box.keys(), key=lambda key: (box.get_message(key).get_date(), key))
     return [
-        cast(EmailMessage, email.message_from_bytes(box.get_bytes(key), policy=default_policy))
+        email.message_from_bytes(box.get_bytes(key), policy=default_policy)
         for key in keys
     ]
 
