@@ -56,6 +56,7 @@ def assert_exact(result: ScenarioResult) -> None:
     assert result.duplicate_emails == 0
 
 
+@pytest.mark.compat
 async def test_kill9_five_times_under_load_loses_nothing(deployment: Deployment) -> None:
     result = await kill9(deployment, carts=500, kills=5)
     assert [fault.split(" at ")[0] for fault in result.faults] == [

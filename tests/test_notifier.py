@@ -23,7 +23,7 @@ from pipeline_harness import PARTITIONS, Pipeline, Shop, parse_metrics, partitio
 from schemas.notifications import unsubscribe_key
 from streams.notifier.tokens import verify_token
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.compat]
 
 SECRET = "test-link-secret-0123456789"
 Entries = list[dict[str, Any]]

@@ -28,7 +28,7 @@ from pipeline_harness import Pipeline, Shop, Worker, parse_metrics
 from streams.notifier import LinkClaims, sign_token
 from streams.operator.export import CART_COLUMNS
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.compat]
 
 TOKEN = "operator-test-token"
 LINK_SECRET = "operator-test-link-secret"

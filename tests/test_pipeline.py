@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from pipeline_harness import PARTITIONS, READY_LINE, Pipeline, Shop, Worker, ids
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.compat]
 
 
 def abandoned_by_id(outputs: dict) -> dict[str, dict]:
