@@ -16,8 +16,8 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Awaitable
-from typing import cast
+from collections.abc import Awaitable, Iterable, Iterator
+from typing import Any, cast
 
 from faust import Stream, Table
 from faust.types import EventT, StreamT
@@ -375,17 +375,19 @@ async def request_ticks() -> None:
     counters["tick_ns_max"] = max(counters["tick_ns_max"], spent)
 
 
+def scheduled_carts(stored: Iterable[tuple[str, dict[str, Any]]]
+                    ) -> Iterator[tuple[str, int, float | None]]:
+    """``(cart_id, partition, deadline)`` of every stored cart, for ``PartitionTimers.rebuild``."""
+    for cart_id, value in stored:
+        state = CartState.from_dict(value)
+        yield cart_id, state.partition, state.scheduled_at or next_deadline(state, settings)
+
+
 @carts_table.on_recover
 async def rebuild_deadlines() -> None:
     """After a rebalance, rebuild the deadline index of the owned partitions from the table."""
     owned = set(timers.owned_partitions())
-    entries: dict[int, list[tuple[float, str]]] = {partition: [] for partition in owned}
-    for cart_id, stored in carts_table.items():
-        state = CartState.from_dict(stored)
-        if state.partition in owned:
-            deadline = state.scheduled_at or next_deadline(state, settings)
-            entries[state.partition].append((deadline, cart_id))
-    timers.reset(owned, entries)
+    timers.rebuild(owned, scheduled_carts(carts_table.items()))
     prepared.clear()
     for partition in set(checkpoints) - owned:
         # Committed before the rebalance (it waits for every acknowledgement); what is left

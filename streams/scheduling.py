@@ -150,6 +150,22 @@ class PartitionTimers:
         self.ticks_requested[partition] = time.time()
         await self.tick_topic.send(key=b"tick", value=b"", partition=partition)
 
+    def rebuild(self, owned: Iterable[int],
+                scheduled: Iterable[tuple[str, int, float | None]]) -> int:
+        """After a rebalance: the index of the ``owned`` partitions from every stored
+        ``(key, partition, deadline)`` (the agent's table, read once); keys of other partitions
+        or without a deadline are left out. Returns the entries indexed.
+
+        Both timed agents (the cart lifecycle and the reminder scheduler) rebuild this way.
+        """
+        owned = set(owned)
+        entries: dict[int, list[tuple[float, str]]] = {partition: [] for partition in owned}
+        for key, partition, deadline in scheduled:
+            if partition in owned and deadline is not None:
+                entries[partition].append((deadline, key))
+        self.reset(owned, entries)
+        return sum(len(found) for found in entries.values())
+
     def reset(
         self, owned: Iterable[int], entries: Mapping[int, Iterable[tuple[float, str]]]
     ) -> None:

@@ -342,12 +342,8 @@ async def request_reminder_ticks() -> None:
 async def rebuild_reminder_index() -> None:
     """After a rebalance, rebuild the reminder deadline index of the owned partitions."""
     owned = set(timers.owned_partitions())
-    entries: dict[int, list[tuple[float, str]]] = {partition: [] for partition in owned}
-    for cart_id, stored in reminder_plans.items():
-        plan = ReminderPlan.from_dict(stored)
-        if plan.partition in owned and plan.scheduled_at is not None:
-            entries[plan.partition].append((plan.scheduled_at, cart_id))
-    timers.reset(owned, entries)
+    timers.rebuild(owned, ((cart_id, plan.partition, plan.scheduled_at) for cart_id, plan in (
+        (cart_id, ReminderPlan.from_dict(stored)) for cart_id, stored in reminder_plans.items())))
     log.info("reminder index rebuilt: %d plans on partitions %s", len(timers.deadlines),
              sorted(owned))
 

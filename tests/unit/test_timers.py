@@ -3,11 +3,14 @@
 import heapq
 import math
 import tracemalloc
+from typing import Any, cast
 
+import faust
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from streams.scheduling import PartitionTimers
 from streams.timers import BUCKET_SECONDS, DeadlineIndex, PartitionClock
 
 # --- DeadlineIndex ---------------------------------------------------------------------------
@@ -272,3 +275,14 @@ def test_clock_keep_only_forgets_inputs():
 
     assert clock.horizon([(CART, False)], now=100.0) == -math.inf
     assert clock.horizon([(PURCHASE, False)], now=100.0) == 20.0
+
+
+def test_rebuild_indexes_owned_partitions_with_deadlines_only() -> None:
+    timers = PartitionTimers(cast(faust.App, None), ("in",), cast(Any, None))
+    timers.deadlines.schedule(3, 5.0, "lost")  # a partition given away in the rebalance
+    indexed = timers.rebuild({0, 1}, [("a", 0, 20.0), ("b", 1, 10.0), ("c", 2, 5.0),
+                                      ("d", 0, None), ("e", 0, 15.0)])
+    assert indexed == 3
+    assert timers.pop_due(0, 100.0, 10) == [(15.0, "e"), (20.0, "a")]
+    assert timers.pop_due(1, 100.0, 10) == [(10.0, "b")]
+    assert timers.pop_due(2, 100.0, 10) == [] and timers.pop_due(3, 100.0, 10) == []
