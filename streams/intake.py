@@ -6,8 +6,10 @@ with its raw bytes and the stream never stops on it.
 
 import base64
 import json
+import logging
+from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import ValidationError
 
@@ -15,6 +17,8 @@ from config.settings import Settings
 from schemas.common import utc_from_epoch
 from schemas.events import CartEvent, CartEventType, PurchaseEvent
 from schemas.outputs import DeadLetter
+
+log = logging.getLogger("streams.intake")
 
 InputKind = Literal["cart", "purchase"]
 ErrorKind = Literal[
@@ -123,3 +127,27 @@ def dead_letter(
         error_kind=rejected.kind,
         failed_at=utc_from_epoch(now),
     )
+
+
+class RefusedMessage(Protocol):
+    """Where a refused message was read (a Faust ``Message``)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def refuse(message: RefusedMessage, rejected: Rejected, now: float,
+           counters: MutableMapping[str, int]) -> DeadLetter:
+    """Log a refused message in one line, count it, and return its dead-letter record.
+
+    Every processor refuses this way (the lifecycle pipeline and the notifier), so the log line
+    and ``cartwatch_dead_lettered_total`` mean the same whichever refused it.
+    """
+    log.error("dead-lettered %s[%d]@%d (%s): %s", message.topic, message.partition,
+              message.offset, rejected.kind, rejected.error)
+    counters["dead_lettered"] += 1
+    return dead_letter(rejected, topic=message.topic, partition=message.partition,
+                       offset=message.offset, key=message.key, value=message.value, now=now)

@@ -43,7 +43,7 @@ from streams.checkpoint import Checkpoint, CheckpointContext
 from streams.compat import page, raw_producer
 from streams.counters import worker_counters
 from streams.firing import BatchSender, Prepared, PreparedAbandonments
-from streams.intake import InputKind, Rejected, dead_letter, decode_input
+from streams.intake import InputKind, Rejected, decode_input, refuse
 from streams.lifecycle import (
     CartState,
     Transition,
@@ -128,20 +128,7 @@ async def declare_topics() -> None:
 async def reject(checkpoint: Checkpoint, event: EventT, rejected: Rejected, now: float) -> None:
     """Log, count and dead-letter an input message; the stream moves past it."""
     message = event.message
-    log.error(
-        "dead-lettered %s[%d]@%d (%s): %s",
-        message.topic, message.partition, message.offset, rejected.kind, rejected.error,
-    )
-    counters["dead_lettered"] += 1
-    letter = dead_letter(
-        rejected,
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        now=now,
-    )
+    letter = refuse(message, rejected, now, counters)
     await checkpoint.send(message.key or b"", letter)
     if message.topic in INPUT_KIND:
         timers.processed(message.tp, message.offset)

@@ -56,7 +56,7 @@ from streams.app import (
     settings,
 )
 from streams.counters import worker_counters
-from streams.intake import Rejected, dead_letter
+from streams.intake import Rejected, refuse
 from streams.notifier.channels import (
     DeliveryError,
     RetryPolicy,
@@ -159,12 +159,7 @@ async def publish(messages: list[tuple[faust.TopicT, bytes, BaseModel]]) -> None
 async def reject(event: EventT, error: str) -> None:
     """Log and dead-letter a message the notifier cannot read; the stream goes on."""
     message = event.message
-    log.error("dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset,
-              error)
-    counters["dead_lettered"] += 1
-    letter = dead_letter(Rejected("invalid", error[:1000]), topic=message.topic,
-                         partition=message.partition, offset=message.offset, key=message.key,
-                         value=message.value, now=time.time())
+    letter = refuse(message, Rejected("invalid", error[:1000]), time.time(), counters)
     await publish([(dead_letter_topic, message.key or b"", letter)])
 
 

@@ -491,3 +491,22 @@ def test_decoder_never_raises_on_arbitrary_json_documents(kind, event_type, fiel
     value = encode({**base, **fields, "type": event_type})
 
     _assert_answered(decode(value, kind=kind), value)
+
+
+def test_refuse_logs_one_line_counts_and_keeps_the_raw_bytes(caplog) -> None:
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from streams.intake import Rejected, refuse
+
+    message = SimpleNamespace(topic="cart-events", partition=2, offset=41, key=b"c-1",
+                              value=b"{not json")
+    counters: Counter[str] = Counter()
+    with caplog.at_level("ERROR", logger="streams.intake"):
+        letter = refuse(message, Rejected("not_json", "Expecting property name"), 0.0, counters)
+    assert [r.getMessage() for r in caplog.records] == [
+        "dead-lettered cart-events[2]@41 (not_json): Expecting property name"]
+    assert counters == {"dead_lettered": 1}
+    assert (letter.source_topic, letter.partition, letter.offset, letter.error_kind) == (
+        "cart-events", 2, 41, "not_json")
+    assert base64.b64decode(letter.value_base64 or "") == b"{not json"
