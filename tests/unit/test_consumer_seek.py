@@ -91,3 +91,30 @@ def test_never_committed_partitions():
     changelog = TP("app-carts-changelog", 0)
     assert never_committed({a: None, changelog: None}, {a, changelog},
                            {"app-carts-changelog"}) == [a]
+
+
+async def test_a_rebalance_commits_before_faust_forgets_the_revoked_acknowledgements(
+    monkeypatch,
+):
+    """The hand-over: what this worker processed is committed while Faust still holds the
+    acknowledgements of the partitions it is about to lose (Faust's own revocation handler
+    drops them first, then commits nothing of them)."""
+    tp = TP("cart-events", 3)
+    consumer = app_consumer(FakeConsumerThread({}))
+    consumer._acked_index = {tp: {0, 1, 2}}
+    journal: list[str] = []
+
+    async def commit(*args: object, **kwargs: object) -> bool:
+        journal.append(f"commit with acks {sorted(consumer._acked_index.get(tp, ()))}")
+        return True
+
+    async def faust_revoke(self: object, revoked: set[TP]) -> None:
+        consumer._acked_index.pop(tp, None)
+        journal.append("faust forgot the acks")
+
+    monkeypatch.setattr(consumer, "commit", commit)
+    monkeypatch.setattr(type(consumer).__mro__[1], "on_partitions_revoked", faust_revoke)
+
+    await consumer.on_partitions_revoked({tp})
+
+    assert journal == ["commit with acks [0, 1, 2]", "faust forgot the acks"]
