@@ -12,6 +12,15 @@ def main() -> None:
         from streams.app import app
     except SettingsError as exc:
         sys.exit(f"cartwatch: {exc}")
+    if sys.argv[1:2] == ["worker"]:
+        # Faust retries refused credentials and TLS failures forever; fail at once instead.
+        from streams.app import settings
+        from streams.kafka_check import KafkaAccessError, check_before_start
+
+        try:
+            check_before_start(settings)
+        except KafkaAccessError as exc:
+            sys.exit(f"cartwatch: {exc}")
     from faust.cli.faust import cli
 
     import streams.operator.web  # noqa: F401  (registers the operator API and read model)

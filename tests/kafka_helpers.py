@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from config.kafka import KafkaSettings, client_options
 from config.stack import LOCALHOST
 from streams.chaos.deployment import topics_led
 
@@ -53,14 +54,17 @@ async def create_topics(
     *,
     config: Mapping[str, str] | None = None,
     timeout: float = 30.0,
+    kafka: KafkaSettings | None = None,
 ) -> None:
     """Create topics with `partitions` partitions and wait until every partition has a leader.
 
     Waiting matters: a Faust worker that subscribes before the topic is fully created does not
-    consume it on its first run. `config` holds topic configs such as `cleanup.policy`.
+    consume it on its first run. `config` holds topic configs such as `cleanup.policy`;
+    `kafka` how to connect (plaintext when None).
     """
     names = list(names)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000),
+                                **client_options(kafka or KafkaSettings()))
     await admin.start()
     try:
         response = await admin.create_topics(

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from kafka_helpers import create_topics, free_ports
 
+from config.kafka import KafkaSettings, client_options
 from streams.chaos.workers import READY_LINE, WorkerProcess  # noqa: F401 (READY_LINE for tests)
 
 PARTITIONS = 4
@@ -47,13 +48,20 @@ class Pipeline:
     workdir: Path
     settings: dict[str, str] = field(default_factory=dict)
     workers: list[Worker] = field(default_factory=list)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    """How the test's clients and its workers connect (TLS, SASL); plaintext by default."""
+
+    def client_options(self) -> dict[str, Any]:
+        """Connection keyword arguments of an aiokafka client of this test's cluster."""
+        return {"bootstrap_servers": self.bootstrap, **client_options(self.kafka)}
 
     def topic(self, name: str) -> str:
         return f"{self.prefix}.{name}"
 
     async def create_topics(self) -> None:
         await create_topics(
-            self.bootstrap, [self.topic(name) for name in INPUT_TOPICS], PARTITIONS
+            self.bootstrap, [self.topic(name) for name in INPUT_TOPICS], PARTITIONS,
+            kafka=self.kafka,
         )
 
     def worker(self, name: str, **overrides: str) -> Worker:
@@ -67,6 +75,7 @@ class Pipeline:
             CARTWATCH_DATA_DIR=str(self.workdir / name / "data"),
             CARTWATCH_WEB_PORT=str(free_ports(1)[0]),
             CARTWATCH_TIMER_RESOLUTION="0.1",
+            **self.kafka.environment(),
         )
         env.update(self.settings)
         env.update(overrides)
@@ -80,7 +89,7 @@ class Pipeline:
 
     async def send(self, messages: Iterable[tuple[str, bytes | None, bytes]]) -> None:
         """Produce ``(topic, key, value)`` messages in order and wait until all are stored."""
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        producer = AIOKafkaProducer(acks="all", **self.client_options())
         await producer.start()
         try:
             futures = [
@@ -95,8 +104,8 @@ class Pipeline:
         self, timeout: float = 30.0, topics: Iterable[str] = INPUT_TOPICS
     ) -> None:
         """Wait until the workers committed every message of ``topics`` (the inputs by default)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+        admin = AIOKafkaAdminClient(**self.client_options())
+        consumer = AIOKafkaConsumer(**self.client_options())
         await admin.start()
         await consumer.start()
         try:
@@ -133,7 +142,7 @@ class Pipeline:
         topics = tuple(topics)
         consumer = AIOKafkaConsumer(
             *(self.topic(name) for name in topics),
-            bootstrap_servers=self.bootstrap,
+            **self.client_options(),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
         )

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import click
 
+from config.kafka import KafkaSettings
 from config.settings import SettingsError, load_settings
 from config.stack import parse_bootstrap
 from streams.chaos.deployment import Deployment
 from streams.chaos.report import ScenarioResult, render
 from streams.chaos.scenarios import broker_restart, hostile_input, kill9, rebalance, smtp_outage
 from streams.chaos.stack import PrivateStack
+from streams.kafka_check import KafkaAccessError, check_cluster
 from streams.stack.kafka import broker_reachable
 
 ON_DEPLOYMENT: dict[str, Callable[[Deployment], Awaitable[ScenarioResult]]] = {
@@ -28,14 +30,18 @@ WITH_MAIL = ("kill9", "rebalance")
 SCENARIOS = (*ON_DEPLOYMENT, "smtp-outage", "broker-restart")
 
 
-async def run_scenarios(names: list[str], bootstrap: str | None, workdir: Path) -> list[str]:
-    """Run ``names`` in order; returns the report lines of each as soon as it is done."""
+async def run_scenarios(names: list[str], bootstrap: str | None, workdir: Path,
+                        kafka: KafkaSettings | None = None) -> list[str]:
+    """Run ``names`` in order; returns the report lines of each as soon as it is done.
+
+    ``kafka``: how to connect to ``bootstrap`` (a private stack is always plaintext)."""
     results: list[ScenarioResult] = []
     private: PrivateStack | None = None
     if bootstrap is None and any(name in ON_DEPLOYMENT for name in names):
         private = PrivateStack(workdir / "shared-stack")
         await asyncio.to_thread(private.up)
         bootstrap = private.bootstrap
+        kafka = None
     try:
         for name in names:
             click.echo(f"running {name} ...", err=True)
@@ -44,7 +50,8 @@ async def run_scenarios(names: list[str], bootstrap: str | None, workdir: Path) 
                 continue
             assert bootstrap is not None
             deployment = Deployment(bootstrap, workdir / name,
-                                    prefix=f"chaos-{name}-{uuid.uuid4().hex[:8]}")
+                                    prefix=f"chaos-{name}-{uuid.uuid4().hex[:8]}",
+                                    kafka=kafka or KafkaSettings())
             await deployment.create_topics()
             # each scenario its own mail server, so its Maildir holds only its reminders
             mail = PrivateStack(workdir / name / "mail-stack", kafka=False, smtp=True)
@@ -64,6 +71,16 @@ async def run_scenarios(names: list[str], bootstrap: str | None, workdir: Path) 
             await asyncio.to_thread(private.down)
     return [render(results), "", "ALL OK: nothing lost, no duplicate email" if all(
         result.ok for result in results) else "FAILED"]
+
+
+def _answers(bootstrap: str, kafka: KafkaSettings) -> bool:
+    """Does a broker answer with these settings? One that refuses them stops the command."""
+    if kafka.security_protocol == "PLAINTEXT":
+        return broker_reachable(bootstrap)
+    try:
+        return asyncio.run(check_cluster(bootstrap, kafka, [])) is not None
+    except KafkaAccessError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.command("chaos")
@@ -89,14 +106,15 @@ def chaos(scenarios: tuple[str, ...], broker: str | None, workdir: Path | None) 
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
     bootstrap = parse_bootstrap(broker or settings.broker)
-    if not broker_reachable(bootstrap):
+    if not _answers(bootstrap, settings.kafka):
         if broker:
             raise click.ClickException(f"no Kafka broker answers at {broker}")
         click.echo(f"no broker at {bootstrap}: starting a private stack", err=True)
         bootstrap = None
     workdir = workdir or Path(tempfile.mkdtemp(prefix="cartwatch-chaos-"))
     click.echo(f"cartwatch chaos: workers' logs in {workdir}", err=True)
-    lines = asyncio.run(run_scenarios(list(scenarios or SCENARIOS), bootstrap, workdir))
+    lines = asyncio.run(run_scenarios(list(scenarios or SCENARIOS), bootstrap, workdir,
+                                      settings.kafka))
     click.echo("\n".join(lines))
     if lines[-1] != "ALL OK: nothing lost, no duplicate email":
         raise SystemExit(1)

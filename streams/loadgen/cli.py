@@ -67,5 +67,6 @@ def loadgen(
     bootstrap = parse_bootstrap(broker or settings.broker)
     click.echo(f"{len(messages):,} messages for {carts:,} carts -> {bootstrap}", err=True)
     progress = Progress(len(messages))
-    asyncio.run(produce(bootstrap, messages, topics, rate=rate, on_sent=progress.advance))
+    asyncio.run(produce(bootstrap, messages, topics, rate=rate, on_sent=progress.advance,
+                        kafka=settings.kafka))
     progress.close()

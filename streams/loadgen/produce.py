@@ -10,6 +10,7 @@ from typing import TextIO
 
 from aiokafka import AIOKafkaProducer
 
+from config.kafka import KafkaSettings, client_options
 from streams.loadgen.model import Message, Topic
 
 WINDOW = 5_000
@@ -57,13 +58,16 @@ async def produce(
     *,
     rate: float | None = None,
     on_sent: Callable[[int], None] | None = None,
+    kafka: KafkaSettings | None = None,
 ) -> int:
     """Publish ``messages`` in order (per cart: keyed), ``rate`` per second or unpaced.
 
-    Returns the number sent once the broker has acknowledged every one.
+    Returns the number sent once the broker has acknowledged every one. ``kafka``: how to
+    connect (TLS, SASL); plaintext when None.
     """
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024,
+        **client_options(kafka or KafkaSettings()),
     )
     await producer.start()
     sent = 0

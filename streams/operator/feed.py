@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
+from config.kafka import client_options
 from config.settings import Settings
 from config.stack import parse_bootstrap
 from schemas.events import CartEvent
@@ -114,6 +115,7 @@ class ReadModelFeed(Service):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=BATCH_RECORDS,
+            **client_options(self.settings.kafka),
         )
         await self.consumer.start()
 

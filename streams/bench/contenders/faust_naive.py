@@ -10,12 +10,14 @@ import sys
 
 import faust
 
+from config.kafka import broker_credentials
 from streams.bench.contenders import ContenderConfig, Tally, fold
 
 config = ContenderConfig.from_env()
 app = faust.App(
     config.group,
     broker=f"kafka://{config.bootstrap}",
+    broker_credentials=broker_credentials(config.kafka),
     store="rocksdb://",
     datadir=str(config.workdir / "faust-data"),
     topic_partitions=config.partitions,
