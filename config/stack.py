@@ -13,7 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LOCALHOST = "127.0.0.1"
-"""The only address the stack binds: Kafka 2.3 is end-of-life and must not face a network."""
+"""The only address the stack binds: a dev/test broker (and end-of-life Kafka 2.3) must not
+face a network, whatever its listeners' security."""
+
+KAFKA_4 = "4"
+KAFKA_2_3 = "2.3"
+KAFKA_FLAVOURS = {
+    # Accepted spellings of CARTWATCH_STACK_KAFKA -> the flavour.
+    "4": KAFKA_4,
+    "4.x": KAFKA_4,
+    "4.4": KAFKA_4,
+    "4.4.0": KAFKA_4,
+    "2.3": KAFKA_2_3,
+    "2.3.0": KAFKA_2_3,
+}
+_ON, _OFF = frozenset({"1", "on", "true", "yes"}), frozenset({"", "0", "off", "false", "no"})
 
 _LOCAL_SMTP_HOSTS = frozenset({"", LOCALHOST, "localhost", "::1"})
 
@@ -35,14 +49,41 @@ class StackSettings:
     cache_dir: Path
     """Per-user cache of the unpacked Kafka distribution, shared by all stacks."""
     kafka_port: int = 9092
+    """The PLAINTEXT listener clients use (both flavours)."""
     zookeeper_port: int = 2181
+    """Kafka 2.3 only: its ZooKeeper."""
+    controller_port: int = 9093
+    """Kafka 4.x only: the KRaft controller listener of the combined broker/controller."""
+    sasl_ssl_port: int = 9094
+    """Kafka 4.x with `security`: SASL_SSL listener (SCRAM-SHA-512 and PLAIN)."""
+    ssl_port: int = 9095
+    """Kafka 4.x with `security`: SSL listener that requires a client certificate (mTLS)."""
     smtp_port: int = 1025
+    kafka_flavour: str = KAFKA_4
+    """Which broker the stack runs: `KAFKA_4` (default, KRaft) or `KAFKA_2_3` (ZooKeeper)."""
+    security: bool = False
+    """Kafka 4.x: also open the SASL_SSL and SSL listeners (certificates made at start)."""
+    authorizer: bool = False
+    """Kafka 4.x with `security`: enforce ACLs (StandardAuthorizer, deny when no ACL)."""
     broker: str | None = None
     """Bootstrap servers ("host:port,...") of an existing cluster, or None to start one."""
     run_kafka: bool = True
     run_smtp: bool = True
     start_timeout: float = 60.0
     """Seconds each service may take to become ready before `up` gives up."""
+
+    def __post_init__(self) -> None:
+        """Refuse combinations the stack cannot run, whichever way they were set."""
+        if self.authorizer and not self.security:
+            raise SettingsError(
+                "the authorizer (CARTWATCH_STACK_AUTHORIZER=on, --authorizer) needs secured "
+                "listeners (CARTWATCH_STACK_SECURITY=on, --secure): ACLs need authenticated users"
+            )
+        if self.security and self.kafka_flavour != KAFKA_4:
+            raise SettingsError(
+                "secured listeners (CARTWATCH_STACK_SECURITY=on, --secure) are implemented for "
+                "Kafka 4.x only; unset CARTWATCH_STACK_KAFKA or set it to 4"
+            )
 
     @property
     def bootstrap(self) -> str:
@@ -64,7 +105,15 @@ class StackSettings:
           separated by `,` or `;`) and start no broker.
         - `CARTWATCH_SMTP_HOST`: if it names a host other than this machine, mail goes there and
           no SMTP server is started; a loopback value (as printed by `stack up`) keeps ours.
-        - `CARTWATCH_KAFKA_PORT` (9092), `CARTWATCH_ZOOKEEPER_PORT` (2181),
+        - `CARTWATCH_STACK_KAFKA` (`4`): the broker, `4` (also `4.x`, `4.4.0`: Apache Kafka
+          4.4.0 in KRaft mode) or `2.3` (Apache Kafka 2.3.0 with ZooKeeper, the old broker
+          users still run).
+        - `CARTWATCH_STACK_SECURITY` (`off`): `on` adds, on Kafka 4.x, a SASL_SSL listener
+          (SCRAM-SHA-512, PLAIN) and an SSL listener requiring client certificates.
+        - `CARTWATCH_STACK_AUTHORIZER` (`off`): `on` (needs security) enforces ACLs.
+        - `CARTWATCH_KAFKA_PORT` (9092), `CARTWATCH_ZOOKEEPER_PORT` (2181, 2.3 only),
+          `CARTWATCH_KAFKA_CONTROLLER_PORT` (9093, 4.x only), `CARTWATCH_KAFKA_SASL_SSL_PORT`
+          (9094) and `CARTWATCH_KAFKA_SSL_PORT` (9095) (secured 4.x only),
           `CARTWATCH_SMTP_PORT` (1025): ports on 127.0.0.1.
         - `CARTWATCH_STACK_DIR` (`./.cartwatch/stack`): state directory, relative to `cwd`.
         - `CARTWATCH_STACK_TIMEOUT` (60): seconds each service may take to start.
@@ -76,11 +125,23 @@ class StackSettings:
         broker = parse_bootstrap(env["CARTWATCH_BROKER"]) if env.get("CARTWATCH_BROKER") else None
         home = Path(env["HOME"]) if env.get("HOME") else Path.home()
         cache_root = env.get("XDG_CACHE_HOME") or str(home / ".cache")
+        flavour = env.get("CARTWATCH_STACK_KAFKA", KAFKA_4).strip().lower()
+        if flavour not in KAFKA_FLAVOURS:
+            raise SettingsError(
+                f"CARTWATCH_STACK_KAFKA={flavour!r} is not a broker the stack runs "
+                f"(use 4 or 2.3)"
+            )
         return cls(
             stack_dir=(base / env.get("CARTWATCH_STACK_DIR", ".cartwatch/stack")).resolve(),
             cache_dir=Path(cache_root).expanduser().resolve() / "cartwatch",
             kafka_port=_port(env, "CARTWATCH_KAFKA_PORT", 9092),
             zookeeper_port=_port(env, "CARTWATCH_ZOOKEEPER_PORT", 2181),
+            controller_port=_port(env, "CARTWATCH_KAFKA_CONTROLLER_PORT", 9093),
+            sasl_ssl_port=_port(env, "CARTWATCH_KAFKA_SASL_SSL_PORT", 9094),
+            ssl_port=_port(env, "CARTWATCH_KAFKA_SSL_PORT", 9095),
+            kafka_flavour=KAFKA_FLAVOURS[flavour],
+            security=_switch(env, "CARTWATCH_STACK_SECURITY"),
+            authorizer=_switch(env, "CARTWATCH_STACK_AUTHORIZER"),
             smtp_port=_port(env, "CARTWATCH_SMTP_PORT", 1025),
             broker=broker,
             run_kafka=broker is None,
@@ -105,6 +166,15 @@ def parse_bootstrap(value: str) -> str:
     if not servers:
         raise SettingsError(f"CARTWATCH_BROKER: {value!r} names no broker")
     return ",".join(servers)
+
+
+def _switch(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in _ON:
+        return True
+    if raw in _OFF:
+        return False
+    raise SettingsError(f"{name}={raw!r} is neither on nor off")
 
 
 def _port(env: Mapping[str, str], name: str, default: int) -> int:

@@ -20,6 +20,16 @@ from config.kafka import KafkaSettings, client_options
 from config.stack import LOCALHOST
 from streams.chaos.deployment import topics_led
 
+PORT_SETTINGS = (
+    "CARTWATCH_KAFKA_PORT",
+    "CARTWATCH_ZOOKEEPER_PORT",
+    "CARTWATCH_KAFKA_CONTROLLER_PORT",
+    "CARTWATCH_KAFKA_SASL_SSL_PORT",
+    "CARTWATCH_KAFKA_SSL_PORT",
+    "CARTWATCH_SMTP_PORT",
+)
+"""Every port a stack may listen on; a test stack gets a free one for each."""
+
 
 def free_ports(count: int) -> list[int]:
     """`count` distinct ports nothing listens on right now (the kernel picks them)."""
@@ -34,16 +44,15 @@ def isolated_stack_env(stack_dir: Path) -> dict[str, str]:
     """The process environment for a stack in `stack_dir` on fresh free ports.
 
     Every `CARTWATCH_*` variable of the developer is dropped, so a test stack never uses or
-    disturbs their own stack or cluster; the download cache (XDG_CACHE_HOME) is kept.
+    disturbs their own stack or cluster; the download cache (XDG_CACHE_HOME) is kept, and so
+    is `CARTWATCH_STACK_KAFKA`, so `CARTWATCH_STACK_KAFKA=2.3 pytest` tests the old broker.
     """
     env = {key: value for key, value in os.environ.items() if not key.startswith("CARTWATCH_")}
-    kafka, zookeeper, smtp = free_ports(3)
-    env.update(
-        CARTWATCH_STACK_DIR=str(stack_dir),
-        CARTWATCH_KAFKA_PORT=str(kafka),
-        CARTWATCH_ZOOKEEPER_PORT=str(zookeeper),
-        CARTWATCH_SMTP_PORT=str(smtp),
-    )
+    if os.environ.get("CARTWATCH_STACK_KAFKA"):
+        env["CARTWATCH_STACK_KAFKA"] = os.environ["CARTWATCH_STACK_KAFKA"]
+    ports = free_ports(len(PORT_SETTINGS))
+    env.update(zip(PORT_SETTINGS, map(str, ports), strict=True))
+    env["CARTWATCH_STACK_DIR"] = str(stack_dir)
     return env
 
 

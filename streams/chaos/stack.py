@@ -13,7 +13,7 @@ from pathlib import Path
 from config.stack import StackSettings
 from streams.chaos.deployment import free_port
 from streams.stack import StackState, down, up
-from streams.stack.kafka import provision, start_kafka
+from streams.stack.brokers import broker_flavour
 from streams.stack.process import stop
 from streams.stack.smtp import start_smtp
 
@@ -36,6 +36,9 @@ class PrivateStack:
             CARTWATCH_STACK_DIR=str(stack_dir),
             CARTWATCH_KAFKA_PORT=str(free_port()),
             CARTWATCH_ZOOKEEPER_PORT=str(free_port()),
+            CARTWATCH_KAFKA_CONTROLLER_PORT=str(free_port()),
+            CARTWATCH_KAFKA_SASL_SSL_PORT=str(free_port()),
+            CARTWATCH_KAFKA_SSL_PORT=str(free_port()),
             CARTWATCH_SMTP_PORT=str(free_port()),
         )
         self.settings = replace(StackSettings.from_env(env), run_kafka=kafka, run_smtp=smtp)
@@ -77,7 +80,7 @@ class PrivateStack:
         assert self.state is not None
         index = self._index(name)
         if name == "kafka":
-            service = start_kafka(provision(self.settings.cache_dir), self.settings)
+            service = broker_flavour(self.settings).restart_broker(self.settings)
         else:
             service = start_smtp(self.settings)
         services = list(self.state.services)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import shlex
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from functools import wraps
 from typing import ParamSpec, TypeVar
 
 import click
 
 from config.stack import SettingsError, StackSettings
+from streams.stack.kafka import KafkaAccess
 from streams.stack.lifecycle import StackState, down, status, up
 from streams.stack.process import StackError
 
@@ -46,10 +48,28 @@ def stack() -> None:
 
 
 @stack.command("up")
+@click.option(
+    "--secure",
+    is_flag=True,
+    help="Kafka 4.x: also open SASL_SSL (SCRAM-SHA-512, PLAIN) and SSL (mTLS) listeners "
+    "[env CARTWATCH_STACK_SECURITY=on].",
+)
+@click.option(
+    "--authorizer",
+    is_flag=True,
+    help="With --secure: enforce ACLs (StandardAuthorizer, deny without an ACL) "
+    "[env CARTWATCH_STACK_AUTHORIZER=on].",
+)
 @_friendly_errors
-def up_command() -> None:
+def up_command(secure: bool, authorizer: bool) -> None:
     """Start the stack and print how to point cartwatch at it."""
     settings = StackSettings.from_env()
+    if secure or authorizer:
+        settings = replace(
+            settings,
+            security=settings.security or secure,
+            authorizer=settings.authorizer or authorizer,
+        )
     state = up(settings)
     _describe(state)
     click.echo("\nTo use it from this shell:")
@@ -106,8 +126,30 @@ def _describe(state: StackState) -> None:
     if state.bootstrap:
         origin = "external cluster (CARTWATCH_BROKER)" if state.external_broker else "this stack"
         click.echo(f"Kafka bootstrap: {state.bootstrap} ({origin})")
+    if state.kafka:
+        _describe_kafka(state.kafka)
     if state.maildir:
         click.echo(f"SMTP: {state.smtp_address}, mail stored in Maildir {state.maildir}")
+
+
+def _describe_kafka(access: KafkaAccess) -> None:
+    """What a client needs per listener; file paths only, never a password."""
+    click.echo(f"Broker: {access.broker}")
+    for listener in access.listeners:
+        note = f"  ({listener.note})" if listener.note else ""
+        click.echo(f"  {listener.name:<10} {listener.address:<21} {listener.protocol}{note}")
+    if access.ca_file:
+        click.echo(f"  CA certificate:     {access.ca_file}")
+    if access.client_cert_file:
+        click.echo(f"  client certificate: {access.client_cert_file}")
+    if access.client_key_file:
+        click.echo(f"  client key:         {access.client_key_file}")
+    for user, path in access.password_files.items():
+        click.echo(f"  SASL user {user:<8} password in {path}")
+    if access.authorizer:
+        click.echo(
+            "  ACLs enforced (no ACL: denied); super users: " + ", ".join(access.super_users)
+        )
 
 
 if __name__ == "__main__":

