@@ -71,7 +71,9 @@ def explain(broker: str, kafka: KafkaSettings, exc: BaseException) -> str | None
                     f"{error.verify_message} (kafka.ssl_cafile, kafka.ssl_check_hostname)")
         if isinstance(error, ssl.SSLError):
             reason = (error.reason or str(error)).upper()
-            if "CERTIFICATE_REQUIRED" in reason:
+            if "CERTIFICATE_REQUIRED" in reason or (
+                kafka.ssl_certfile is None and "BAD_CERTIFICATE" in reason
+            ):
                 return (f"Kafka broker {broker}: TLS refused: the broker requires a client "
                         "certificate (kafka.ssl_certfile, kafka.ssl_keyfile)")
             if any(word in reason for word in ("UNKNOWN_CA", "BAD_CERTIFICATE",
