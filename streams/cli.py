@@ -25,6 +25,7 @@ def main() -> None:
 
     import streams.operator.web  # noqa: F401  (registers the operator API and read model)
     import streams.pipeline  # noqa: F401  (registers the agents, tables and timers)
+    from streams.acls_cli import acls
     from streams.bench.cli import bench
     from streams.chaos.cli import chaos
     from streams.loadgen.cli import loadgen
@@ -37,6 +38,7 @@ def main() -> None:
     cli.add_command(insights)
     cli.add_command(bench)
     cli.add_command(chaos)
+    cli.add_command(acls)
     app.main()
 
 

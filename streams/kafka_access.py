@@ -113,15 +113,19 @@ def grants(settings: Settings, *, create_topics: bool = True) -> list[Grant]:
 
 
 def copartitioned_topics(settings: Settings) -> list[str]:
-    """Topics that must all have ``settings.partitions`` partitions.
+    """The topics this configuration uses, which must all have ``settings.partitions``
+    partitions.
 
     The pipeline's inputs, its ticks and its table's changelog are read as one source keyed by
     cart (partition n of each holds the same carts), outputs are written to the partition of
     the input, and the notifier's topics and tables follow the same rule; Faust's assignor
     topic (one partition) is the exception.
     """
-    names = [settings.topic(name) for name in type(settings.topics).model_fields]
-    names.append(changelog(settings, "carts"))
-    if settings.notifier.enabled:
-        names += [changelog(settings, table) for table in NOTIFIER_TABLES]
-    return names
+    leader = leader_topic(settings)
+    names = {g.name: None for g in grants(settings) if g.resource == "topic" and g.name != leader}
+    return list(names)
+
+
+def created_topics(settings: Settings) -> set[str]:
+    """The topics the worker creates when they are missing (the others it waits for)."""
+    return {g.name for g in grants(settings) if g.resource == "topic" and "Create" in g.operations}

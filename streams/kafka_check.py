@@ -17,9 +17,11 @@ import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import AIOKafkaConnection, create_conn
 from aiokafka.errors import (
     AuthenticationFailedError,
+    GroupAuthorizationFailedError,
     IllegalSaslStateError,
     KafkaConnectionError,
     KafkaError,
@@ -31,11 +33,14 @@ from aiokafka.protocol.metadata import MetadataRequest
 from config.kafka import KafkaSettings, client_options
 from config.settings import Settings
 from config.stack import parse_bootstrap
-from streams.kafka_access import copartitioned_topics
+from streams.kafka_access import copartitioned_topics, created_topics
 
 log = logging.getLogger(__name__)
 
 TOPIC_AUTHORIZATION_FAILED = 29
+GROUP_AUTHORIZATION_FAILED = 30
+READ = 3
+"""Kafka's AclOperation code of READ: bit 1 << 3 of a group's ``authorized_operations``."""
 
 
 class KafkaAccessError(Exception):
@@ -165,6 +170,47 @@ def _partitions(broker: str, topics: list[dict]) -> dict[str, int | None]:
     return counts
 
 
+async def access_problem(bootstrap: str, kafka: KafkaSettings, group: str,
+                         missing: list[str], partitions: int,
+                         timeout: float = 10.0) -> str | None:
+    """One line if the principal may not read the consumer group ``group`` or create the
+    ``missing`` topics (which the worker would create), else None.
+
+    Both failures are silent or endless in Faust: without READ on its group a worker waits
+    forever for partitions; without CREATE an agent that declares its topics crashes and is
+    restarted in a loop. The group's coordinator tells the operations allowed on it
+    (DescribeGroups v3+); a topic creation is asked with ``validate_only``, which checks
+    without creating. A coordinator not available yet (a new cluster) is not a problem.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
+                                request_timeout_ms=int(timeout * 1000), **client_options(kafka))
+    hint = "(see `cartwatch acls` for the ACLs cartwatch needs)"
+    try:
+        await admin.start()
+        if missing:
+            response = await admin.create_topics(
+                [NewTopic(name, partitions, 1) for name in missing], validate_only=True)
+            denied = [name for name, code, *_ in response.topic_errors
+                      if code == TOPIC_AUTHORIZATION_FAILED]
+            if denied:
+                return f"not authorized to Create topic(s) {', '.join(sorted(denied))} {hint}"
+        [described] = (await admin.describe_consumer_groups(
+            [group], include_authorized_operations=True))[0].to_object()["groups"]
+    except GroupAuthorizationFailedError:
+        described = {"error_code": GROUP_AUTHORIZATION_FAILED}
+    except (KafkaError, OSError, TimeoutError) as exc:
+        log.warning("Kafka: cannot check the ACLs of group %s: %r", group, exc)
+        return None
+    finally:
+        await admin.close()
+    operations = described.get("authorized_operations", -(2**31))
+    if described["error_code"] == GROUP_AUTHORIZATION_FAILED or (
+        operations >= 0 and not operations & (1 << READ)
+    ):
+        return f"not authorized to Read the consumer group {group} {hint}"
+    return None
+
+
 def partition_problems(settings: Settings, view: ClusterView) -> str | None:
     """One line naming the existing topics whose partition count is not ``partitions``."""
     wrong = {name: count for name, count in view.partitions.items()
@@ -195,3 +241,17 @@ def check_before_start(settings: Settings, timeout: float = 10.0) -> None:
     problem = partition_problems(settings, view)
     if problem is not None:
         raise KafkaAccessError(problem)
+    loop = asyncio.new_event_loop()
+    try:
+        created = created_topics(settings)
+        missing = [name for name, count in view.partitions.items()
+                   if count is None and name in created]
+        problem = loop.run_until_complete(asyncio.wait_for(
+            access_problem(view.broker, settings.kafka, settings.app_id, missing,
+                           settings.partitions, timeout), timeout * 2))
+    except TimeoutError:
+        problem = None
+    finally:
+        loop.close()
+    if problem is not None:
+        raise KafkaAccessError(f"Kafka broker {view.broker}: {problem}")
