@@ -3,6 +3,7 @@
 import sys
 
 from config.settings import SettingsError
+from streams.kafka_fatal import EXIT_CODE, FatalKafkaErrors, watcher
 
 
 def main() -> None:
@@ -12,15 +13,7 @@ def main() -> None:
         from streams.app import app
     except SettingsError as exc:
         sys.exit(f"cartwatch: {exc}")
-    if sys.argv[1:2] == ["worker"]:
-        # Faust retries refused credentials and TLS failures forever; fail at once instead.
-        from streams.app import settings
-        from streams.kafka_check import KafkaAccessError, check_before_start
-
-        try:
-            check_before_start(settings)
-        except KafkaAccessError as exc:
-            sys.exit(f"cartwatch: {exc}")
+    fatal = _guard_worker() if sys.argv[1:2] == ["worker"] else None
     from faust.cli.faust import cli
 
     import streams.operator.web  # noqa: F401  (registers the operator API and read model)
@@ -39,7 +32,28 @@ def main() -> None:
     cli.add_command(bench)
     cli.add_command(chaos)
     cli.add_command(acls)
-    app.main()
+    try:
+        app.main()
+    finally:
+        if fatal is not None and fatal.reason is not None:
+            # the watcher stopped the worker: say why, exit non-zero
+            sys.stderr.write(f"cartwatch: {fatal.reason}\n")
+            sys.exit(EXIT_CODE)
+
+
+def _guard_worker() -> FatalKafkaErrors:
+    """Faust retries refused credentials, TLS failures and refused ACLs forever: check them
+    before the worker starts (exit with one line), and watch for them while it runs."""
+    from streams.app import app, settings
+    from streams.kafka_check import KafkaAccessError, check_before_start
+
+    try:
+        check_before_start(settings)
+    except KafkaAccessError as exc:
+        sys.exit(f"cartwatch: {exc}")
+    fatal = watcher(settings.kafka)
+    app.conf.loghandlers = [*app.conf.loghandlers, fatal]
+    return fatal
 
 
 if __name__ == "__main__":
