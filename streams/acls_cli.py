@@ -9,9 +9,7 @@ import click
 
 from config.settings import Settings, SettingsError, load_settings
 from config.stack import parse_bootstrap
-from streams.kafka_access import Grant, grants
-
-ORDER = ["Read", "Write", "Create", "Describe"]
+from streams.kafka_access import OPERATIONS, Grant, grants
 
 
 def default_principal(settings: Settings) -> str:
@@ -35,7 +33,7 @@ def commands(rows: list[Grant], principal: str, bootstrap: str) -> list[str]:
     for grant in rows:
         operations = merged.setdefault((grant.resource, grant.name), [])
         operations += [op for op in grant.operations if op not in operations]
-        operations.sort(key=ORDER.index)
+        operations.sort(key=OPERATIONS.index)
     out = []
     for (resource, name), operations in merged.items():
         argv = ["kafka-acls.sh", "--bootstrap-server", bootstrap,

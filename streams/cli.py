@@ -1,5 +1,6 @@
 """The ``cartwatch`` command: Faust's CLI (``cartwatch worker``...) plus cartwatch's own tools."""
 
+import os
 import sys
 
 from config.settings import SettingsError
@@ -36,9 +37,13 @@ def main() -> None:
         app.main()
     finally:
         if fatal is not None and fatal.reason is not None:
-            # the watcher stopped the worker: say why, exit non-zero
+            # The watcher stopped the worker: say why, as the last line, and exit non-zero
+            # (without the interpreter's shutdown, whose collector logs about tasks the
+            # stopped worker left behind would follow the line).
+            sys.stdout.flush()
             sys.stderr.write(f"cartwatch: {fatal.reason}\n")
-            sys.exit(EXIT_CODE)
+            sys.stderr.flush()
+            os._exit(EXIT_CODE)
 
 
 def _guard_worker() -> FatalKafkaErrors:
@@ -51,7 +56,7 @@ def _guard_worker() -> FatalKafkaErrors:
         check_before_start(settings)
     except KafkaAccessError as exc:
         sys.exit(f"cartwatch: {exc}")
-    fatal = watcher(settings.kafka)
+    fatal = watcher(settings)
     app.conf.loghandlers = [*app.conf.loghandlers, fatal]
     return fatal
 

@@ -26,6 +26,8 @@ from typing import Literal
 from config.settings import Settings
 
 Operation = Literal["Read", "Write", "Create", "Describe"]
+OPERATIONS: tuple[Operation, ...] = ("Read", "Write", "Create", "Describe")
+"""The order operations are listed in."""
 ROLES = ("pipeline", "notifier", "read model")
 
 PIPELINE_TABLES = ("carts",)

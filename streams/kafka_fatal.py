@@ -24,7 +24,8 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from config.kafka import KafkaSettings
+from config.settings import Settings
+from streams.kafka_access import OPERATIONS, grants
 from streams.kafka_check import explain
 
 GRACE = 15.0
@@ -49,34 +50,48 @@ def _exceptions(record: logging.LogRecord) -> Iterator[tuple[str, BaseException]
             yield broker, arg
 
 
-def classify(record: logging.LogRecord, kafka: KafkaSettings) -> str | None:
+def classify(record: logging.LogRecord, settings: Settings) -> str | None:
     """One line if ``record`` reports a failure retrying cannot fix, else None."""
     for broker, exc in _exceptions(record):
-        line = explain(broker, kafka, exc)
+        line = explain(broker, settings.kafka, exc)
         if line is not None:
             return line
         chain: BaseException | None = exc
         while chain is not None:
             if isinstance(chain, AUTHORIZATION):
-                return (f"Kafka refused an operation: {chain} "
-                        "(see `cartwatch acls` for the ACLs cartwatch needs)")
+                return f"Kafka refused an operation: {chain}{_needed(chain, settings)}"
             chain = chain.__cause__ or chain.__context__
     return None
+
+
+def _needed(exc: BaseException, settings: Settings) -> str:
+    """What cartwatch needs on the resources the broker's error names (it names the topic or
+    group, not the refused operation)."""
+    text = str(exc)
+    needs: dict[str, list[str]] = {}
+    for grant in grants(settings):
+        if grant.name in text:
+            operations = needs.setdefault(f"{grant.resource} {grant.name}", [])
+            operations += [op for op in grant.operations if op not in operations]
+            operations.sort(key=OPERATIONS.index)
+    named = "; ".join(f"{', '.join(ops)} on {resource}" for resource, ops in needs.items())
+    return (f" (cartwatch needs {named}: see `cartwatch acls`)" if named
+            else " (see `cartwatch acls` for the ACLs cartwatch needs)")
 
 
 class FatalKafkaErrors(logging.Handler):
     """Recognises fatal Kafka errors in the log and stops the process once."""
 
-    def __init__(self, kafka: KafkaSettings, stop: Callable[[str], None]) -> None:
+    def __init__(self, settings: Settings, stop: Callable[[str], None]) -> None:
         super().__init__(logging.ERROR)
-        self.kafka = kafka
+        self.settings = settings
         self.stop = stop
         self.reason: str | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.reason is not None or record.name == __name__:
             return
-        line = classify(record, self.kafka)
+        line = classify(record, self.settings)
         if line is not None:
             self.reason = line
             self.stop(line)
@@ -96,7 +111,7 @@ def _stop_gracefully(line: str) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def watcher(kafka: KafkaSettings) -> FatalKafkaErrors:
+def watcher(settings: Settings) -> FatalKafkaErrors:
     """The handler for the worker's log handlers (Faust's ``loghandlers``, which the worker
     installs on the root logger after it has set up logging, which drops earlier ones)."""
-    return FatalKafkaErrors(kafka, _stop_gracefully)
+    return FatalKafkaErrors(settings, _stop_gracefully)
