@@ -72,8 +72,9 @@ def explain(broker: str, kafka: KafkaSettings, exc: BaseException) -> str | None
     protocol = kafka.security_protocol
     for error in _chain(exc):
         if isinstance(error, ssl.SSLCertVerificationError):
-            return (f"Kafka broker {broker}: certificate verify failed: "
-                    f"{error.verify_message} (kafka.ssl_cafile, kafka.ssl_check_hostname)")
+            detail = getattr(error, "verify_message", None) or error.strerror or error
+            return (f"Kafka broker {broker}: certificate verify failed: {detail} "
+                    "(kafka.ssl_cafile, kafka.ssl_check_hostname)")
         if isinstance(error, ssl.SSLError):
             reason = (error.reason or str(error)).upper()
             if "CERTIFICATE_REQUIRED" in reason or (
