@@ -19,6 +19,7 @@ shown by a repr or an error message.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
@@ -206,6 +207,27 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
     Derived from ``broker_credentials`` by Faust's own translation, so the worker's Faust
     clients and the plain aiokafka ones (read model, tools, tests) cannot differ."""
     return dict(credentials_to_aiokafka_auth(broker_credentials(kafka)))
+
+
+class _RedactSaslAuthentication(logging.Filter):
+    """aiokafka logs every request it sends at DEBUG, and SASL PLAIN's SaslAuthenticate request
+    carries the password in clear (``b'user\\x00user\\x00password'``): a worker run with
+    ``-l debug`` wrote it to its log. The request is replaced by its name in the record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(map(_is_sasl_authentication, record.args)):
+            record.args = tuple(
+                f"<{type(arg).__name__}: redacted>" if _is_sasl_authentication(arg) else arg
+                for arg in record.args
+            )
+        return True
+
+
+def _is_sasl_authentication(value: object) -> bool:
+    return type(value).__name__.startswith("SaslAuthenticateRequest")
+
+
+logging.getLogger("aiokafka.conn").addFilter(_RedactSaslAuthentication())
 
 
 _ENV_FIELDS = (

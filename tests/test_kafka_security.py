@@ -89,10 +89,12 @@ def secure_pipeline(stack: KafkaAccess, unique_names, tmp_path: Path) -> Iterato
         deployment.stop_all()
 
 
-def start_worker(pipeline: Pipeline, bootstrap: str, kafka: KafkaSettings) -> Worker:
+def start_worker(pipeline: Pipeline, bootstrap: str, kafka: KafkaSettings,
+                 loglevel: str = "info") -> Worker:
     """A worker of the pipeline connecting to ``bootstrap`` with ``kafka`` (not the test's
     admin connection)."""
     worker = pipeline.worker("w1")
+    worker.loglevel = loglevel
     worker.env = {k: v for k, v in worker.env.items() if not k.startswith("CARTWATCH_KAFKA_")}
     worker.env.update(kafka.environment(), CARTWATCH_BROKER=f"kafka://{bootstrap}")
     return worker.start()
@@ -141,8 +143,12 @@ async def test_worker_end_to_end_with_the_documented_acls(
     if how == "mTLS":
         worker = start_worker(pipeline, address(stack, "SSL"), mtls(stack))
     else:
-        worker = start_worker(pipeline, pipeline.bootstrap, sasl(stack, "cartwatch", how))
+        kafka = sasl(stack, "cartwatch", how)
+        worker = start_worker(pipeline, pipeline.bootstrap, kafka, loglevel="debug")
     await abandonment_flows(pipeline, worker)
+    if how != "mTLS":  # not even at debug level
+        assert kafka.sasl_password is not None
+        assert kafka.sasl_password.get_secret_value() not in worker.log()
 
 
 async def test_wrong_password(stack: KafkaAccess, secure_pipeline: Pipeline) -> None:

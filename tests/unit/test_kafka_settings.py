@@ -3,6 +3,7 @@ and what Faust and aiokafka are given. No broker: everything here is checked bef
 
 from __future__ import annotations
 
+import logging
 import ssl
 from pathlib import Path
 
@@ -217,3 +218,21 @@ def test_keyfile_needs_a_certificate(tls: TlsFiles):
 def test_model_is_frozen():
     with pytest.raises(ValueError):
         KafkaSettings().security_protocol = "SSL"  # type: ignore[misc]
+
+
+class SaslAuthenticateRequest_v1:  # noqa: N801 (named like aiokafka's request)
+    def __repr__(self) -> str:
+        return f"SaslAuthenticateRequest_v1(sasl_auth_bytes=b'cw\\x00cw\\x00{PASSWORD}')"
+
+
+def test_aiokafka_debug_log_of_the_sasl_request_hides_the_password(caplog):
+    """aiokafka logs each request at DEBUG; PLAIN's authentication carries the password."""
+    import config.kafka  # noqa: F401  (installs the filter)
+
+    with caplog.at_level(logging.DEBUG, logger="aiokafka.conn"):
+        logging.getLogger("aiokafka.conn").debug(
+            "Request to %s:%d %d: %s", "b", 1, 3, SaslAuthenticateRequest_v1())
+        logging.getLogger("aiokafka.conn").debug("Request to %s:%d %d: %s", "b", 1, 4, "other")
+    assert PASSWORD not in caplog.text
+    assert "Request to b:1 3: <SaslAuthenticateRequest_v1: redacted>" in caplog.text
+    assert "Request to b:1 4: other" in caplog.text
