@@ -9,7 +9,9 @@ enforced, ``admin`` is a super user (the test's own clients), the workers connec
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -237,3 +239,19 @@ async def test_partition_counts_that_differ(stack: KafkaAccess,
     worker = start_worker(pipeline, pipeline.bootstrap, sasl(stack, "cartwatch"))
     refused(worker, f"topics must all have partitions = {PARTITIONS} (co-partitioned by "
                     f"cart): {pipeline.topic('purchase-events')} has 2")
+
+
+async def test_loadgen_publishes_over_sasl_ssl(stack: KafkaAccess,
+                                               secure_pipeline: Pipeline) -> None:
+    """The tools take the same settings as the worker (here the admin user's)."""
+    pipeline = secure_pipeline
+    await pipeline.create_topics()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARTWATCH_")}
+    env.update(pipeline.kafka.environment(), CARTWATCH_BROKER=f"kafka://{pipeline.bootstrap}",
+               CARTWATCH_TOPIC_PREFIX=f"{pipeline.prefix}.")
+    done = subprocess.run([sys.executable, "-m", "streams.cli", "loadgen", "--carts", "5"],
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    outputs = await pipeline.collect(lambda out: len(out["cart-events"]) >= 5, timeout=30,
+                                     topics=("cart-events",))
+    assert len({event["cart_id"] for event in outputs["cart-events"]}) == 5
