@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 
 import pytest
@@ -164,3 +165,26 @@ def test_watcher_ignores_failures_a_retry_fixes(message: str):
     error = KafkaConnectionError("Connection at b:1 closed")
     args = ("b:1", error) if message.count("%s") == 2 else (error,)
     assert classify(record(message, *args), settings()) is None
+
+
+def test_acls_command(monkeypatch: pytest.MonkeyPatch):
+    from click.testing import CliRunner
+
+    from streams.acls_cli import acls
+
+    for name in [k for k in os.environ if k.startswith("CARTWATCH_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("CARTWATCH_BROKER", "kafka://k1:9094;kafka://k2:9094")
+    monkeypatch.setenv("CARTWATCH_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("CARTWATCH_KAFKA_SASL_USERNAME", "shop-worker")
+    monkeypatch.setenv("CARTWATCH_KAFKA_SASL_PASSWORD", "pw-Zx81")
+    monkeypatch.setenv("CARTWATCH_READ_MODEL", "off")
+    result = CliRunner().invoke(acls, ["--no-create-topics"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == ("# ACLs for User:shop-worker: app_id 'cartwatch', roles pipeline; "
+                        "topics created beforehand with 8 partitions each")
+    assert ("kafka-acls.sh --bootstrap-server k1:9094,k2:9094 --command-config admin.properties"
+            " --add --allow-principal User:shop-worker --operation Read --topic cart-events"
+            ) in lines
+    assert "Create" not in result.output and "pw-Zx81" not in result.output
