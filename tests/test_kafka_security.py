@@ -9,6 +9,7 @@ enforced, ``admin`` is a super user (the test's own clients), the workers connec
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import aiohttp
 import pytest
 from acl_helpers import add_acls
 from kafka_helpers import create_topics, isolated_stack_env
@@ -255,3 +257,40 @@ async def test_loadgen_publishes_over_sasl_ssl(stack: KafkaAccess,
     outputs = await pipeline.collect(lambda out: len(out["cart-events"]) >= 5, timeout=30,
                                      topics=("cart-events",))
     assert len({event["cart_id"] for event in outputs["cart-events"]}) == 5
+
+
+async def test_notifier_and_read_model_with_the_documented_acls(
+    stack: KafkaAccess, secure_pipeline: Pipeline, smtp_server
+) -> None:
+    """All three roles in one worker, exactly the ACLs `cartwatch acls` prints for them: the
+    reminder goes out, its log entry is written and the read model serves the cart."""
+    pipeline = secure_pipeline
+    notifier = {"CARTWATCH_ABANDON_AFTER": "1s", "CARTWATCH_NOTIFIER_ENABLED": "true",
+                "CARTWATCH_LINK_SECRET": "a-link-secret-of-32-characters!!",
+                "CARTWATCH_SMTP_HOST": smtp_server.host,
+                "CARTWATCH_SMTP_PORT": str(smtp_server.port),
+                "CARTWATCH_REMINDER_STEPS": "1s:reminder"}
+    pipeline.settings.update(notifier)
+    await add_acls(pipeline.bootstrap, pipeline.kafka, WORKER,
+                   worker_grants(pipeline, **notifier))
+    await pipeline.create_topics()
+    worker = start_worker(pipeline, pipeline.bootstrap, sasl(stack, "cartwatch"))
+    worker.wait_ready()
+    email = f"{pipeline.prefix}@example.com"
+    await pipeline.send([Shop("s1").add("c-1", "MUG",
+                                        customer={"email": email, "marketing_consent": True})])
+    log = await pipeline.collect(
+        lambda out: any(e["status"] == "sent" for e in out["cartwatch-notification-log"]),
+        timeout=60, topics=("cartwatch-notification-log",))
+    assert [e["status"] for e in log["cartwatch-notification-log"]] == ["sent"]
+    assert any(m["To"] == email for m in smtp_server.messages())
+    async with aiohttp.ClientSession() as http:
+        url = f"{worker.web_url}/cartwatch/api/carts/c-1/"
+        deadline = time.monotonic() + 30
+        while True:
+            async with http.get(url) as response:
+                if response.status == 200:
+                    break
+            assert time.monotonic() < deadline, f"read model never served c-1: {response.status}"
+            await asyncio.sleep(0.5)
+    assert worker.alive and "Kafka refused" not in worker.log()
