@@ -1,4 +1,4 @@
-# Two commands for a fresh machine (Python 3.11+, Java 17, Debian's apt):
+# Two commands for a fresh machine (Python 3.11+, Java 17, Maven, Debian's apt):
 #   make run    set up everything, start the local Kafka + SMTP stack, run the worker
 #   make test   set up everything, lint, run the whole test suite (starts its own stack)
 VENV ?= .venv

@@ -2,7 +2,9 @@
 
 The stack is started at most once per session, lazily (a test that needs only mail starts no
 broker), in a temporary directory on free ports, and stopped at session end whatever the
-tests did. Set `CARTWATCH_BROKER` to run the tests against an existing cluster instead.
+tests did. The broker is the stack's default (Kafka 4.x, KRaft); `CARTWATCH_STACK_KAFKA=2.3`
+runs the session on Kafka 2.3 with ZooKeeper instead. Set `CARTWATCH_BROKER` to run the tests
+against an existing cluster.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import pytest
 
 from streams.chaos import Deployment, PrivateStack
 from streams.chaos.scenarios import live_load
+from streams.stack.brokers import broker_flavour
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +80,8 @@ def test_local_stack_listens_on_loopback_only(tmp_path: Path) -> None:
         sockets = listening_sockets({service.pid for service in stack.state.services})
         settings = stack.settings
     ports = {port for _, port in sockets}
-    assert {settings.kafka_port, settings.zookeeper_port, settings.smtp_port} <= ports
+    expected = {*broker_flavour(settings).ports(settings).values(), settings.smtp_port}
+    assert expected <= ports, (expected, ports)
     assert {address for address, _ in sockets} == {"127.0.0.1"}, sorted(sockets)
 
 

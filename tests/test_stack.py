@@ -2,24 +2,44 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import os
+import re
+import shutil
 import signal
 import socket
+import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from email.message import EmailMessage
 from pathlib import Path
 
 import aiosmtplib
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
+from aiokafka.helpers import create_ssl_context
 from click.testing import CliRunner, Result
+from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+)
 from kafka_helpers import create_topics, free_ports, isolated_stack_env
 
-from config.stack import SettingsError, StackSettings, parse_bootstrap
-from streams.stack import ServiceProcess, StackError, status
+from config.stack import KAFKA_4, SettingsError, StackSettings, parse_bootstrap
+from streams.stack import ServiceProcess, StackError, StackState, down, kafka4, status, up
 from streams.stack.cli import STATUS_DEAD, STATUS_NOT_RUNNING, stack
-from streams.stack.kafka import broker_reachable, no_broker_registered, verify_sha256
+from streams.stack.kafka import KafkaAccess, broker_reachable, verify_sha256
+from streams.stack.kafka2 import no_broker_registered
 from streams.stack.process import port_free, wait_until
+from streams.stack.security import make_pki
 
 
 @pytest.fixture
@@ -62,8 +82,19 @@ def running(stack_dir: Path) -> list[ServiceProcess]:
     return list(state.services)
 
 
+FLAVOURS = [
+    pytest.param("4", ["kafka", "smtp"], "Apache Kafka 4.4.0 (KRaft)", id="kafka-4"),
+    pytest.param("2.3", ["zookeeper", "kafka", "smtp"], "Apache Kafka 2.3.0 (ZooKeeper)",
+                 id="kafka-2.3"),
+]
+
+
 @pytest.mark.integration
-def test_up_status_down_leaves_nothing_running(stack_dir: Path) -> None:
+@pytest.mark.parametrize(("flavour", "names", "broker"), FLAVOURS)
+def test_up_status_down_leaves_nothing_running(
+    stack_dir: Path, monkeypatch: pytest.MonkeyPatch, flavour: str, names: list[str], broker: str
+) -> None:
+    monkeypatch.setenv("CARTWATCH_STACK_KAFKA", flavour)
     started = cli("up")
     assert started.exit_code == 0, started.output
     config = settings()
@@ -71,10 +102,11 @@ def test_up_status_down_leaves_nothing_running(stack_dir: Path) -> None:
     assert f"export CARTWATCH_BROKER=kafka://{bootstrap}" in started.output
     assert f"export CARTWATCH_SMTP_PORT={config.smtp_port}" in started.output
     assert f"Maildir {config.maildir}" in started.output
+    assert f"Broker: {broker}" in started.output
     assert broker_reachable(bootstrap)
 
     services = running(stack_dir)
-    assert [s.name for s in services] == ["zookeeper", "kafka", "smtp"]
+    assert [s.name for s in services] == names
     shown = cli("status")
     assert shown.exit_code == 0, shown.output
     for service in services:
@@ -85,7 +117,8 @@ def test_up_status_down_leaves_nothing_running(stack_dir: Path) -> None:
     assert not any(s.alive() for s in services)
     assert leftover_processes(stack_dir) == []
     assert not (stack_dir / "stack.json").exists()
-    assert all(port_free(p) for p in (config.kafka_port, config.zookeeper_port, config.smtp_port))
+    ports = (config.kafka_port, config.zookeeper_port, config.controller_port, config.smtp_port)
+    assert all(port_free(p) for p in ports)
     assert cli("status").exit_code == STATUS_NOT_RUNNING
 
 
@@ -104,11 +137,21 @@ def test_second_up_reports_the_running_stack(stack_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "setting", ["CARTWATCH_KAFKA_PORT", "CARTWATCH_ZOOKEEPER_PORT", "CARTWATCH_SMTP_PORT"]
+    ("setting", "extra"),
+    [
+        ("CARTWATCH_KAFKA_PORT", {}),
+        ("CARTWATCH_KAFKA_CONTROLLER_PORT", {}),
+        ("CARTWATCH_KAFKA_SASL_SSL_PORT", {"CARTWATCH_STACK_SECURITY": "on"}),
+        ("CARTWATCH_KAFKA_SSL_PORT", {"CARTWATCH_STACK_SECURITY": "on"}),
+        ("CARTWATCH_ZOOKEEPER_PORT", {"CARTWATCH_STACK_KAFKA": "2.3"}),
+        ("CARTWATCH_SMTP_PORT", {}),
+    ],
 )
 def test_busy_port_is_named_and_nothing_starts(
-    stack_dir: Path, setting: str, monkeypatch: pytest.MonkeyPatch
+    stack_dir: Path, setting: str, extra: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    for key, value in extra.items():
+        monkeypatch.setenv(key, value)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -123,7 +166,11 @@ def test_busy_port_is_named_and_nothing_starts(
 
 
 @pytest.mark.integration
-def test_down_after_broker_was_killed_cleans_up_and_up_recovers(stack_dir: Path) -> None:
+@pytest.mark.parametrize(("flavour", "names", "broker"), FLAVOURS)
+def test_down_after_broker_was_killed_cleans_up_and_up_recovers(
+    stack_dir: Path, monkeypatch: pytest.MonkeyPatch, flavour: str, names: list[str], broker: str
+) -> None:
+    monkeypatch.setenv("CARTWATCH_STACK_KAFKA", flavour)
     assert cli("up").exit_code == 0
     services = {s.name: s for s in running(stack_dir)}
     kafka = services["kafka"]
@@ -138,12 +185,13 @@ def test_down_after_broker_was_killed_cleans_up_and_up_recovers(stack_dir: Path)
 
     assert stopped.exit_code == 0, stopped.output
     assert f"kafka (pid {kafka.pid}) was not running any more" in stopped.output
-    assert "stopped zookeeper" in stopped.output and "stopped smtp" in stopped.output
+    assert all(f"stopped {name}" in stopped.output for name in names if name != "kafka")
     assert not any(s.alive() for s in services.values())
     assert leftover_processes(stack_dir) == []
     assert not (stack_dir / "stack.json").exists()
 
-    # ZooKeeper restores the dead broker's registration; `up` must wait it out, not fail.
+    # 2.3: ZooKeeper restores the dead broker's registration; `up` must wait it out, not fail.
+    # 4.x: the formatted log directory is reused (a second format would refuse to run).
     restarted = cli("up")
     assert restarted.exit_code == 0, restarted.output
     assert broker_reachable(settings().bootstrap)
@@ -189,6 +237,26 @@ def test_missing_java_is_reported_before_any_download(
     assert result.exit_code == 1
     assert "Java is required" in result.stderr
     assert status(stack_dir) is None
+
+
+def test_missing_maven_is_reported_before_a_first_kafka4_start(
+    stack_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    java = shutil.which("java")
+    assert java, "these tests need Java"
+    (tools / "java").symlink_to(java)
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tools))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+
+    result = cli("up")
+
+    assert result.exit_code == 1
+    assert "Maven (`mvn`) is needed once to download Apache Kafka 4.4.0" in result.stderr
+    assert "apt-get install maven" in result.stderr and "CARTWATCH_STACK_KAFKA=2.3" in result.stderr
+    assert status(stack_dir) is None and leftover_processes(stack_dir) == []
 
 
 def test_unreachable_external_broker_is_reported(
@@ -270,7 +338,271 @@ def test_settings_from_env() -> None:
     assert not external.run_kafka and not external.run_smtp
     assert StackSettings.from_env({"CARTWATCH_SMTP_HOST": "127.0.0.1"}).run_smtp
 
+    assert defaults.kafka_flavour == KAFKA_4 and not defaults.security
+    assert not defaults.authorizer
+    assert (defaults.controller_port, defaults.sasl_ssl_port, defaults.ssl_port) == (
+        9093, 9094, 9095,
+    )
+    for spelling in ("2.3", "2.3.0"):
+        assert StackSettings.from_env({"CARTWATCH_STACK_KAFKA": spelling}).kafka_flavour == "2.3"
+    for spelling in ("4", "4.x", "4.4.0"):
+        assert StackSettings.from_env({"CARTWATCH_STACK_KAFKA": spelling}).kafka_flavour == "4"
+    secured = StackSettings.from_env(
+        {"CARTWATCH_STACK_SECURITY": "on", "CARTWATCH_STACK_AUTHORIZER": "true"}
+    )
+    assert secured.security and secured.authorizer
+
+    with pytest.raises(SettingsError, match="CARTWATCH_STACK_KAFKA='3.9'"):
+        StackSettings.from_env({"CARTWATCH_STACK_KAFKA": "3.9"})
+    with pytest.raises(SettingsError, match="CARTWATCH_STACK_SECURITY='maybe'"):
+        StackSettings.from_env({"CARTWATCH_STACK_SECURITY": "maybe"})
+    with pytest.raises(SettingsError, match="Kafka 4.x only"):
+        StackSettings.from_env({"CARTWATCH_STACK_KAFKA": "2.3", "CARTWATCH_STACK_SECURITY": "on"})
+    with pytest.raises(SettingsError, match="needs secured listeners"):
+        StackSettings.from_env({"CARTWATCH_STACK_AUTHORIZER": "on"})
     with pytest.raises(SettingsError, match="CARTWATCH_SMTP_PORT"):
         StackSettings.from_env({"CARTWATCH_SMTP_PORT": "70000"})
     with pytest.raises(SettingsError, match="CARTWATCH_BROKER"):
         parse_bootstrap("kafka://k1:port")
+
+
+# --- Kafka 4.x with secured listeners (`cartwatch stack up --secure`) -------------------------
+
+
+@pytest.fixture(scope="module")
+def secure_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
+    """One Kafka 4.x broker with SASL_SSL and SSL listeners for this module's tests."""
+    stack_dir = tmp_path_factory.mktemp("secure-stack")
+    config = StackSettings.from_env(isolated_stack_env(stack_dir))
+    state = up(replace(config, kafka_flavour=KAFKA_4, security=True, run_smtp=False))
+    try:
+        yield state
+    finally:
+        down(stack_dir)
+        assert leftover_processes(stack_dir) == []
+
+
+def access_of(state: StackState) -> KafkaAccess:
+    assert state.kafka is not None, "the stack runs no broker of its own"
+    return state.kafka
+
+
+def sasl_client(
+    access: KafkaAccess, user: str, mechanism: str = "SCRAM-SHA-512", password: str | None = None
+) -> dict[str, object]:
+    """aiokafka settings for the SASL_SSL listener as `user` (their real password by default)."""
+    assert access.ca_file
+    if password is None:
+        password = Path(access.password_files[user]).read_text().strip()
+    return {
+        "bootstrap_servers": access.listener("SASL_SSL").address,
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": mechanism,
+        "sasl_plain_username": user,
+        "sasl_plain_password": password,
+        "ssl_context": create_ssl_context(cafile=access.ca_file),
+    }
+
+
+def mtls_client(access: KafkaAccess, *, with_certificate: bool = True) -> dict[str, object]:
+    """aiokafka settings for the SSL listener, presenting the worker's certificate or none."""
+    assert access.ca_file and access.client_cert_file and access.client_key_file
+    certificate = (
+        {"certfile": access.client_cert_file, "keyfile": access.client_key_file}
+        if with_certificate
+        else {}
+    )
+    return {
+        "bootstrap_servers": access.listener("SSL").address,
+        "security_protocol": "SSL",
+        "ssl_context": create_ssl_context(cafile=access.ca_file, **certificate),
+    }
+
+
+async def round_trip(topic: str, client: dict[str, object], timeout: float = 20.0) -> bytes:
+    """Produce one unique record to `topic` and read it back, both through `client`'s listener."""
+    value = f"cart-{uuid.uuid4().hex}".encode()
+    producer = AIOKafkaProducer(request_timeout_ms=10_000, **client)
+    await asyncio.wait_for(producer.start(), timeout)
+    try:
+        await asyncio.wait_for(producer.send_and_wait(topic, value), timeout)
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(
+        topic, auto_offset_reset="earliest", request_timeout_ms=10_000, **client
+    )
+    await asyncio.wait_for(consumer.start(), timeout)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            values = [record.value for records in batches.values() for record in records]
+            if value in values:
+                return value
+        raise AssertionError(f"{value!r} not read back from {topic} within {timeout} s")
+    finally:
+        await consumer.stop()
+
+
+async def refused(client: dict[str, object], caplog: pytest.LogCaptureFixture) -> str:
+    """Connect with `client`; return aiokafka's logged reason once the broker refused it."""
+    producer = AIOKafkaProducer(request_timeout_ms=5_000, **client)
+    with (
+        caplog.at_level(logging.ERROR, logger="aiokafka"),
+        pytest.raises(KafkaConnectionError, match="Unable to bootstrap"),
+    ):
+        await asyncio.wait_for(producer.start(), 30)
+    await producer.stop()
+    return caplog.text
+
+
+@pytest.mark.integration
+async def test_kafka4_creates_topics_and_round_trips_records(
+    kafka_bootstrap: str, unique_names
+) -> None:
+    """The session broker (the stack's default, Kafka 4.x unless CARTWATCH_BROKER says
+    otherwise) makes topics, takes records and gives them back."""
+    topic = unique_names.topic("carts")
+    await create_topics(kafka_bootstrap, [topic], partitions=3)
+
+    assert await round_trip(topic, {"bootstrap_servers": kafka_bootstrap})
+
+
+@pytest.mark.integration
+async def test_secured_listeners_take_scram_plain_and_mtls_clients(
+    secure_stack: StackState, unique_names
+) -> None:
+    access = access_of(secure_stack)
+    assert access.broker == "Apache Kafka 4.4.0 (KRaft)"
+    assert [listener.name for listener in access.listeners] == ["PLAINTEXT", "SASL_SSL", "SSL"]
+    topic = unique_names.topic("secure")
+    await create_topics(access.listener("PLAINTEXT").address, [topic])
+
+    await round_trip(topic, sasl_client(access, "cartwatch"))
+    await round_trip(topic, sasl_client(access, "admin"))
+    await round_trip(topic, sasl_client(access, "cartwatch", mechanism="PLAIN"))
+    await round_trip(topic, mtls_client(access))
+
+
+@pytest.mark.integration
+async def test_secured_listeners_refuse_a_wrong_password_and_a_missing_certificate(
+    secure_stack: StackState, caplog: pytest.LogCaptureFixture
+) -> None:
+    access = access_of(secure_stack)
+
+    log = await refused(sasl_client(access, "cartwatch", password="not-the-password"), caplog)
+    assert "Authentication failed" in log and "SCRAM-SHA-512" in log
+    caplog.clear()
+    log = await refused(
+        sasl_client(access, "cartwatch", mechanism="PLAIN", password="not-the-password"), caplog
+    )
+    assert "SaslAuthenticationFailed: Authentication failed: Invalid username or password" in log
+    caplog.clear()
+    await refused(mtls_client(access, with_certificate=False), caplog)
+
+
+@pytest.mark.integration
+async def test_secured_listener_refuses_a_certificate_from_another_ca(
+    secure_stack: StackState, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    access = access_of(secure_stack)
+    other = make_pki(tmp_path / "other-ca", "someone-else", "cartwatch")
+    client = mtls_client(access)
+    client["ssl_context"] = create_ssl_context(
+        cafile=access.ca_file, certfile=other.client_cert_file, keyfile=other.client_key_file
+    )
+
+    await refused(client, caplog)
+
+
+def test_secure_status_names_files_and_users_but_never_a_password(
+    secure_stack: StackState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    access = access_of(secure_stack)
+    monkeypatch.setenv("CARTWATCH_STACK_DIR", str(secure_stack.stack_dir))
+
+    shown = cli("status")
+
+    assert shown.exit_code == 0, shown.output
+    for listener in access.listeners:
+        assert f"{listener.name}" in shown.output and listener.address in shown.output
+    assert access.ca_file and access.client_cert_file and access.client_key_file
+    for path in (access.ca_file, access.client_cert_file, access.client_key_file):
+        assert path in shown.output and Path(path).is_file()
+    for user, path in access.password_files.items():
+        assert f"SASL user {user}" in shown.output and path in shown.output
+        password = Path(path).read_text().strip()
+        assert len(password) >= 32 and password not in shown.output
+        assert Path(path).stat().st_mode & 0o777 == 0o600
+    assert Path(access.client_key_file).stat().st_mode & 0o777 == 0o600
+    server_properties = secure_stack.stack_dir / "kafka4" / "server.properties"
+    assert server_properties.stat().st_mode & 0o777 == 0o600  # it holds the PLAIN passwords
+
+
+@pytest.mark.integration
+async def test_authorizer_denies_users_without_acls_until_the_admin_grants_them(
+    stack_dir: Path, unique_names
+) -> None:
+    started = await asyncio.to_thread(cli, "up", "--authorizer")  # implies --secure
+    assert started.exit_code == 0, started.output
+    assert "super users: User:admin, User:cartwatch-broker" in started.output
+    state = status(stack_dir)
+    assert state is not None
+    access = access_of(state)
+    assert access.authorizer
+    topic = unique_names.topic("acl")
+    await round_trip(topic, sasl_client(access, "admin"))  # the super user may do anything
+
+    worker = AIOKafkaProducer(request_timeout_ms=10_000, **sasl_client(access, "cartwatch"))
+    await worker.start()
+    try:
+        with pytest.raises(TopicAuthorizationFailedError):
+            await asyncio.wait_for(worker.send_and_wait(topic, b"denied"), 30)
+    finally:
+        await worker.stop()
+
+    await asyncio.to_thread(grant, access, topic, "User:cartwatch")
+
+    # The SASL user and the client certificate CN=cartwatch are the same principal.
+    for client in (sasl_client(access, "cartwatch"), mtls_client(access)):
+        producer = AIOKafkaProducer(request_timeout_ms=10_000, **client)
+        await producer.start()
+        try:
+            await asyncio.wait_for(producer.send_and_wait(topic, b"allowed"), 30)
+        finally:
+            await producer.stop()
+
+
+def grant(access: KafkaAccess, topic: str, principal: str) -> None:
+    """Allow `principal` to write and describe `topic`, as the admin over SASL_SSL.
+
+    confluent-kafka, because aiokafka has no ACL API.
+    """
+    assert access.ca_file
+    admin = AdminClient({
+        "bootstrap.servers": access.listener("SASL_SSL").address,
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "admin",
+        "sasl.password": Path(access.password_files["admin"]).read_text().strip(),
+        "ssl.ca.location": access.ca_file,
+    })
+    bindings = [
+        AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, principal, "*",
+                   operation, AclPermissionType.ALLOW)
+        for operation in (AclOperation.WRITE, AclOperation.DESCRIBE)
+    ]
+    for future in admin.create_acls(bindings, request_timeout=30).values():
+        future.result(timeout=30)
+
+
+def test_the_checked_in_pom_pins_the_kafka_the_stack_names() -> None:
+    assert kafka4.cache_home(Path("/c")).name.startswith(f"kafka-{kafka4.KAFKA_VERSION}-maven-")
+    assert "4.4.0" in kafka4.NAME
+
+
+def test_kraft_cluster_ids_look_like_kafkas() -> None:
+    ids = {kafka4.cluster_id() for _ in range(200)}
+    assert len(ids) == 200
+    for cluster in ids:
+        assert re.fullmatch(r"[A-Za-z0-9_-]{22}", cluster) and not cluster.startswith("-")

@@ -57,8 +57,8 @@ def stack() -> None:
 @click.option(
     "--authorizer",
     is_flag=True,
-    help="With --secure: enforce ACLs (StandardAuthorizer, deny without an ACL) "
-    "[env CARTWATCH_STACK_AUTHORIZER=on].",
+    help="Enforce ACLs (StandardAuthorizer, deny without an ACL); implies --secure "
+    "[env CARTWATCH_STACK_AUTHORIZER=on, which needs CARTWATCH_STACK_SECURITY=on].",
 )
 @_friendly_errors
 def up_command(secure: bool, authorizer: bool) -> None:
@@ -67,7 +67,7 @@ def up_command(secure: bool, authorizer: bool) -> None:
     if secure or authorizer:
         settings = replace(
             settings,
-            security=settings.security or secure,
+            security=settings.security or secure or authorizer,  # ACLs need authentication
             authorizer=settings.authorizer or authorizer,
         )
     state = up(settings)

