@@ -169,7 +169,7 @@ class KafkaSettings(BaseModel):
 def _explain_ssl_error(kafka: KafkaSettings, exc: ssl.SSLError, encrypted: bool) -> str:
     """One line for OpenSSL's complaint about our files (its codes are not for humans);
     ``encrypted``: OpenSSL asked for the key's password."""
-    reason = (exc.reason or "").upper()
+    reason = (getattr(exc, "reason", None) or "").upper()
     key = kafka.ssl_keyfile or kafka.ssl_certfile
     if encrypted and reason != "KEY_VALUES_MISMATCH":
         if kafka.ssl_key_password is None:
@@ -179,10 +179,10 @@ def _explain_ssl_error(kafka: KafkaSettings, exc: ssl.SSLError, encrypted: bool)
         return (f"kafka.ssl_keyfile {key} is not the key of the certificate "
                 f"kafka.ssl_certfile {kafka.ssl_certfile}")
     if reason == "NO_CERTIFICATE_OR_CRL_FOUND":
-        return f"kafka.ssl_cafile {kafka.ssl_cafile}: no PEM certificate in it ({exc.reason})"
+        return f"kafka.ssl_cafile {kafka.ssl_cafile}: no PEM certificate in it ({reason})"
     files = ", ".join(f"{name}={getattr(kafka, name)}" for name in _FILES if getattr(kafka, name))
     return (f"kafka TLS files ({files}) cannot be loaded as PEM certificate and key "
-            f"(OpenSSL: {exc.reason or exc.strerror or exc})")
+            f"(OpenSSL: {reason or exc.strerror or exc})")
 
 
 def broker_credentials(kafka: KafkaSettings) -> CredentialsT | None:

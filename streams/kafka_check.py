@@ -64,11 +64,13 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def explain(broker: str, kafka: KafkaSettings, exc: BaseException) -> str | None:
+def explain(broker: str, kafka: KafkaSettings, exc: BaseException,
+            at_start: bool = True) -> str | None:
     """One line for a failure retrying cannot fix, or None for one it may (network, restart).
 
     aiokafka wraps TLS errors in ``KafkaConnectionError``; the cause is looked for in the
-    whole chain."""
+    whole chain. A handshake cut short (reset, EOF) means a listener of another protocol only
+    ``at_start``, on the first connection: later it is what a restarting broker does."""
     protocol = kafka.security_protocol
     for error in _chain(exc):
         if isinstance(error, ssl.SSLCertVerificationError):
@@ -76,7 +78,8 @@ def explain(broker: str, kafka: KafkaSettings, exc: BaseException) -> str | None
             return (f"Kafka broker {broker}: certificate verify failed: {detail} "
                     "(kafka.ssl_cafile, kafka.ssl_check_hostname)")
         if isinstance(error, ssl.SSLError):
-            reason = (error.reason or str(error)).upper()
+            detail = getattr(error, "reason", None) or str(error)
+            reason = detail.upper()
             if "CERTIFICATE_REQUIRED" in reason or (
                 kafka.ssl_certfile is None and "BAD_CERTIFICATE" in reason
             ):
@@ -85,9 +88,11 @@ def explain(broker: str, kafka: KafkaSettings, exc: BaseException) -> str | None
             if any(word in reason for word in ("UNKNOWN_CA", "BAD_CERTIFICATE",
                                                 "CERTIFICATE_UNKNOWN", "DECRYPT_ERROR")):
                 return (f"Kafka broker {broker}: TLS refused: the broker does not accept the "
-                        f"client certificate ({error.reason})")
-            return (f"Kafka broker {broker}: TLS handshake failed ({error.reason}): is it a "
-                    f"TLS listener? (security_protocol {protocol})")
+                        f"client certificate ({detail})")
+            if at_start:
+                return (f"Kafka broker {broker}: TLS handshake failed ({detail}): is it "
+                        f"a TLS listener? (security_protocol {protocol})")
+            continue
         if isinstance(error, (SaslAuthenticationFailed, AuthenticationFailedError)):
             detail = str(error).strip(": ") or type(error).__name__
             return (f"Kafka broker {broker}: authentication failed for user "
@@ -97,7 +102,7 @@ def explain(broker: str, kafka: KafkaSettings, exc: BaseException) -> str | None
         if isinstance(error, IllegalSaslStateError):
             return (f"Kafka broker {broker}: the listener does not do SASL: is security_protocol "
                     f"{protocol} the protocol of that listener?")
-        if isinstance(error, ConnectionResetError) and kafka.ssl_context is not None:
+        if at_start and isinstance(error, ConnectionResetError) and kafka.ssl_context:
             # A plaintext listener hangs up on a TLS ClientHello.
             return (f"Kafka broker {broker}: TLS handshake failed (connection reset): is it a "
                     f"TLS listener? (security_protocol {protocol})")

@@ -53,7 +53,7 @@ def _exceptions(record: logging.LogRecord) -> Iterator[tuple[str, BaseException]
 def classify(record: logging.LogRecord, settings: Settings) -> str | None:
     """One line if ``record`` reports a failure retrying cannot fix, else None."""
     for broker, exc in _exceptions(record):
-        line = explain(broker, settings.kafka, exc)
+        line = explain(broker, settings.kafka, exc, at_start=False)
         if line is not None:
             return line
         chain: BaseException | None = exc

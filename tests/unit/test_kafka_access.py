@@ -160,11 +160,18 @@ def test_watcher_names_what_cartwatch_needs_on_a_refused_topic():
                     "p.cart-abandoned: see `cartwatch acls`)")
 
 
+@pytest.mark.parametrize("error", [
+    KafkaConnectionError("Connection at b:1 closed"),
+    _wrapped(ConnectionResetError()),
+    _wrapped(ssl.SSLEOFError(8, "EOF occurred in violation of protocol")),
+])
 @pytest.mark.parametrize("message", ["Unable connect to %s: %s", "Heartbeat failed: %s"])
-def test_watcher_ignores_failures_a_retry_fixes(message: str):
-    error = KafkaConnectionError("Connection at b:1 closed")
+def test_watcher_ignores_failures_a_retry_fixes(message: str, error: BaseException):
+    """A broker restarting cuts connections and handshakes short: not a reason to stop, even
+    over TLS."""
     args = ("b:1", error) if message.count("%s") == 2 else (error,)
-    assert classify(record(message, *args), settings()) is None
+    tls = settings(CARTWATCH_KAFKA_SECURITY_PROTOCOL="SSL")
+    assert classify(record(message, *args), tls) is None
 
 
 def test_acls_command(monkeypatch: pytest.MonkeyPatch):
