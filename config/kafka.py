@@ -153,17 +153,23 @@ class KafkaSettings(BaseModel):
 
     def environment(self) -> dict[str, str]:
         """These settings as ``CARTWATCH_KAFKA_*`` variables, for a worker this process starts
-        (tests, chaos, bench). Secrets go in as values: the child's environment only."""
+        (tests, chaos, bench). A password read from a file is passed on as that file, so it
+        stays out of the child's environment; one given as a value goes in as a value."""
         env: dict[str, str] = {}
         for name, value in self:
-            if value is None or name.endswith("_file") and "password" in name:
-                continue  # the password itself was read from it
+            if value is None or f"{name}_file" in _set_fields(self):
+                continue  # unset, or read from the file passed on instead
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
             elif isinstance(value, bool):
                 value = str(value).lower()
             env[ENV_PREFIX + name.upper()] = str(value)
         return env
+
+
+def _set_fields(kafka: KafkaSettings) -> set[str]:
+    """The names of the fields that are set."""
+    return {name for name, value in kafka if value is not None}
 
 
 def _explain_ssl_error(kafka: KafkaSettings, exc: ssl.SSLError, encrypted: bool) -> str:

@@ -110,6 +110,17 @@ def test_secrets_never_show(tls: TlsFiles):
         assert PASSWORD not in text and KEY_PASSWORD not in text
 
 
+def test_environment_passes_a_password_file_on_as_the_file(tmp_path: Path):
+    (tmp_path / "sasl").write_text(PASSWORD)
+    kafka = load_settings({**{k: v for k, v in SASL.items() if not k.endswith("PASSWORD")},
+                           "CARTWATCH_KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "sasl")}).kafka
+    env = kafka.environment()
+    assert env["CARTWATCH_KAFKA_SASL_PASSWORD_FILE"] == str(tmp_path / "sasl")
+    assert PASSWORD not in "".join(env.values())
+    again = load_settings(env).kafka.sasl_password
+    assert again is not None and again.get_secret_value() == PASSWORD
+
+
 def test_environment_round_trip(tls: TlsFiles):
     """What a test or chaos run hands a worker it starts gives the worker the same settings."""
     kafka = load_settings({**SASL, "CARTWATCH_KAFKA_SSL_CAFILE": str(tls.ca),
