@@ -83,7 +83,7 @@ def worker_grants(pipeline: Pipeline, **environ: str) -> list[Grant]:
 @pytest.fixture
 def secure_pipeline(stack: KafkaAccess, unique_names, tmp_path: Path) -> Iterator[Pipeline]:
     """A deployment whose own clients are the super user ``admin`` over SASL_SSL; its
-    workers get their own connection in ``settings``."""
+    workers get their own connection from ``start_worker``."""
     deployment = Pipeline(bootstrap=address(stack, "SASL_SSL"), prefix=unique_names.prefix,
                           app_id=unique_names.app_id, workdir=tmp_path,
                           kafka=sasl(stack, "admin"))
