@@ -294,3 +294,23 @@ async def test_notifier_and_read_model_with_the_documented_acls(
             assert time.monotonic() < deadline, f"read model never served c-1: {response.status}"
             await asyncio.sleep(0.5)
     assert worker.alive and "Kafka refused" not in worker.log()
+
+
+async def test_read_acl_missing_stops_a_running_worker(
+    stack: KafkaAccess, secure_pipeline: Pipeline
+) -> None:
+    """Topics created beforehand, Describe but no Read on an input: the start-up check cannot
+    see it (the topic is visible); the first fetch is refused and stops the worker."""
+    pipeline = secure_pipeline
+    purchases = pipeline.topic("purchase-events")
+    everything = worker_grants(pipeline)
+    await create_topics(pipeline.bootstrap, sorted({g.name for g in everything
+                                                    if g.resource == "topic"
+                                                    and "__assignor" not in g.name}),
+                        PARTITIONS, kafka=pipeline.kafka)
+    await add_acls(pipeline.bootstrap, pipeline.kafka, WORKER,
+                   [replace(g, operations=("Describe",)) if g.name == purchases else g
+                    for g in everything])
+    worker = start_worker(pipeline, pipeline.bootstrap, sasl(stack, "cartwatch"))
+    line = refused(worker, "Kafka refused an operation", at_start=False)
+    assert f"on topic {purchases}" in line
