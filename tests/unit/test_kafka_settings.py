@@ -4,7 +4,10 @@ and what Faust and aiokafka are given. No broker: everything here is checked bef
 from __future__ import annotations
 
 import logging
+import os
 import ssl
+import subprocess
+import sys
 from pathlib import Path
 
 import faust
@@ -247,3 +250,18 @@ def test_aiokafka_debug_log_of_the_sasl_request_hides_the_password(caplog):
     assert PASSWORD not in caplog.text
     assert "Request to b:1 3: <SaslAuthenticateRequest_v1: redacted>" in caplog.text
     assert "Request to b:1 4: other" in caplog.text
+
+
+def test_worker_with_a_bad_kafka_setting_stops_with_one_line(tls: TlsFiles, tmp_path: Path):
+    """The whole path: ``cartwatch worker`` prints the line, no traceback, exit code 1."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARTWATCH_")}
+    env.update(CARTWATCH_KAFKA_SECURITY_PROTOCOL="SSL", CARTWATCH_DATA_DIR=str(tmp_path),
+               CARTWATCH_KAFKA_SSL_CERTFILE=str(tls.cert),
+               CARTWATCH_KAFKA_SSL_KEYFILE=str(tls.other_key))
+    done = subprocess.run([sys.executable, "-m", "streams.cli", "worker"], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"cartwatch: invalid cartwatch settings: kafka: Value error, kafka.ssl_keyfile "
+        f"{tls.other_key} is not the key of the certificate kafka.ssl_certfile {tls.cert}"]
