@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ from config.kafka import KafkaSettings
 from config.settings import load_settings
 from config.stack import StackSettings
 from streams.kafka_access import Grant, grants
+from streams.kafka_check import check_cluster
 from streams.stack import StackState, down, up
 from streams.stack.kafka import KafkaAccess
 
@@ -314,3 +316,21 @@ async def test_read_acl_missing_stops_a_running_worker(
     worker = start_worker(pipeline, pipeline.bootstrap, sasl(stack, "cartwatch"))
     line = refused(worker, "Kafka refused an operation", at_start=False)
     assert f"on topic {purchases}" in line
+
+
+async def test_hostname_check_and_its_switch(stack: KafkaAccess,
+                                             secure_pipeline: Pipeline) -> None:
+    """The broker's certificate names 127.0.0.1 and localhost; this machine's own name reaches
+    the same listener but is not on it: refused, unless ssl_check_hostname is off."""
+    name = socket.gethostname()
+    try:
+        if not socket.gethostbyname(name).startswith("127."):
+            pytest.skip(f"{name} is not a loopback name here")
+    except OSError:
+        pytest.skip(f"{name} does not resolve")
+    port = address(stack, "SASL_SSL").rpartition(":")[2]
+    kafka = sasl(stack, "cartwatch")
+    worker = start_worker(secure_pipeline, f"{name}:{port}", kafka)
+    refused(worker, f"Kafka broker {name}:{port}: certificate verify failed: Hostname mismatch")
+    unchecked = KafkaSettings.model_validate({**kafka.model_dump(), "ssl_check_hostname": False})
+    assert await check_cluster(f"{name}:{port}", unchecked, []) is not None
