@@ -229,8 +229,10 @@ def partition_problems(settings: Settings, view: ClusterView) -> str | None:
 
 
 def check_before_start(settings: Settings, timeout: float = 10.0) -> None:
-    """``check_cluster`` and ``partition_problems`` in a loop of their own (Faust makes its
-    own later); raises ``KafkaAccessError`` with the one line to print."""
+    """``check_cluster``, ``partition_problems`` and ``access_problem``, each in an event loop
+    of its own (Faust makes its own later); raises ``KafkaAccessError`` with the one line to
+    print. A broker that does not answer in time is not an error: the worker starts and
+    waits for it, as it always did."""
     loop = asyncio.new_event_loop()
     try:
         view = loop.run_until_complete(
