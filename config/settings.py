@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from config.durations import Duration
+from config.kafka import KafkaSettings, kafka_from_environment
 from config.notifier import NotifierSettings, notifier_from_environment
 from config.operator import OperatorSettings, operator_from_environment
 
@@ -58,6 +59,8 @@ class Settings(BaseModel):
 
     app_id: str = Field("cartwatch", min_length=1)
     broker: str = "kafka://127.0.0.1:9092"
+    kafka: KafkaSettings = KafkaSettings()
+    """How every client connects to ``broker``: TLS, SASL (``config.kafka``)."""
     topic_prefix: str = ""
     topics: TopicNames = TopicNames()
     partitions: int = Field(8, ge=1, le=1024)
@@ -95,7 +98,7 @@ class Settings(BaseModel):
 
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    sections = ("topics", "stores", "operator", "notifier")
+    sections = ("topics", "stores", "operator", "notifier", "kafka")
     for field in Settings.model_fields:
         if field not in sections and ENV_PREFIX + field.upper() in environ:
             values[field] = environ[ENV_PREFIX + field.upper()]
@@ -120,6 +123,8 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
                 )
             stores[store_id.strip()] = {"abandon_after": duration.strip()}
         values["stores"] = stores
+    if kafka := kafka_from_environment(environ):
+        values["kafka"] = kafka
     if operator := operator_from_environment(environ):
         values["operator"] = operator
     if notifier := notifier_from_environment(environ):

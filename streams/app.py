@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import faust
 
+from config.kafka import broker_credentials
 from config.settings import load_settings
 from streams.compat import use_consumer_class
 from streams.consumer import RewindingConsumer
@@ -21,6 +22,8 @@ settings = load_settings()
 app = faust.App(
     settings.app_id,
     broker=settings.broker,
+    # TLS and SASL of the worker's consumer, producer and topic creation (config.kafka)
+    broker_credentials=broker_credentials(settings.kafka),
     store=settings.store_url,
     datadir=str(settings.data_dir),
     topic_partitions=settings.partitions,

@@ -18,6 +18,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from cartwatch_dev.chaos.deployment import topics_led
 from cartwatch_dev.stack.settings import LOCALHOST
 
+from config.kafka import KafkaSettings, client_options
+
 PORT_SETTINGS = (
     "CARTWATCH_KAFKA_PORT",
     "CARTWATCH_ZOOKEEPER_PORT",
@@ -61,14 +63,17 @@ async def create_topics(
     *,
     config: Mapping[str, str] | None = None,
     timeout: float = 30.0,
+    kafka: KafkaSettings | None = None,
 ) -> None:
     """Create topics with `partitions` partitions and wait until every partition has a leader.
 
     Waiting matters: a Faust worker that subscribes before the topic is fully created does not
-    consume it on its first run. `config` holds topic configs such as `cleanup.policy`.
+    consume it on its first run. `config` holds topic configs such as `cleanup.policy`;
+    `kafka` how to connect (plaintext when None).
     """
     names = list(names)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000),
+                                **client_options(kafka or KafkaSettings()))
     await admin.start()
     try:
         response = await admin.create_topics(

@@ -23,6 +23,8 @@ from aiokafka.partitioner import murmur2
 from cartwatch_dev.chaos.workers import READY_LINE, WorkerProcess  # noqa: F401 (READY_LINE for tests)
 from kafka_helpers import create_topics, free_ports
 
+from config.kafka import KafkaSettings, client_options
+
 PARTITIONS = 4
 INPUT_TOPICS = ("cart-events", "purchase-events")
 OUTPUT_TOPICS = ("cart-abandoned", "cart-reactivated", "cart-recovered", "cartwatch-dead-letter")
@@ -91,13 +93,20 @@ class Pipeline:
     partitions: int = PARTITIONS
     input_partitions: dict[str, int] = field(default_factory=dict)
     """The partition of the latest message sent with each key (a cart id)."""
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    """How the test's clients and its workers connect (TLS, SASL); plaintext by default."""
+
+    def client_options(self) -> dict[str, Any]:
+        """Connection keyword arguments of an aiokafka client of this test's cluster."""
+        return {"bootstrap_servers": self.bootstrap, **client_options(self.kafka)}
 
     def topic(self, name: str) -> str:
         return f"{self.prefix}.{name}"
 
     async def create_topics(self) -> None:
         await create_topics(
-            self.bootstrap, [self.topic(name) for name in INPUT_TOPICS], self.partitions
+            self.bootstrap, [self.topic(name) for name in INPUT_TOPICS], self.partitions,
+            kafka=self.kafka,
         )
 
     def worker(self, name: str, **overrides: str) -> Worker:
@@ -111,6 +120,7 @@ class Pipeline:
             CARTWATCH_DATA_DIR=str(self.workdir / name / "data"),
             CARTWATCH_WEB_PORT=str(free_ports(1)[0]),
             CARTWATCH_TIMER_RESOLUTION="0.1",
+            **self.kafka.environment(),
         )
         env.update(self.settings)
         env.update(overrides)
@@ -128,7 +138,7 @@ class Pipeline:
         Remembers the partition each key went to (``input_partitions``), so a test can check
         that a cart's outputs are on its input partition's number.
         """
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        producer = AIOKafkaProducer(acks="all", **self.client_options())
         await producer.start()
         try:
             futures = [
@@ -150,8 +160,8 @@ class Pipeline:
         Every partition of every topic counts: a partition with messages but no commit at all is
         behind, the way a never-committed partition is re-read from its start by the next owner.
         """
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+        admin = AIOKafkaAdminClient(**self.client_options())
+        consumer = AIOKafkaConsumer(**self.client_options())
         await admin.start()
         await consumer.start()
         try:
@@ -185,7 +195,7 @@ class Pipeline:
         topics = tuple(topics)
         consumer = AIOKafkaConsumer(
             *(self.topic(name) for name in topics),
-            bootstrap_servers=self.bootstrap,
+            **self.client_options(),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
         )

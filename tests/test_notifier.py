@@ -83,7 +83,8 @@ async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -
 @pytest.fixture
 async def notifier_pipeline(pipeline: Pipeline) -> Pipeline:
     """The pipeline plus the notifier's input topic, created before any worker subscribes."""
-    await create_topics(pipeline.bootstrap, [pipeline.topic("cartwatch-unsubscribes")], PARTITIONS)
+    await create_topics(pipeline.bootstrap, [pipeline.topic("cartwatch-unsubscribes")], PARTITIONS,
+                        kafka=pipeline.kafka)
     return pipeline
 
 

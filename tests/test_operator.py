@@ -359,7 +359,7 @@ async def check_unsubscribe(http: aiohttp.ClientSession, worker: Worker,
     async with http.post(url, data={"token": link}) as response:
         assert response.status == 200, await response.text()
     consumer = AIOKafkaConsumer(pipeline.topic("cartwatch-unsubscribes"),
-                                bootstrap_servers=pipeline.bootstrap,
+                                **pipeline.client_options(),
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     try:

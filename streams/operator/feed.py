@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
 from config.bootstrap import parse_bootstrap
+from config.kafka import client_options
 from config.settings import Settings
 from schemas.events import CartEvent
 from schemas.notifications import NotificationLogEntry
@@ -115,6 +116,7 @@ class ReadModelFeed(Service):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=BATCH_RECORDS,
+            **client_options(self.settings.kafka),
         )
         await self.consumer.start()
 

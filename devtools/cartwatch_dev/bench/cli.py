@@ -28,14 +28,15 @@ from config.settings import SettingsError, load_settings
 def bench(quick: bool, broker: str | None, output: Path, workdir: Path | None) -> None:
     """Throughput against baselines and Quix Streams, timer precision, memory, recovery."""
     try:
-        bootstrap = parse_bootstrap(broker or load_settings().broker)
+        settings = load_settings()
+        bootstrap = parse_bootstrap(broker or settings.broker)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
     command = "cartwatch bench" + (" --quick" if quick else "")
     report = Report(mode="quick" if quick else "full", command=command)
     with tempfile.TemporaryDirectory(prefix="cartwatch-bench-", dir=workdir) as tmp:
         run = Bench(bootstrap, Scale.named(quick), Path(tmp), report,
-                    say=lambda line: click.echo(f"== {line}", err=True))
+                    say=lambda line: click.echo(f"== {line}", err=True), kafka=settings.kafka)
         try:
             run.throughput()
             run.timers()

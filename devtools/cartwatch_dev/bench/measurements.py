@@ -17,7 +17,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from cartwatch_dev.loadgen import (
 from cartwatch_dev.loadgen.ledger import Kind
 from cartwatch_dev.loadgen.model import Topic
 from cartwatch_dev.loadgen.produce import Progress, produce
+from config.kafka import KafkaSettings, client_options
 
 PARTITIONS = 4
 INPUTS: dict[Topic, str] = {"cart_events": "cart-events", "purchase_events": "purchase-events"}
@@ -81,6 +82,8 @@ class Bench:
     workdir: Path
     report: Report
     say: Callable[[str], None]
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    """How every client and process of the run connects to ``bootstrap``."""
 
     def __post_init__(self) -> None:
         self.run_id = f"bench-{uuid.uuid4().hex[:8]}"
@@ -106,6 +109,10 @@ class Bench:
             ("c", "Quix Streams, per-cart state in RocksDB", "quix", {}),
         ]
         for key, label, module, extra in runs:
+            if module == "quix" and self.kafka.security_protocol != "PLAINTEXT":
+                self.report.add(Figure(key, label, None, "events/s", note="not measured: "
+                                       "the Quix contender connects in plaintext only"))
+                continue
             if module == "quix" and importlib.util.find_spec("quixstreams") is None:
                 self.report.add(Figure(key, label, None, "events/s",
                                        note="not measured: quixstreams not installed "
@@ -142,7 +149,7 @@ class Bench:
         config = ContenderConfig(
             bootstrap=self.bootstrap, topics=topics, group=f"{self.run_id}-{key}",
             expect=expect, result=workdir / "result.json", workdir=workdir,
-            output_topic=prefix + "passthrough", partitions=PARTITIONS,
+            output_topic=prefix + "passthrough", partitions=PARTITIONS, kafka=self.kafka,
         )
         env = config.to_env() | {"BENCH_WEB_PORT": str(_free_port())} | extra
         process = processes.contender(key, f"cartwatch_dev.bench.contenders.{module}", env, workdir)
@@ -161,6 +168,7 @@ class Bench:
             "CARTWATCH_PARTITIONS": str(PARTITIONS),
             "CARTWATCH_DATA_DIR": str(self.workdir / name / "data"),
             "CARTWATCH_WEB_PORT": str(_free_port()),
+            **self.kafka.environment(),
             **settings,
         }
         return processes.cartwatch_worker(name, env, self.workdir / name)
@@ -220,7 +228,8 @@ class Bench:
         names = {prefix + name: kind for name, kind in OUTPUTS.items()}
         found: dict[Kind, list[dict[str, Any]]] = {kind: [] for kind in OUTPUTS.values()}
         missing = {kind: set(expected.of(kind)) for kind in OUTPUTS.values()}
-        async for topic, value, _ in _read(self.bootstrap, names, min(self.scale.timeout, 120)):
+        async for topic, value, _ in _read(self.bootstrap, names, min(self.scale.timeout, 120),
+                                           self.kafka):
             found[names[topic]].append(value)
             missing[names[topic]].discard(value["abandonment_id"])
             if not any(missing.values()):
@@ -228,10 +237,12 @@ class Bench:
         return found
 
     async def _load(self, prefix: str, messages: Iterable[Message], total: int = 0) -> None:
-        await create_topics(self.bootstrap, [prefix + name for name in INPUTS.values()])
+        await create_topics(self.bootstrap, [prefix + name for name in INPUTS.values()],
+                            self.kafka)
         topics = {logical: prefix + name for logical, name in INPUTS.items()}
         progress = Progress(total or len(messages))  # type: ignore[arg-type]
-        await produce(self.bootstrap, messages, topics, on_sent=progress.advance)
+        await produce(self.bootstrap, messages, topics, on_sent=progress.advance,
+                      kafka=self.kafka)
         progress.close()
 
     # -- timers, memory, recovery -----------------------------------------------------------
@@ -294,7 +305,7 @@ class Bench:
         delays: list[float] = []
         timeout = due - time.time() + self.scale.timeout
         topic = {prefix + "cart-abandoned": "abandoned"}
-        async for _, value, timestamp_ms in _read(self.bootstrap, topic, timeout):
+        async for _, value, timestamp_ms in _read(self.bootstrap, topic, timeout, self.kafka):
             if value["store_id"] == "silent":
                 deadline = datetime.fromisoformat(value["abandoned_at"]).timestamp()
                 delays.append(timestamp_ms / 1000 - deadline)
@@ -335,7 +346,7 @@ class Bench:
         emails = self.scale.notifier_emails
         self.say(f"i: notifier, {emails:,} reminders into the bench's SMTP sink")
         run = NotifierRun(self.bootstrap, self.run_id, self.prefix("notify"), emails,
-                          self.scale.timeout, self.say)
+                          self.scale.timeout, self.say, self.kafka)
         result = run.measure(lambda env: self._worker("i", run.prefix, **env), _free_port())
         self.report.checks["i_emails"] = result.checks
         rate = result.rate
@@ -348,11 +359,12 @@ class Bench:
 
 
 async def _read(
-    bootstrap: str, topics: Iterable[str], timeout: float
+    bootstrap: str, topics: Iterable[str], timeout: float, kafka: KafkaSettings
 ) -> Any:
     """Yield ``(topic, JSON value, timestamp ms)`` from the start of ``topics`` until timeout."""
     consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                **client_options(kafka))
     await consumer.start()
     deadline = time.monotonic() + timeout
     try:
@@ -365,9 +377,9 @@ async def _read(
         await consumer.stop()
 
 
-async def create_topics(bootstrap: str, names: list[str]) -> None:
+async def create_topics(bootstrap: str, names: list[str], kafka: KafkaSettings) -> None:
     """Create the run's input topics and wait for their leaders (a worker must see them)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options(kafka))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in names])

@@ -35,6 +35,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from cartwatch_dev.bench.processes import BenchError, Process, poll
 from cartwatch_dev.stack.settings import LOCALHOST
+from config.kafka import KafkaSettings, client_options
 from schemas.common import Customer, utc_from_epoch
 from schemas.outputs import CartAbandoned, CartLine, CartSnapshot
 from streams.notifier.planning import idempotency_key
@@ -244,10 +245,11 @@ def abandonments(count: int, run_id: str, now: float) -> list[tuple[Reminder, Ca
     return out
 
 
-async def load(bootstrap: str, topic: str, messages: list[CartAbandoned]) -> None:
+async def load(bootstrap: str, topic: str, messages: list[CartAbandoned],
+               kafka: KafkaSettings) -> None:
     """Publish the abandonments keyed by cart_id (the worker's partitioner) and wait for acks."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
-                                max_batch_size=512 * 1024)
+                                max_batch_size=512 * 1024, **client_options(kafka))
     await producer.start()
     try:
         pending = [await producer.send(topic, m.model_dump_json().encode(),
@@ -302,6 +304,7 @@ class NotifierRun:
     emails: int
     timeout: float
     say: Callable[[str], None]
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
 
     def topic(self, name: str) -> str:
         return self.prefix + name
@@ -322,9 +325,10 @@ class NotifierRun:
 
         inputs = abandonments(self.emails, self.run_id, time.time())
         reminders = [reminder for reminder, _ in inputs]
-        asyncio.run(create_topics(self.bootstrap, [self.topic(t) for t in TOPICS.values()]))
+        asyncio.run(create_topics(self.bootstrap, [self.topic(t) for t in TOPICS.values()],
+                                  self.kafka))
         asyncio.run(load(self.bootstrap, self.topic(TOPICS["abandoned"]),
-                         [message for _, message in inputs]))
+                         [message for _, message in inputs], self.kafka))
         self.say(f"i: {self.emails:,} due reminders loaded; worker sends them to the sink")
         with smtp_sink(smtp_port) as sink:
             worker = start_worker(self.worker_settings(smtp_port))
@@ -348,8 +352,9 @@ class NotifierRun:
     async def _wait_committed(self, group: str) -> None:
         """Until ``group`` committed every partition of the abandoned and reminders-due topics."""
         topics = (self.topic(TOPICS["abandoned"]), self.topic(REMINDERS_DUE))
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, **client_options(self.kafka))
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap,
+                                    **client_options(self.kafka))
         await admin.start()
         await consumer.start()
         try:

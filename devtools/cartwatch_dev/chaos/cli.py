@@ -23,7 +23,9 @@ from cartwatch_dev.chaos.scenarios import (
 from cartwatch_dev.chaos.stack import PrivateStack
 from cartwatch_dev.stack.kafka import broker_reachable
 from config.bootstrap import parse_bootstrap
+from config.kafka import KafkaSettings
 from config.settings import SettingsError, load_settings
+from streams.kafka_check import KafkaAccessError, check_cluster
 
 ON_DEPLOYMENT: dict[str, Callable[[Deployment], Awaitable[ScenarioResult]]] = {
     "kill9": kill9,
@@ -34,14 +36,18 @@ WITH_MAIL = ("kill9", "rebalance")
 SCENARIOS = (*ON_DEPLOYMENT, "smtp-outage", "broker-restart")
 
 
-async def run_scenarios(names: list[str], bootstrap: str | None, workdir: Path) -> list[str]:
-    """Run ``names`` in order; returns the report lines of each as soon as it is done."""
+async def run_scenarios(names: list[str], bootstrap: str | None, workdir: Path,
+                        kafka: KafkaSettings | None = None) -> list[str]:
+    """Run ``names`` in order; returns the report lines of each as soon as it is done.
+
+    ``kafka``: how to connect to ``bootstrap`` (a private stack is always plaintext)."""
     results: list[ScenarioResult] = []
     private: PrivateStack | None = None
     if bootstrap is None and any(name != "broker-restart" for name in names):
         private = PrivateStack(workdir / "shared-stack")
         await asyncio.to_thread(private.up)
         bootstrap = private.bootstrap
+        kafka = None
     try:
         for name in names:
             click.echo(f"running {name} ...", err=True)
@@ -50,7 +56,8 @@ async def run_scenarios(names: list[str], bootstrap: str | None, workdir: Path) 
                 continue
             assert bootstrap is not None
             deployment = Deployment(bootstrap, workdir / name,
-                                    prefix=f"chaos-{name}-{uuid.uuid4().hex[:8]}")
+                                    prefix=f"chaos-{name}-{uuid.uuid4().hex[:8]}",
+                                    kafka=kafka or KafkaSettings())
             await deployment.create_topics()
             # each scenario its own mail server, so its Maildir holds only its reminders
             mail = PrivateStack(workdir / name / "mail-stack", kafka=False, smtp=True)
@@ -70,6 +77,16 @@ async def run_scenarios(names: list[str], bootstrap: str | None, workdir: Path) 
             await asyncio.to_thread(private.down)
     return [render(results), "", "ALL OK: nothing lost, no duplicate email" if all(
         result.ok for result in results) else "FAILED"]
+
+
+def _answers(bootstrap: str, kafka: KafkaSettings) -> bool:
+    """Does a broker answer with these settings? One that refuses them stops the command."""
+    if kafka.security_protocol == "PLAINTEXT":
+        return broker_reachable(bootstrap)
+    try:
+        return asyncio.run(check_cluster(bootstrap, kafka, [])) is not None
+    except KafkaAccessError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.command("chaos")
@@ -94,16 +111,17 @@ def chaos(scenarios: tuple[str, ...], broker: str | None, workdir: Path | None) 
         settings = load_settings()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
-    bootstrap: str | None = parse_bootstrap(broker or settings.broker)
-    assert bootstrap is not None
-    if not broker_reachable(bootstrap):
+    address = parse_bootstrap(broker or settings.broker)
+    bootstrap: str | None = address  # None: a private stack is started
+    if not _answers(address, settings.kafka):
         if broker:
             raise click.ClickException(f"no Kafka broker answers at {broker}")
         click.echo(f"no broker at {bootstrap}: starting a private stack", err=True)
         bootstrap = None
     workdir = workdir or Path(tempfile.mkdtemp(prefix="cartwatch-chaos-"))
     click.echo(f"cartwatch chaos: workers' logs in {workdir}", err=True)
-    lines = asyncio.run(run_scenarios(list(scenarios or SCENARIOS), bootstrap, workdir))
+    lines = asyncio.run(run_scenarios(list(scenarios or SCENARIOS), bootstrap, workdir,
+                                      settings.kafka))
     click.echo("\n".join(lines))
     if lines[-1] != "ALL OK: nothing lost, no duplicate email":
         raise SystemExit(1)

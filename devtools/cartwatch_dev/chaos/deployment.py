@@ -24,6 +24,7 @@ from aiokafka.structs import RecordMetadata
 
 from cartwatch_dev.chaos.workers import WorkerProcess
 from cartwatch_dev.loadgen.ledger import ReminderRule
+from config.kafka import KafkaSettings, client_options
 from config.settings import TopicNames
 from streams.compat import refresh_metadata
 
@@ -72,13 +73,14 @@ class OutputLog:
     bootstrap: str
     topics: Mapping[str, str]
     """Kafka topic name -> logical name."""
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
     records: list[Output] = field(default_factory=list)
 
     async def reread(self, timeout: float = 60.0) -> None:
         """Replace the records by a fresh read of every output up to its end offset."""
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES, **client_options(self.kafka),
         )
         await consumer.start()
         try:
@@ -136,6 +138,8 @@ class Deployment:
     mail: MailSink | None = None
     """With a mail server, the workers run the notifier and send reminders there."""
     workers: list[WorkerProcess] = field(default_factory=list)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    """How this process and the workers connect to ``bootstrap`` (TLS, SASL)."""
 
     @property
     def app_id(self) -> str:
@@ -147,7 +151,8 @@ class Deployment:
     async def create_topics(self, timeout: float = 30.0) -> None:
         """Create inputs and outputs up front: a worker must find its inputs when it subscribes,
         and an output log subscribing first must not auto-create outputs with one partition."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap,
+                                    **client_options(self.kafka))
         await admin.start()
         try:
             big = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
@@ -178,6 +183,7 @@ class Deployment:
             CARTWATCH_DATA_DIR=str(self.workdir / name / "data"),
             CARTWATCH_WEB_PORT=str(free_port()),
             CARTWATCH_TIMER_RESOLUTION="0.1",
+            **self.kafka.environment(),
         )
         if self.mail is not None:
             env.update(self._notifier_settings(self.mail))
@@ -213,13 +219,15 @@ class Deployment:
             worker.kill()
 
     def output_log(self) -> OutputLog:
-        return OutputLog(self.bootstrap, {self.topic(name): name for name in OUTPUTS})
+        return OutputLog(self.bootstrap, {self.topic(name): name for name in OUTPUTS},
+                         self.kafka)
 
     def producer(self) -> AIOKafkaProducer:
         """A producer that may send the large hostile messages the input topics accept."""
         return AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
             max_request_size=MAX_MESSAGE_BYTES, request_timeout_ms=60_000,
+            **client_options(self.kafka),
         )
 
     async def send(self, messages: Iterable[tuple[str, bytes | None, bytes | None]]) -> None:

@@ -105,6 +105,7 @@ def loadgen(
 
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a live run ends
             asyncio.run(produce_live(bootstrap, live_messages, topics, until=until,
+                                     kafka=settings.kafka,
                                      on_sent=counted))
         click.echo(f"{count:,} messages sent", err=True)
         return
@@ -114,5 +115,6 @@ def loadgen(
         expect_path.write_text(json.dumps(traffic.expected().as_json()))
     click.echo(f"{len(messages):,} messages for {carts:,} carts -> {bootstrap}", err=True)
     progress = Progress(len(messages))
-    asyncio.run(produce(bootstrap, messages, topics, rate=rate, on_sent=progress.advance))
+    asyncio.run(produce(bootstrap, messages, topics, rate=rate, on_sent=progress.advance,
+                        kafka=settings.kafka))
     progress.close()

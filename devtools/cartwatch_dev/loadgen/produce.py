@@ -11,6 +11,7 @@ from typing import TextIO
 from aiokafka import AIOKafkaProducer
 
 from cartwatch_dev.loadgen.model import Message, Topic
+from config.kafka import KafkaSettings, client_options
 
 WINDOW = 5_000
 """Sends in flight before waiting for the broker: bounds memory, keeps the pipe full."""
@@ -57,13 +58,16 @@ async def produce(
     *,
     rate: float | None = None,
     on_sent: Callable[[int], None] | None = None,
+    kafka: KafkaSettings | None = None,
 ) -> int:
     """Publish ``messages`` in order (per cart: keyed), ``rate`` per second or unpaced.
 
-    Returns the number sent once the broker has acknowledged every one.
+    Returns the number sent once the broker has acknowledged every one. ``kafka``: how to
+    connect (TLS, SASL); plaintext when None.
     """
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024,
+        **client_options(kafka or KafkaSettings()),
     )
     await producer.start()
     sent = 0
@@ -100,15 +104,17 @@ async def produce_live(
     until: float | None = None,
     on_sent: Callable[[int], None] | None = None,
     clock: Callable[[], float] = time.time,
+    kafka: KafkaSettings | None = None,
 ) -> int:
     """Publish each message when the wall clock reaches its ``sent_at``, as a shop would.
 
     ``messages`` may be endless (``shoppers.continuous``): sending stops at the first message
     due after ``until`` (epoch seconds), or on cancellation. Waiting for each message's own
     time, not a rate, keeps the gaps that decide which carts are abandoned. Returns how many
-    were sent, each acknowledged by the broker.
+    were sent, each acknowledged by the broker. ``kafka``: how to connect (as ``produce``).
     """
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                **client_options(kafka or KafkaSettings()))
     await producer.start()
     sent = 0
     pending: list[asyncio.Future[object]] = []

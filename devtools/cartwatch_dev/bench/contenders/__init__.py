@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from config.kafka import KafkaSettings, kafka_from_environment
+
 
 @dataclass(frozen=True)
 class ContenderConfig:
@@ -27,6 +29,8 @@ class ContenderConfig:
     workdir: Path
     output_topic: str = ""
     partitions: int = 4
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    """How to connect, passed on as ``CARTWATCH_KAFKA_*`` (the worker's own variables)."""
 
     @classmethod
     def from_env(cls) -> ContenderConfig:
@@ -40,6 +44,7 @@ class ContenderConfig:
             workdir=Path(env["BENCH_WORKDIR"]),
             output_topic=env.get("BENCH_OUTPUT_TOPIC", ""),
             partitions=int(env.get("BENCH_PARTITIONS", "4")),
+            kafka=KafkaSettings.model_validate(kafka_from_environment(env)),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -52,6 +57,7 @@ class ContenderConfig:
             "BENCH_WORKDIR": str(self.workdir),
             "BENCH_OUTPUT_TOPIC": self.output_topic,
             "BENCH_PARTITIONS": str(self.partitions),
+            **self.kafka.environment(),
         }
 
 

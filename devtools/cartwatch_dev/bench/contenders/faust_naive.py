@@ -11,11 +11,13 @@ import sys
 import faust
 
 from cartwatch_dev.bench.contenders import ContenderConfig, Tally, fold
+from config.kafka import broker_credentials
 
 config = ContenderConfig.from_env()
 app = faust.App(
     config.group,
     broker=f"kafka://{config.bootstrap}",
+    broker_credentials=broker_credentials(config.kafka),
     store="rocksdb://",
     datadir=str(config.workdir / "faust-data"),
     topic_partitions=config.partitions,

@@ -6,14 +6,16 @@ import json
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from cartwatch_dev.bench.contenders import ContenderConfig, Tally
+from config.kafka import client_options
 
 
 async def main(config: ContenderConfig) -> None:
     consumer = AIOKafkaConsumer(
         *config.topics, bootstrap_servers=config.bootstrap, group_id=config.group,
-        auto_offset_reset="earliest", max_poll_records=2000,
+        auto_offset_reset="earliest", max_poll_records=2000, **client_options(config.kafka),
     )
-    producer = AIOKafkaProducer(bootstrap_servers=config.bootstrap, linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=config.bootstrap, linger_ms=5,
+                                **client_options(config.kafka))
     await consumer.start()
     await producer.start()
     tally = Tally(config.expect, config.result)

@@ -1,0 +1,117 @@
+"""Stop a running worker on a Kafka error that retrying cannot fix.
+
+After start-up (see ``streams.kafka_check``), a revoked ACL, a changed password or a rotated
+broker certificate surface only as log records: aiokafka logs "Unable connect to node 1:
+SaslAuthenticationFailed..." and retries forever, and Faust restarts a crashed agent forever.
+``FatalKafkaErrors`` is a logging handler that recognises those records, remembers one line
+naming the broker or the resource and the cause, and stops the worker (SIGTERM: the normal,
+graceful stop). ``cartwatch worker`` then exits non-zero with that line; if the graceful stop
+hangs, a watchdog ends the process after ``GRACE`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    TopicAuthorizationFailedError,
+)
+
+from config.settings import Settings
+from streams.kafka_access import OPERATIONS, grants
+from streams.kafka_check import explain
+
+GRACE = 15.0
+"""Seconds the graceful stop may take before the process is ended regardless."""
+EXIT_CODE = 3
+
+AUTHORIZATION = (TopicAuthorizationFailedError, GroupAuthorizationFailedError,
+                 ClusterAuthorizationFailedError)
+
+
+def _exceptions(record: logging.LogRecord) -> Iterator[tuple[str, BaseException]]:
+    """The exceptions a record carries, each with the broker it names if any."""
+    args = record.args if isinstance(record.args, tuple) else ()
+    broker = "the cluster"
+    if len(args) >= 2 and not isinstance(args[0], BaseException):
+        broker = (f"{args[0]}:{args[1]}" if isinstance(args[1], int | str) and
+                  str(args[1]).isdigit() else f"node {args[0]}")
+    if record.exc_info and record.exc_info[1] is not None:
+        yield broker, record.exc_info[1]
+    for arg in args:
+        if isinstance(arg, BaseException):
+            yield broker, arg
+
+
+def classify(record: logging.LogRecord, settings: Settings) -> str | None:
+    """One line if ``record`` reports a failure retrying cannot fix, else None."""
+    for broker, exc in _exceptions(record):
+        line = explain(broker, settings.kafka, exc, at_start=False)
+        if line is not None:
+            return line
+        chain: BaseException | None = exc
+        while chain is not None:
+            if isinstance(chain, AUTHORIZATION):
+                return f"Kafka refused an operation: {chain}{_needed(chain, settings)}"
+            chain = chain.__cause__ or chain.__context__
+    return None
+
+
+def _needed(exc: BaseException, settings: Settings) -> str:
+    """What cartwatch needs on the resources the broker's error names (it names the topic or
+    group, not the refused operation)."""
+    text = str(exc)
+    needs: dict[str, list[str]] = {}
+    for grant in grants(settings):
+        if grant.name in text:
+            operations = needs.setdefault(f"{grant.resource} {grant.name}", [])
+            operations += [op for op in grant.operations if op not in operations]
+            operations.sort(key=OPERATIONS.index)
+    named = "; ".join(f"{', '.join(ops)} on {resource}" for resource, ops in needs.items())
+    return (f" (cartwatch needs {named}: see `cartwatch acls`)" if named
+            else " (see `cartwatch acls` for the ACLs cartwatch needs)")
+
+
+class FatalKafkaErrors(logging.Handler):
+    """Recognises fatal Kafka errors in the log and stops the process once."""
+
+    def __init__(self, settings: Settings, stop: Callable[[str], None]) -> None:
+        super().__init__(logging.ERROR)
+        self.settings = settings
+        self.stop = stop
+        self.reason: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.reason is not None or record.name == __name__:
+            return
+        line = classify(record, self.settings)
+        if line is not None:
+            self.reason = line
+            self.stop(line)
+
+
+def _stop_gracefully(line: str) -> None:
+    logging.getLogger(__name__).critical("stopping: %s", line)
+
+    def watchdog() -> None:
+        sys.stderr.write(f"cartwatch: {line}\n")
+        sys.stderr.flush()
+        os._exit(EXIT_CODE)
+
+    timer = threading.Timer(GRACE, watchdog)
+    timer.daemon = True
+    timer.start()
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def watcher(settings: Settings) -> FatalKafkaErrors:
+    """The handler for the worker's log handlers (Faust's ``loghandlers``, which the worker
+    installs on the root logger after it has set up logging, which drops earlier ones)."""
+    return FatalKafkaErrors(settings, _stop_gracefully)
