@@ -23,7 +23,7 @@ run: $(INSTALLED)
 	@mkdir -p $(dir $(CARTWATCH_LINK_SECRET_FILE))
 	@test -s $(CARTWATCH_LINK_SECRET_FILE) || (umask 077 && $(BIN)/python -c \
 		"import secrets; print(secrets.token_hex(32))" > $(CARTWATCH_LINK_SECRET_FILE))
-	$(BIN)/cartwatch stack up
+	$(BIN)/cartwatch stack up --reuse
 	$(BIN)/cartwatch worker --loglevel info
 
 # Short times and live shoppers: see README "See it work in five minutes".

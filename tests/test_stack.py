@@ -136,6 +136,13 @@ def test_second_up_reports_the_running_stack(stack_dir: Path) -> None:
     assert "Traceback" not in again.output
     assert running(stack_dir) == services and all(s.alive() for s in services)
 
+    reused = cli("up", "--reuse")  # what `make run` does: the running stack is used
+
+    assert reused.exit_code == 0, reused.output
+    assert f"already running in {stack_dir}: using it" in reused.stdout
+    assert "CARTWATCH_BROKER=" in reused.stdout
+    assert running(stack_dir) == services
+
 
 @pytest.mark.parametrize(
     ("setting", "extra"),

@@ -9,6 +9,7 @@ Endpoints under ``/cartwatch/api/`` expose shop and customer data and need
 ``/metrics`` and the dashboard's static files do not (the dashboard asks for the token).
 """
 
+import asyncio
 import hmac
 import html
 import logging
@@ -412,6 +413,30 @@ async def readiness_checks() -> dict[str, bool]:
         "broker_reachable": feed is not None and await feed.broker_reachable(),
         "read_model_loaded": feed is not None and feed.loaded.is_set(),
     }
+
+
+READY_POLL_SECONDS = 0.5
+
+
+def service_urls(bind: str, port: int) -> dict[str, str]:
+    """Where a person finds this worker's pages (a wildcard bind is reached on localhost)."""
+    host = "127.0.0.1" if bind in ("", "0.0.0.0", "::") else bind
+    base = f"http://{host}:{port}"
+    return {"dashboard": f"{base}/cartwatch/dashboard/", "api": f"{base}/cartwatch/api/carts/",
+            "metrics": f"{base}/metrics", "readiness": f"{base}/readyz"}
+
+
+def ready_announcement(urls: dict[str, str]) -> str:
+    return "cartwatch is ready: " + " · ".join(f"{name} {url}" for name, url in urls.items())
+
+
+@app.task
+async def announce_when_ready() -> None:
+    """Say once, in the log, where the dashboard and metrics are, when /readyz first says 200:
+    the line a person running ``make run`` waits for."""
+    while not all((await readiness_checks()).values()):
+        await asyncio.sleep(READY_POLL_SECONDS)
+    log.info(ready_announcement(service_urls(settings.web_bind, settings.web_port)))
 
 
 @page(app, "/cartwatch/dashboard/")

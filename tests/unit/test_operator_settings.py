@@ -30,3 +30,14 @@ def test_token_from_file(tmp_path: Path) -> None:
 def test_bad_operator_settings_stop_the_worker(environ: dict[str, str]) -> None:
     with pytest.raises(SettingsError, match="operator"):
         load_settings(environ)
+
+
+def test_the_ready_line_names_where_a_person_finds_the_pages() -> None:
+    from streams.operator.web import ready_announcement, service_urls
+
+    urls = service_urls("0.0.0.0", 6066)
+    assert urls["dashboard"] == "http://127.0.0.1:6066/cartwatch/dashboard/"
+    assert urls["metrics"] == "http://127.0.0.1:6066/metrics"
+    assert service_urls("10.1.2.3", 80)["readiness"] == "http://10.1.2.3:80/readyz"
+    line = ready_announcement(urls)
+    assert line.startswith("cartwatch is ready: dashboard http://127.0.0.1:6066/")

@@ -60,8 +60,14 @@ def stack() -> None:
     help="Enforce ACLs (StandardAuthorizer, deny without an ACL); implies --secure "
     "[env CARTWATCH_STACK_AUTHORIZER=on, which needs CARTWATCH_STACK_SECURITY=on].",
 )
+@click.option(
+    "--reuse",
+    is_flag=True,
+    help="If a stack is already running in the stack directory, use it instead of failing "
+    "(`make run` and `make demo` do).",
+)
 @_friendly_errors
-def up_command(secure: bool, authorizer: bool) -> None:
+def up_command(secure: bool, authorizer: bool, reuse: bool) -> None:
     """Start the stack and print how to point cartwatch at it."""
     settings = StackSettings.from_env()
     if secure or authorizer:
@@ -70,7 +76,12 @@ def up_command(secure: bool, authorizer: bool) -> None:
             security=settings.security or secure or authorizer,  # ACLs need authentication
             authorizer=settings.authorizer or authorizer,
         )
-    state = up(settings)
+    running = status(settings.stack_dir) if reuse else None
+    if running is not None and running.services and all(s.alive() for s in running.services):
+        click.echo(f"a stack is already running in {settings.stack_dir}: using it")
+        state = running
+    else:
+        state = up(settings)
     _describe(state)
     click.echo("\nTo use it from this shell:")
     if state.bootstrap:
