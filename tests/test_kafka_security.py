@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -24,6 +25,7 @@ import pytest
 from acl_helpers import add_acls
 from cartwatch_dev.stack import StackState, down, up
 from cartwatch_dev.stack.kafka import KafkaAccess
+from cartwatch_dev.stack.security import issue_client_certificate
 from cartwatch_dev.stack.settings import StackSettings
 from kafka_helpers import create_topics, isolated_stack_env
 from pipeline_harness import PARTITIONS, Pipeline, Shop, Worker, ids
@@ -187,6 +189,21 @@ async def test_mtls_without_a_client_certificate(stack: KafkaAccess,
                                           "ssl_cafile": stack.ca_file})
     worker = start_worker(secure_pipeline, address(stack, "SSL"), kafka)
     refused(worker, "the broker requires a client certificate")
+
+
+async def test_an_expired_client_certificate(stack: KafkaAccess, secure_pipeline: Pipeline,
+                                             tmp_path: Path) -> None:
+    """The stack's own CA, the worker's own name, but valid only until a year ago."""
+    ca = Path(stack.ca_file)
+    cert, key = issue_client_certificate(ca, ca.with_name("ca-key.pem"), tmp_path, "cartwatch",
+                                         now=datetime.now(UTC) - timedelta(days=365))
+    kafka = KafkaSettings.model_validate({
+        "security_protocol": "SSL", "ssl_cafile": str(ca),
+        "ssl_certfile": str(cert), "ssl_keyfile": str(key),
+    })
+    worker = start_worker(secure_pipeline, address(stack, "SSL"), kafka)
+    line = refused(worker, "the broker does not accept the client certificate")
+    assert address(stack, "SSL") in line
 
 
 async def test_group_acl_missing(stack: KafkaAccess, secure_pipeline: Pipeline) -> None:

@@ -99,6 +99,25 @@ def make_pki(directory: Path, broker_name: str, client_name: str) -> Pki:
     return pki
 
 
+def issue_client_certificate(
+    ca_file: Path, ca_key_file: Path, directory: Path, common_name: str,
+    now: dt.datetime | None = None,
+) -> tuple[Path, Path]:
+    """A client certificate and key for ``common_name``, signed by the stack's CA: another
+    principal for the broker, or, issued at a ``now`` more than ``VALID_FOR`` ago, an expired
+    one. Returns the certificate's and the key's paths in ``directory``."""
+    ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca_key_file.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key, cert = _leaf(common_name, [ExtendedKeyUsageOID.CLIENT_AUTH], [], ca.subject, ca_key,
+                      now or dt.datetime.now(dt.UTC))
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / f"{common_name}.pem", directory / f"{common_name}-key.pem"
+    write_file(cert_path, _pem_cert(cert))
+    write_file(key_path, _pem_key(key), private=True)
+    return cert_path, key_path
+
+
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
