@@ -6,12 +6,17 @@ The log reads ``notifications n`` joined to ``abandonments a``: entries written 
 version have no store or cart of their own, and the abandonment supplies them.
 """
 
+from __future__ import annotations
+
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streams.operator import query as q
 from streams.operator.export import cell, rfc3339
+
+if TYPE_CHECKING:
+    from streams.operator.export import Record
 
 LOG_STATUSES = ("sent", "skipped", "deferred", "failed")
 CHANNELS = ("email", "webhook")
@@ -32,6 +37,10 @@ LOG_COLUMNS: tuple[tuple[str, str], ...] = (
     ("deferred_until", "when a deferred step is due again"),
 )
 """Columns of the log's CSV export and of each entry of ``/cartwatch/api/log/``."""
+
+NO_REMINDERS: dict[str, Any] = {"counts": {}, "last_status": None, "last_reason": None,
+                                "last_at": None}
+"""The reminders summary of an abandonment without any attempt."""
 
 _SELECT = (
     "SELECT n.at AS at, coalesce(n.store_id, a.store_id) AS store_id, "
@@ -131,12 +140,12 @@ def log_keyset_sql(query: LogQuery, after: tuple[float, int] | None, size: int
     return f"{_SELECT} WHERE {where} {_ORDER} LIMIT ?", [*params, size]
 
 
-def log_entry(row: Mapping[str, Any]) -> dict[str, Any]:
+def log_entry(row: Record) -> dict[str, Any]:
     """One attempt as the API shows it: the CSV's columns, times as epoch seconds."""
     return {name: row[name] for name, _ in LOG_COLUMNS}
 
 
-def log_csv_row(row: Mapping[str, Any]) -> list[str]:
+def log_csv_row(row: Record) -> list[str]:
     out = []
     for name, _ in LOG_COLUMNS:
         value = row[name]
@@ -145,7 +154,7 @@ def log_csv_row(row: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def reminder_summary(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+def reminder_summary(rows: Iterable[Record]) -> dict[str, dict[str, Any]]:
     """Per abandonment: attempts per status and the latest attempt's status and reason.
 
     ``rows`` are ``(abandonment_id, status, reason, at)`` in any order; the cart list shows
