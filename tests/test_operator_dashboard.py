@@ -174,6 +174,7 @@ async def test_dashboard_lists_searches_and_charts(
         await cdp.js("document.querySelector('#filters').requestSubmit(); true")
         await cdp.wait_for("document.body.dataset.carts === 'ready'")
     rows = {row[0]: row for row in await cdp.js(reminders)}
+    assert await cdp.js("document.querySelector('#token-form').hidden")  # the token works
     assert rows["cart-35:1"][1] and "✉" in await cdp.js(
         "document.querySelector('tr.cart[data-id=\"cart-35:1\"]').textContent")
     assert not rows["cart-36:1"][1] and "(no_consent)" in rows["cart-36:1"][2]
@@ -196,6 +197,9 @@ async def test_dashboard_lists_searches_and_charts(
         f"(() => {{ const a = {details}.querySelector('.remind-answer');"
         " return /ok|error/.test(a.className) ? a.textContent : ''; })()")
     assert answer.startswith("202: requested"), answer
+    await cdp.js("document.querySelector('#filters').requestSubmit(); true")
+    await cdp.wait_for("document.body.dataset.carts === 'ready'")
+    assert await cdp.js(f"{details}.querySelector('.remind-answer').textContent") == answer
 
     await cdp.js("document.querySelector('[name=product]').value = 'lamp';"
                  "document.querySelector('#filters').requestSubmit(); true")
@@ -298,7 +302,10 @@ async def save_screenshots(cdp: Cdp, tmp_path: Path, name: str) -> None:
         png = base64.b64decode(shot["data"])
         assert png.startswith(b"\x89PNG") and len(png) > 10_000
         (tmp_path / f"{name}-{width}.png").write_bytes(png)
+        top = base64.b64decode((await cdp.send("Page.captureScreenshot", format="png"))["data"])
+        (tmp_path / f"{name}-{width}-top.png").write_bytes(top)  # the first screen, full size
         if target := os.environ.get("CARTWATCH_SCREENSHOTS"):
             Path(target).mkdir(parents=True, exist_ok=True)
-            (Path(target) / f"{name}-{width}.png").write_bytes(png)
+            for suffix in ("", "-top"):
+                shutil.copy(tmp_path / f"{name}-{width}{suffix}.png", target)
     await cdp.send("Emulation.clearDeviceMetricsOverride")

@@ -10,6 +10,7 @@ const state = {
   view: "carts", offset: 0, total: 0, query: new URLSearchParams(),
   logOffset: 0, logTotal: 0, logQuery: new URLSearchParams(),
   open: new Set(), // abandonment ids whose rows are expanded; kept across refreshes
+  answers: new Map(), // abandonment id -> [text, class] of its last "Remind now" answer
   refreshes: 0,
 };
 const $ = (selector) => document.querySelector(selector);
@@ -18,10 +19,12 @@ function token() { return sessionStorage.getItem("cartwatch-token") || ""; }
 
 async function api(path, params, method = "GET") {
   const url = `${API}${path}${params && String(params) ? "?" + params : ""}`;
-  const headers = token() ? { Authorization: `Bearer ${token()}` } : {};
+  const sent = token();
+  const headers = sent ? { Authorization: `Bearer ${sent}` } : {};
   const response = await fetch(url, { headers, method });
   if (response.status === 401) {
-    $("#token-form").hidden = false;
+    // a refusal of a request sent before the token was entered must not ask again
+    if (sent === token()) $("#token-form").hidden = false;
     throw new Error("The API needs a token: enter it at the top right.");
   }
   if (!response.ok) {
@@ -227,7 +230,8 @@ function detailsRow(cart) {
   const remind = text("button", "Remind now", "remind");
   remind.type = "button";
   remind.disabled = cart.status !== "abandoned";
-  const answer = text("span", "", "remind-answer");
+  const [said, how] = state.answers.get(cart.abandonment_id) || ["", ""];
+  const answer = text("span", said, `remind-answer ${how}`.trim());
   remind.addEventListener("click", (event) => { event.stopPropagation(); remindNow(cart, answer); });
   actions.append(remind, answer);
   cell.append(text("h3", "Reminders"), attempts, actions);
@@ -269,6 +273,7 @@ async function remindNow(cart, answer) {
     answer.textContent = error.message;
     answer.classList.add("error");
   }
+  state.answers.set(cart.abandonment_id, [answer.textContent, answer.classList[1]]);
 }
 
 async function download(path, params, filename) {
