@@ -312,7 +312,7 @@ class ReadModel:
         """Row counts per table, for the metrics."""
         return {
             table: self.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            for table in ("abandonments", "lines", "notifications", "carts")
+            for table in ("abandonments", "lines", "notifications", "operator_notices", "carts")
         }
 
     def notification_counts(self) -> dict[str, int]:
