@@ -2,6 +2,7 @@
 their outcome read back from the notification log by the operator's read model."""
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -10,6 +11,8 @@ import aiohttp
 import pytest
 from conftest import SmtpServer
 from pipeline_harness import Pipeline, Shop, Worker
+
+from streams.operator import openapi
 
 pytestmark = pytest.mark.integration
 
@@ -66,6 +69,23 @@ async def test_manual_reminder_is_sent_logged_and_counted(
         assert await until(lambda: outcome("r-2"), 60, "r-2 screened") == {"skipped"}
         mails = [m for m in smtp_server.wait_for_messages(1) if consenting in m["X-RcptTo"]]
         assert len(mails) == 1
+
+        # The execution log keeps why r-2 was skipped; its filters are checked like the carts'.
+        log = await api("/cartwatch/api/log/", cart="r-2")
+        assert [(e["store_id"], e["status"], e["reason"]) for e in log["attempts"]] == [
+            ("s1", "skipped", "no_consent")]
+        async with http.get(worker.web_url + "/cartwatch/api/log/", headers=AUTH,
+                            params={"status": "lost"}) as response:
+            assert response.status == 400 and "status" in (await response.json())["error"]
+        async with http.get(worker.web_url + "/cartwatch/api/log.csv") as response:
+            assert response.status == 401  # shop data needs the token
+        async with http.get(worker.web_url + "/cartwatch/api/log.csv", headers=AUTH,
+                            params={"status": "sent"}) as response:
+            csv_lines = (await response.text()).splitlines()
+        assert len(csv_lines) == 2 and ",r-1,r-1:1,1,email,sent," in csv_lines[1]
+        async with http.get(worker.web_url + "/cartwatch/api/openapi.json") as response:
+            assert response.status == 200  # no token: the document holds no data
+            assert await response.json() == json.loads(openapi.DOCUMENT.read_text())
 
         await pipeline.send([shop.purchase("r-1", total="10.00")])
 
