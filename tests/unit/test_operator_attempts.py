@@ -11,8 +11,9 @@ from schemas.common import utc_from_epoch
 from schemas.notifications import NotificationLogEntry, OperatorNotification
 from streams.operator import attempts as log
 from streams.operator import query as q
+from streams.operator.feed import DECODERS, feed_topics
 from streams.operator.store import ReadModel
-from tests.unit.factories import HOUR, T0
+from tests.unit.factories import HOUR, T0, make_settings
 from tests.unit.test_operator_readmodel import abandoned
 
 
@@ -121,3 +122,12 @@ def test_a_database_of_the_previous_version_gains_the_log_columns(tmp_path: Path
     model.write_batch([abandoned("c1"), entry("c1", "skipped", T0 + 1, reason="stale")], {})
     assert listed(model) == [("c1", "skipped", "stale"), ("c1", "sent", None)]
     model.close()
+
+
+def test_the_feed_reads_the_operator_notifications_topic() -> None:
+    settings = make_settings()
+    topics = feed_topics(settings)
+    assert topics[settings.topic("operator_notifications")] == "operator_notifications"
+    note = OperatorNotification(store_id="s1", event="failed", abandonment_id="c1:1", step=1,
+                                channel="email", detail="timeout", at=utc_from_epoch(T0))
+    assert DECODERS["operator_notifications"](note.model_dump_json().encode()) == note
