@@ -408,12 +408,13 @@ function barChart(svg, rows, series) {
   const inner = width - 2 * padX;
   const group = Math.min(160, inner / Math.max(rows.length, 1));
   const left = padX + (inner - group * rows.length) / 2;
-  const bar = Math.max(2, (group - 10) / series.length);
+  const bar = Math.min(56, Math.max(2, (group - 10) / series.length));
+  const span = bar * series.length;  // the group's bars, centred in its slot
   const plot = height - top - bottom;
   svg.append(svgNode("line", { x1: padX, x2: width - padX, y1: height - bottom, y2: height - bottom,
                                stroke: "#d5d9e3" }));
   rows.forEach((row, index) => {
-    const x0 = left + index * group + 5;
+    const x0 = left + index * group + (group - span) / 2;
     series.forEach(([key, color], position) => {
       const h = plot * row[key] / max;
       const x = x0 + position * bar;
@@ -428,14 +429,14 @@ function barChart(svg, rows, series) {
       }
     });
     const label = rows.length > 8 ? row.period.slice(5) : row.period;
-    svg.append(svgNode("text", { x: x0 + (group - 10) / 2, y: height - 6, "text-anchor": "middle" }, label));
+    svg.append(svgNode("text", { x: x0 + span / 2, y: height - 6, "text-anchor": "middle" }, label));
   });
   if (!rows.length) svg.append(svgNode("text", { x: width / 2, y: height / 2, "text-anchor": "middle" }, "no data"));
   let x = padX;
   for (const [key, color] of series) {  // legend in one line at the top
     svg.append(svgNode("rect", { x, y: 8, width: 10, height: 10, fill: color }));
     svg.append(svgNode("text", { x: x + 14, y: 17 }, key));
-    x += 24 + key.length * 6;
+    x += 30 + key.length * 7;
   }
 }
 
