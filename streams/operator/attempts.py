@@ -70,7 +70,7 @@ class LogQuery:
 
 
 def _choices(values: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
-    chosen = q._list(values, name)
+    chosen = q.comma_list(values, name)
     unknown = [value for value in chosen if value not in allowed]
     if unknown:
         raise q.QueryError(f"{name}: unknown {unknown}; use {list(allowed)}")
@@ -80,15 +80,16 @@ def _choices(values: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> 
 def parse_log_query(values: Mapping[str, str], max_page_size: int) -> LogQuery:
     """``store=a,b&status=skipped,failed&channel=email&reason=no_consent&cart=c-1&since=...``"""
     return LogQuery(
-        stores=q._list(values, "store"),
+        stores=q.comma_list(values, "store"),
         statuses=_choices(values, "status", LOG_STATUSES),
         channels=_choices(values, "channel", CHANNELS),
-        reasons=q._list(values, "reason"),
+        reasons=q.comma_list(values, "reason"),
         cart=values.get("cart", "").strip() or None,
         since=q.parse_time("since", values["since"]) if values.get("since") else None,
         until=q.parse_time("until", values["until"]) if values.get("until") else None,
-        limit=q._count("limit", values.get("limit", str(q.DEFAULT_PAGE_SIZE)), 1, max_page_size),
-        offset=q._count("offset", values.get("offset", "0"), 0, 10**9),
+        limit=q.whole_number("limit", values.get("limit", str(q.DEFAULT_PAGE_SIZE)), 1,
+                             max_page_size),
+        offset=q.whole_number("offset", values.get("offset", "0"), 0, 10**9),
     )
 
 

@@ -399,7 +399,7 @@ class OperatorNotificationsView(View):
 
     @api
     async def get(self, request: Request) -> Response:
-        stores = q._list(request.query, "store")
+        stores = q.comma_list(request.query, "store")
         notices = await shared_model().run(operator_notices, stores)
         return self.json({"notifications": notices})
 
