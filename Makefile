@@ -1,7 +1,7 @@
 # Two commands for a fresh machine (Python 3.11+, Java 17, Maven, Debian's apt):
 #   make demo   set up everything, start the local stack, watch carts abandoned and reminded
 #   make run    set up everything, start the local Kafka + SMTP stack, run the worker
-#   make test   set up everything, lint (ruff, mypy), run the whole test suite (starts its own stack)
+#   make test   set up everything, lint (ruff, mypy, OpenAPI document up to date), run the whole test suite (starts its own stack)
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
@@ -39,6 +39,7 @@ test: lint
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/python -m streams.operator.openapi --check
 
 stack-down: $(INSTALLED)
 	$(BIN)/cartwatch stack down

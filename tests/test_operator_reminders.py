@@ -2,6 +2,7 @@
 their outcome read back from the notification log by the operator's read model."""
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -10,6 +11,8 @@ import aiohttp
 import pytest
 from conftest import SmtpServer
 from pipeline_harness import Pipeline, Shop, Worker
+
+from streams.operator import openapi
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +70,25 @@ async def test_manual_reminder_is_sent_logged_and_counted(
         mails = [m for m in smtp_server.wait_for_messages(1) if consenting in m["X-RcptTo"]]
         assert len(mails) == 1
 
+        # The execution log keeps why r-2 was skipped; its filters are checked like the carts'.
+        log = await api("/cartwatch/api/log/", cart="r-2")
+        assert [(e["store_id"], e["status"], e["reason"]) for e in log["attempts"]] == [
+            ("s1", "skipped", "no_consent")]
+        async with http.get(worker.web_url + "/cartwatch/api/log/", headers=AUTH,
+                            params={"status": "lost"}) as response:
+            assert response.status == 400 and "status" in (await response.json())["error"]
+        async with http.get(worker.web_url + "/cartwatch/api/log.csv") as response:
+            assert response.status == 401  # shop data needs the token
+        async with http.get(worker.web_url + "/cartwatch/api/log.csv", headers=AUTH,
+                            params={"status": "sent"}) as response:
+            csv_lines = (await response.text()).splitlines()
+        assert len(csv_lines) == 2 and ",r-1,r-1:1,1,email,sent," in csv_lines[1]
+        async with http.get(worker.web_url + "/cartwatch/api/openapi.json") as response:
+            assert response.status == 200  # no token: the document holds no data
+            document = await response.json()
+        assert document == json.loads(openapi.DOCUMENT.read_text())
+        await every_get_answers_as_documented(http, worker, document)
+
         await pipeline.send([shop.purchase("r-1", total="10.00")])
 
         async def recovered() -> Any:
@@ -86,3 +108,23 @@ async def metric_values(http: aiohttp.ClientSession, worker: Worker) -> dict[str
         text = await response.text()
     return {line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
             for line in text.splitlines() if line and not line.startswith("#")}
+
+
+ODD_VALUES = ("-1", "", "x'; DROP TABLE notifications; --", "\u00e9\u0000", "9" * 30, "a,b,,c")
+
+
+async def every_get_answers_as_documented(http: aiohttp.ClientSession, worker: Worker,
+                                          document: dict[str, Any]) -> None:
+    """Each documented GET, with each of its query parameters set to odd values, answers with
+    a status its operation documents (never a 500): a small fuzz driven by the document."""
+    for path, item in document["paths"].items():
+        if "get" not in item:
+            continue
+        operation = item["get"]
+        url = worker.web_url + path.replace("{cart_id}", "r-1")
+        names = [p["name"] for p in operation.get("parameters", []) if p["in"] == "query"]
+        for params in [{}] + [{name: value} for name in names for value in ODD_VALUES]:
+            async with http.get(url, headers=AUTH, params=params) as response:
+                await response.read()
+                assert str(response.status) in operation["responses"], (
+                    path, params, response.status)

@@ -20,7 +20,7 @@ from config.bootstrap import parse_bootstrap
 from config.kafka import client_options
 from config.settings import Settings
 from schemas.events import CartEvent
-from schemas.notifications import NotificationLogEntry
+from schemas.notifications import NotificationLogEntry, OperatorNotification
 from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered
 from streams.compat import cluster_metadata
 from streams.operator.store import ReadModel
@@ -49,12 +49,14 @@ DECODERS: dict[str, Callable[[bytes | None], object | None]] = {
     "recovered": _contract(CartRecovered),
     "cart_events": _contract(CartEvent),
     "notification_log": _contract(NotificationLogEntry),
+    "operator_notifications": _contract(OperatorNotification),
 }
 
 
 def feed_topics(settings: Settings) -> dict[str, str]:
     """Full topic name -> decoder name, for the topics the read model is built from."""
-    names = ("abandoned", "reactivated", "recovered", "notification_log")
+    names = ("abandoned", "reactivated", "recovered", "notification_log",
+             "operator_notifications")
     topics = {settings.topic(name): name for name in names}
     if settings.operator.track_created_carts:
         topics[settings.topic("cart_events")] = "cart_events"

@@ -59,7 +59,8 @@ def _amount(name: str, text: str) -> Decimal:
     return amount
 
 
-def _count(name: str, text: str, low: int, high: int) -> int:
+def whole_number(name: str, text: str, low: int, high: int) -> int:
+    """An integer parameter within ``[low, high]``; the error names the parameter."""
     try:
         number = int(text)
     except ValueError:
@@ -69,14 +70,15 @@ def _count(name: str, text: str, low: int, high: int) -> int:
     return number
 
 
-def _list(values: Mapping[str, str], name: str) -> tuple[str, ...]:
+def comma_list(values: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """``a, b,,c`` -> ``("a", "b", "c")``: the list parameters of every operator query."""
     text = values.get(name, "")
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def parse_query(values: Mapping[str, str], max_page_size: int) -> CartQuery:
     """Build a ``CartQuery`` from query parameters (``store=a,b&status=recovered&...``)."""
-    statuses = _list(values, "status")
+    statuses = comma_list(values, "status")
     unknown = [status for status in statuses if status not in STATUS_RANK]
     if unknown:
         raise QueryError(f"status: unknown {unknown}; use {sorted(STATUS_RANK)}")
@@ -85,7 +87,7 @@ def parse_query(values: Mapping[str, str], max_page_size: int) -> CartQuery:
     min_total = _amount("min_total", values["min_total"]) if values.get("min_total") else None
     max_total = _amount("max_total", values["max_total"]) if values.get("max_total") else None
     return CartQuery(
-        stores=_list(values, "store"),
+        stores=comma_list(values, "store"),
         statuses=statuses,
         since=since,
         until=until,
@@ -93,8 +95,8 @@ def parse_query(values: Mapping[str, str], max_page_size: int) -> CartQuery:
         customer=values.get("customer", "").strip() or None,
         min_total=min_total,
         max_total=max_total,
-        limit=_count("limit", values.get("limit", str(DEFAULT_PAGE_SIZE)), 1, max_page_size),
-        offset=_count("offset", values.get("offset", "0"), 0, 10**9),
+        limit=whole_number("limit", values.get("limit", str(DEFAULT_PAGE_SIZE)), 1, max_page_size),
+        offset=whole_number("offset", values.get("offset", "0"), 0, 10**9),
     )
 
 

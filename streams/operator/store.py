@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.events import CartEvent
-from schemas.notifications import NotificationLogEntry
+from schemas.notifications import NotificationLogEntry, OperatorNotification
 from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered
 
 STATUS_RANK = {"abandoned": 0, "reactivated": 1, "recovered": 2}
@@ -76,8 +76,24 @@ CREATE TABLE IF NOT EXISTS notifications (
     status TEXT NOT NULL,
     attempt INTEGER NOT NULL,
     at REAL NOT NULL,
+    cart_id TEXT,
+    store_id TEXT,
+    reason TEXT,
+    error TEXT,
+    deferred_until REAL,
     PRIMARY KEY (abandonment_id, step, channel, status, attempt, at)
 );
+CREATE TABLE IF NOT EXISTS operator_notices (
+    store_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    abandonment_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    channel TEXT,
+    detail TEXT,
+    at REAL NOT NULL,
+    PRIMARY KEY (store_id, abandonment_id, step, event, at)
+);
+CREATE INDEX IF NOT EXISTS notices_by_time ON operator_notices (store_id, at);
 CREATE TABLE IF NOT EXISTS carts (
     cart_id TEXT PRIMARY KEY,
     store_id TEXT NOT NULL,
@@ -91,6 +107,11 @@ CREATE TABLE IF NOT EXISTS offsets (
     PRIMARY KEY (topic, partition)
 );
 """
+
+LOG_COLUMNS = {"cart_id": "TEXT", "store_id": "TEXT", "reason": "TEXT", "error": "TEXT",
+               "deferred_until": "REAL"}
+"""Columns the notification log gained for the execution log page; databases written before
+get them added empty (their offsets are stored, so old entries are not read again)."""
 
 _NON_DIGITS = re.compile(r"\D+")
 
@@ -108,7 +129,8 @@ class Offsets:
 
 
 class ReadModel:
-    """SQLite tables of abandonments, their lines, reminder attempts and created carts.
+    """SQLite tables of abandonments, their lines, reminder attempts (with the reasons of
+    skips and failures), operator notifications and created carts.
 
     Not thread-safe by itself: ``streams.operator.feed.SharedReadModel`` serialises access.
     Writes of one consumed batch go in one transaction together with the batch's offsets, so
@@ -122,6 +144,15 @@ class ReadModel:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the log columns a database from an earlier version lacks, and their index."""
+        present = {row[1] for row in self.db.execute("PRAGMA table_info(notifications)")}
+        for name, kind in LOG_COLUMNS.items():
+            if name not in present:
+                self.db.execute(f"ALTER TABLE notifications ADD COLUMN {name} {kind}")
+        self.db.execute("CREATE INDEX IF NOT EXISTS notifications_by_time ON notifications (at)")
 
     def close(self) -> None:
         self.db.close()
@@ -158,9 +189,19 @@ class ReadModel:
                           reminder_sent=int(record.reminder_sent))
         elif isinstance(record, NotificationLogEntry):
             self.db.execute(
-                "INSERT OR IGNORE INTO notifications VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO notifications (abandonment_id, step, channel, status, "
+                "attempt, at, cart_id, store_id, reason, error, deferred_until) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (record.abandonment_id, record.step, record.channel or "", record.status,
-                 record.attempt, record.at.timestamp()),
+                 record.attempt, record.at.timestamp(), record.cart_id, record.store_id,
+                 record.reason, record.error,
+                 record.deferred_until.timestamp() if record.deferred_until else None),
+            )
+        elif isinstance(record, OperatorNotification):
+            self.db.execute(
+                "INSERT OR IGNORE INTO operator_notices VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (record.store_id, record.event, record.abandonment_id, record.step,
+                 record.channel, record.detail, record.at.timestamp()),
             )
         elif isinstance(record, CartEvent):
             self.db.execute(
@@ -271,7 +312,7 @@ class ReadModel:
         """Row counts per table, for the metrics."""
         return {
             table: self.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            for table in ("abandonments", "lines", "notifications", "carts")
+            for table in ("abandonments", "lines", "notifications", "operator_notices", "carts")
         }
 
     def notification_counts(self) -> dict[str, int]:

@@ -26,7 +26,7 @@ from faust.web import Request, Response, View, Web
 from streams import pipeline
 from streams.app import app, settings, unsubscribes_topic
 from streams.compat import page
-from streams.operator import notifications
+from streams.operator import attempts, notifications
 from streams.operator import query as q
 from streams.operator.export import (
     CART_COLUMNS,
@@ -46,6 +46,7 @@ from streams.operator.store import ReadModel, row_dict
 log = logging.getLogger(__name__)
 
 STATIC = resources.files("streams.operator") / "static"
+OPENAPI = resources.files("streams.operator") / "openapi.json"
 STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 
 
@@ -159,8 +160,12 @@ def api(handler: Handler) -> Handler:
 def list_carts(model: ReadModel, query: q.CartQuery) -> dict[str, Any]:
     rows = model.query(*q.list_sql(query))
     total = model.query(*q.count_sql(query))[0][0]
-    lines = model.lines_of([row["abandonment_id"] for row in rows])
-    carts = [{**row_dict(row), "lines": lines[row["abandonment_id"]]} for row in rows]
+    ids = [row["abandonment_id"] for row in rows]
+    lines = model.lines_of(ids)
+    summary = attempts.reminder_summary(model.query(*attempts.summary_sql(ids))) if ids else {}
+    carts = [{**row_dict(row), "lines": lines[row["abandonment_id"]],
+              "reminders": summary.get(row["abandonment_id"], attempts.NO_REMINDERS)}
+             for row in rows]
     return {"total": total, "limit": query.limit, "offset": query.offset, "carts": carts}
 
 
@@ -199,6 +204,38 @@ def export_page(
     lines = model.lines_of([row["abandonment_id"] for row in rows])
     out = [cart_row(row, line) for row in rows for line in lines[row["abandonment_id"]]]
     return out, (rows[-1]["abandoned_at"], rows[-1]["abandonment_id"])
+
+
+def parse_log(request: Request) -> attempts.LogQuery:
+    try:
+        return attempts.parse_log_query(dict(request.query), settings.operator.max_page_size)
+    except q.QueryError as exc:
+        raise HTTPProblem(400, str(exc)) from None
+
+
+def log_page(model: ReadModel, query: attempts.LogQuery) -> dict[str, Any]:
+    rows = model.query(*attempts.log_sql(query))
+    total = model.query(*attempts.log_count_sql(query))[0][0]
+    return {"total": total, "limit": query.limit, "offset": query.offset,
+            "attempts": [attempts.log_entry(row) for row in rows]}
+
+
+def log_export_page(
+    model: ReadModel, query: attempts.LogQuery, after: tuple[float, int] | None
+) -> tuple[list[list[str]], tuple[float, int] | None]:
+    """CSV rows of the next page of the log and the key to continue after (None at the end)."""
+    rows = model.query(*attempts.log_keyset_sql(query, after, settings.operator.export_page_size))
+    if not rows:
+        return [], None
+    return [attempts.log_csv_row(row) for row in rows], (rows[-1]["at"], rows[-1]["rowid"])
+
+
+def operator_notices(model: ReadModel, stores: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [dict(row) for row in model.query(*attempts.notices_sql(stores))]
+
+
+def store_ids(model: ReadModel) -> list[str]:
+    return [row[0] for row in model.query(attempts.stores_sql())]
 
 
 def customers(model: ReadModel, query: q.CartQuery) -> list[list[str]]:
@@ -321,6 +358,71 @@ class InsightsView(View):
         query = parse(request)
         created, facts = await shared_model().run(insight_facts, query)
         return self.json({"period": period, "buckets": aggregate(created, facts, period)})
+
+
+@app.page("/cartwatch/api/log/")
+class LogView(View):
+    """The execution log: every reminder attempt, newest first, with status, reason, channel,
+    step and time; filters and paging as query parameters."""
+
+    @api
+    async def get(self, request: Request) -> Response:
+        return self.json(await shared_model().run(log_page, parse_log(request)))
+
+
+@app.page("/cartwatch/api/log.csv")
+class LogCsvView(View):
+    """The matching reminder attempts as CSV (the log page's filters), streamed page by page."""
+
+    @api
+    async def get(self, request: Request) -> aioweb.StreamResponse:
+        query, model = parse_log(request), shared_model()
+        response = csv_response("execution-log.csv")
+        await response.prepare(request)  # type: ignore[arg-type]
+
+        async def pages() -> AsyncIterator[list[list[str]]]:
+            after: tuple[float, int] | None = None
+            while True:
+                rows, after = await model.run(log_export_page, query, after)
+                yield rows
+                if after is None:
+                    return
+
+        async for chunk in paged_csv([name for name, _ in attempts.LOG_COLUMNS], pages()):
+            await response.write(chunk.encode())
+        await response.write_eof()
+        return response
+
+
+@app.page("/cartwatch/api/operator-notifications/")
+class OperatorNotificationsView(View):
+    """The stores' operator notifications (``cartwatch-operator-notifications``), newest first."""
+
+    @api
+    async def get(self, request: Request) -> Response:
+        stores = q.comma_list(request.query, "store")
+        notices = await shared_model().run(operator_notices, stores)
+        return self.json({"notifications": notices})
+
+
+@app.page("/cartwatch/api/stores/")
+class StoresView(View):
+    """Every store the read model has seen (the dashboard's store selector)."""
+
+    @api
+    async def get(self, request: Request) -> Response:
+        return self.json({"stores": await shared_model().run(store_ids)})
+
+
+@app.page("/cartwatch/api/openapi.json")
+class OpenApiView(View):
+    """The OpenAPI 3.1 document of this API (checked in; no token, it holds no data)."""
+
+    async def get(self, request: Request) -> Response:
+        return aioweb.Response(  # type: ignore[return-value]
+            body=OPENAPI.read_bytes(),
+            headers={"Content-Type": "application/json", "Cache-Control": "no-cache"},
+        )
 
 
 @app.page("/cartwatch/unsubscribe/")
