@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Iterable, Iterator
 from typing import Any, cast
 
+from aiokafka.errors import KafkaError
 from faust import Stream, Table
 from faust.types import EventT, StreamT
 from faust.web import Request, Response, Web
@@ -209,7 +210,8 @@ async def fire_due(checkpoint: Checkpoint, horizon: float | None = None) -> None
     if due and prepared.has_any(partition):
         burst = BatchSender(raw_producer(app))
         sent = take_prepared(burst, partition, due, horizon)
-        await send_burst(burst)
+        if not await send_burst(burst):
+            sent = []  # each due cart is decided and sent the ordinary way below
     for deadline, cart_id in sent_ahead + sent:
         state = checkpoint.load(cart_id)
         if state is None or state.scheduled_at != deadline:
@@ -247,11 +249,24 @@ def take_prepared(
     return taken
 
 
-async def send_burst(burst: BatchSender) -> None:
-    """Send a burst; each partition's checkpoint waits for its batches before writing."""
-    for partition, sent in await burst.flush():
+async def send_burst(burst: BatchSender) -> bool:
+    """Send a burst; each partition's checkpoint waits for its batches before writing.
+
+    False when the producer refused a batch (no broker within its request timeout): the
+    caller must then decide those carts the ordinary way, as if nothing had been prepared. A
+    batch the producer took before the refusal may still go out, and its abandonments then go
+    out twice, with the same ``abandonment_id`` (at least once, never lost).
+    """
+    try:
+        flushed = await burst.flush()
+    except KafkaError as exc:
+        log.warning("prepared abandonments not sent (%s: %s); deciding those carts one by one",
+                    type(exc).__name__, exc)
+        return False
+    for partition, sent in flushed:
         checkpoint_for(partition).sent([sent])
     counters["out:cart_abandoned"] += burst.messages
+    return True
 
 
 @app.task
@@ -279,16 +294,22 @@ async def send_prepared_on_time() -> None:
             continue
         async with commit_lock:
             burst = BatchSender(raw_producer(app))
+            taken: dict[int, list[tuple[float, str]]] = {}
             for partition in due_partitions:
                 horizon = timers.fire_horizon(partition)
                 due = timers.staged.pop_due(partition, horizon, sys.maxsize)
-                sent = take_prepared(burst, partition, due, horizon)
-                prepared.mark_sent(partition, sent)
-                decided = {cart_id for _, cart_id in sent}
+                taken[partition] = take_prepared(burst, partition, due, horizon)
+                decided = {cart_id for _, cart_id in taken[partition]}
                 for deadline, cart_id in due:
                     if cart_id not in decided:
                         timers.deadlines.schedule(partition, deadline, cart_id)
-            await send_burst(burst)
+            delivered = await send_burst(burst)
+            for partition, entries in taken.items():
+                if delivered:  # the agent decides them with the tick asked for below
+                    prepared.mark_sent(partition, entries)
+                else:  # back to the index, to be decided and sent the ordinary way
+                    for deadline, cart_id in entries:
+                        timers.deadlines.schedule(partition, deadline, cart_id)
             for partition in due_partitions:
                 await timers.request_tick(partition)
         await asyncio.sleep(0)  # whatever happened, let the other tasks run
