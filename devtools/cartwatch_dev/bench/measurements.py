@@ -16,7 +16,7 @@ import socket
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -236,7 +236,9 @@ class Bench:
 
     # -- timers, memory, recovery -----------------------------------------------------------
 
-    def timers(self) -> None:
+    def timers(self, parts: Collection[str] = ("timers", "memory", "recovery")) -> None:
+        """One worker tracking many carts: timer precision and tick cost (``timers``), its
+        memory (``memory``), its restart (``recovery``); ``parts`` picks which."""
         scale, prefix = self.scale, self.prefix("timer")
         self.say(f"loading {scale.tracked_carts:,} tracked carts")
         asyncio.run(self._load(
@@ -253,12 +255,15 @@ class Bench:
             first_at, first_count, last_at = self._wait_inputs(worker, scale.tracked_carts)
             self.report.checks["tracked_ingest_events_per_s"] = round(
                 (scale.tracked_carts - first_count) / max(last_at - first_at, 1e-6))
-            self._precision(worker, prefix)
-            self._tick_cost(worker)
-            rss = worker.rss_bytes() / MB
-            self.report.add(Figure("g", f"worker RSS, {self._tracked()} tracked carts", rss,
-                                   "MB", floor="<= 400 MB", ok=rss <= 400))
-            self._recovery(worker)
+            if "timers" in parts:
+                self._precision(worker, prefix)
+                self._tick_cost(worker)
+            if "memory" in parts:
+                rss = worker.rss_bytes() / MB
+                self.report.add(Figure("g", f"worker RSS, {self._tracked()} tracked carts",
+                                       rss, "MB", floor="<= 400 MB", ok=rss <= 400))
+            if "recovery" in parts:
+                self._recovery(worker)
         finally:
             worker.stop()
 
