@@ -52,7 +52,7 @@ class PartitionBatches:
         checkpoints: Callable[[], Iterable[Checkpoint]],
         process: Process,
         fail: Fail,
-        begin: Callable[[Checkpoint, Any, Sequence[Any]], Awaitable[None]] | None = None,
+        finish: Callable[[Checkpoint], Awaitable[None]] | None = None,
     ) -> None:
         self.topics: Collection[str] = frozenset(topics)
         self.lock = lock
@@ -60,7 +60,8 @@ class PartitionBatches:
         self.checkpoints = checkpoints
         self.process = process
         self.fail = fail
-        self.begin = begin
+        self.finish = finish
+        """Called once after a batch's records (the pipeline fires what they made due)."""
 
     async def handle(self, tp: Partition, records: Sequence[Any],
                      batch: Acknowledgeable) -> None:
@@ -68,8 +69,6 @@ class PartitionBatches:
         acknowledged when that checkpoint commits (outputs, then state, then acks)."""
         async with self.lock:
             checkpoint = self.checkpoint_for(tp.partition)
-            if self.begin is not None:
-                await self.begin(checkpoint, tp, records)
             process = self.process
             for record in records:
                 try:
@@ -78,6 +77,8 @@ class PartitionBatches:
                     log.exception("processing %s[%d]@%d failed", tp.topic, tp.partition,
                                   record.offset)
                     await self.fail(checkpoint, tp, record, exc)
+            if self.finish is not None:
+                await self.finish(checkpoint)
             checkpoint.events.append(batch)
             if checkpoint.due():
                 await checkpoint.commit()

@@ -148,8 +148,10 @@ def checkpoint_for(partition: int) -> Checkpoint:
     return checkpoint
 
 
-async def handle_input(checkpoint: Checkpoint, tp: TP, message: RefusedMessage) -> None:
-    """One cart or purchase event (a Faust message, or a record of a batch)."""
+async def handle_input(checkpoint: Checkpoint, tp: TP, message: RefusedMessage,
+                       fire_after: bool = True) -> None:
+    """One cart or purchase event (a Faust message, or a record of a batch: the batch fires
+    what its records made due once, after the last, ``fire_after=False``)."""
     now = time.time()
     decoded = decode_input(INPUT_KIND[message.topic], message.key, message.value, now, settings)
     counters[f"in:{message.topic}"] += 1
@@ -176,7 +178,15 @@ async def handle_input(checkpoint: Checkpoint, tp: TP, message: RefusedMessage) 
     # Only now is the message processed: if it was the partition's last, the wall clock may
     # fire what it holds back (such as this very purchase).
     timers.processed(tp, message.offset)
-    await fire_due(checkpoint)
+    if fire_after:
+        await fire_due(checkpoint)
+
+
+async def handle_batch_record(checkpoint: Checkpoint, tp: TP, record: RefusedMessage) -> None:
+    """A record of a batch: deadlines before it fire first, as for any event; those that
+    only the wall clock makes due wait for the end of the batch (``fire_due`` once), which
+    is never later than the next record's own firing."""
+    await handle_input(checkpoint, tp, record, fire_after=False)
 
 
 async def processing_failed(checkpoint: Checkpoint, tp: TP, message: RefusedMessage,
@@ -349,8 +359,9 @@ batches = PartitionBatches(
     lock=commit_lock,
     checkpoint_for=checkpoint_for,
     checkpoints=lambda: checkpoints.values(),
-    process=handle_input,
+    process=handle_batch_record,
     fail=processing_failed,
+    finish=fire_due,
 )
 """Cart and purchase events a partition batch at a time, below Faust's stream
 (``settings.batch_input``; ``streams.batch``)."""
