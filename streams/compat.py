@@ -11,10 +11,12 @@ Checked against the versions ``constraints.txt`` pins: faust-streaming 0.15.x, a
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from time import monotonic
 from typing import Any, cast
 
 import faust
+import faust.transport.consumer as faust_consumer
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.cluster import ClusterMetadata
 from faust.types import TP
@@ -27,7 +29,13 @@ CHECKED_AGAINST = {"faust-streaming": "0.15", "aiokafka": "0.14"}
 
 PRIVATE_ATTRIBUTES = {
     "faust.transport.drivers.aiokafka.Producer": ("_ensure_producer",),
-    "faust.transport.consumer.Consumer (instance)": ("_committed_offset", "_acked_index"),
+    "faust.transport.consumer.Consumer (instance)": (
+        "_committed_offset", "_acked_index", "_acked", "_n_acked", "_unacked_messages",
+        "_read_offset", "_commit_every", "_wait_next_records", "_add_gap", "_waiting_for_ack",
+        "_to_message",
+    ),
+    "faust.transport.consumer (module)": ("ack_lock", "notify"),
+    "faust.sensors.monitor.Monitor (instance)": ("stream_inbound_time",),
     "faust.transport.drivers.aiokafka.Consumer (instance)": ("_thread",),
     "faust.stores.rocksdb.Store": ("_db_for_partition",),
     "aiokafka.AIOKafkaConsumer (instance)": ("_client",),
@@ -85,3 +93,78 @@ def page(app: faust.App, path: str) -> Callable[[PageHandler], PageHandler]:
     """``app.page`` for function handlers ``(web, request, ...)``: Faust wraps them in a view
     (``View.from_handler``), but its annotations admit only view methods."""
     return cast(Callable[[PageHandler], PageHandler], app.page(path))
+
+
+# -- the consumer's batch path (``streams.consumer.BatchingConsumer``) -------------------------
+# Faust's fetcher (``Consumer._drain_messages``) hands every record to the conductor one at a
+# time; the batch path takes a partition's fetched records at once and keeps Faust's bookkeeping
+# (read offsets, gaps, acknowledgements, periodic commits) through the functions below.
+
+
+async def fetch_records(consumer: Any, timeout: float) -> tuple[
+        Mapping[TP, Sequence[Any]] | None, set[TP] | None]:
+    """The next fetched records by partition, and the active partitions (Faust's fetch)."""
+    return cast(tuple[Mapping[TP, Sequence[Any]] | None, set[TP] | None],
+                await consumer._wait_next_records(timeout))
+
+
+def read_offset(consumer: Any, tp: TP) -> int | None:
+    """The offset of the last record of ``tp`` the fetcher handed on."""
+    return cast(int | None, consumer._read_offset[tp])
+
+
+def set_read_offset(consumer: Any, tp: TP, offset: int) -> None:
+    consumer._read_offset[tp] = offset
+
+
+async def add_gap(consumer: Any, tp: TP, first: int, last: int) -> None:
+    """Offsets ``first..last`` of ``tp`` hold no records (Faust commits across them)."""
+    await consumer._add_gap(tp, first, last)
+
+
+async def commit_if_many_acked(consumer: Any) -> None:
+    """Commit once ``broker_commit_every`` records were acknowledged, as Faust's fetcher does."""
+    every = consumer._commit_every
+    if every is not None and consumer._n_acked >= every:
+        consumer._n_acked = 0
+        await consumer.commit()
+
+
+def track_pending(consumer: Any, pending: Any) -> None:
+    """Count ``pending`` (an object with ``acked``) among the records a rebalance waits for
+    (``Consumer.wait_empty``) until it is acknowledged."""
+    consumer._unacked_messages.add(pending)
+
+
+def mark_inbound(app: Any, tp: TP) -> None:
+    """Tell the monitor ``tp`` just delivered records (else Faust logs "stream idle")."""
+    app.monitor.stream_inbound_time[tp] = monotonic()
+
+
+def ack_offsets(consumer: Any, tp: TP, first: int, last: int, pending: Any = None) -> int:
+    """Acknowledge offsets ``first..last`` of ``tp`` at once, with the bookkeeping of
+    ``Consumer.ack`` (under its lock); ``pending`` stops counting for ``wait_empty``.
+    Returns how many offsets were newly acknowledged."""
+    added = 0
+    with faust_consumer.ack_lock:
+        if pending is not None:
+            consumer._unacked_messages.discard(pending)
+        committed = consumer._committed_offset[tp]
+        if committed is not None:
+            first = max(first, committed)
+        if first <= last:
+            index = consumer._acked_index[tp]
+            acked = consumer._acked[tp]
+            for offset in range(first, last + 1):
+                if offset not in index:
+                    index.add(offset)
+                    acked.append(offset)
+                    added += 1
+            consumer._n_acked += added
+        faust_consumer.notify(consumer._waiting_for_ack)
+    return added
+
+
+def to_message(consumer: Any, tp: TP, record: Any) -> Any:
+    """A fetched record as the Faust message its per-message path hands on."""
+    return consumer._to_message(tp, record)

