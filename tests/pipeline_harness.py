@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -20,7 +19,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
-from cartwatch_dev.chaos.workers import READY_LINE, WorkerProcess  # noqa: F401 (READY_LINE for tests)
+from cartwatch_dev.chaos.workers import (  # READY_LINE: for the tests
+    READY_LINE,  # noqa: F401
+    WorkerProcess,
+    worker_environment,
+)
 from kafka_helpers import create_topics, free_ports
 
 from config.kafka import KafkaSettings, client_options
@@ -111,16 +114,10 @@ class Pipeline:
 
     def worker(self, name: str, **overrides: str) -> Worker:
         """A new (not yet started) worker with its own data dir and web port."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CARTWATCH_")}
-        env.update(
-            CARTWATCH_BROKER=f"kafka://{self.bootstrap}",
-            CARTWATCH_APP_ID=self.app_id,
-            CARTWATCH_TOPIC_PREFIX=f"{self.prefix}.",
-            CARTWATCH_PARTITIONS=str(self.partitions),
-            CARTWATCH_DATA_DIR=str(self.workdir / name / "data"),
-            CARTWATCH_WEB_PORT=str(free_ports(1)[0]),
-            CARTWATCH_TIMER_RESOLUTION="0.1",
-            **self.kafka.environment(),
+        env = worker_environment(
+            bootstrap=self.bootstrap, app_id=self.app_id, prefix=self.prefix,
+            partitions=self.partitions, data_dir=self.workdir / name / "data",
+            web_port=free_ports(1)[0], kafka=self.kafka,
         )
         env.update(self.settings)
         env.update(overrides)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import socket
 import time
@@ -22,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import RecordMetadata
 
-from cartwatch_dev.chaos.workers import WorkerProcess
+from cartwatch_dev.chaos.workers import WorkerProcess, worker_environment
 from cartwatch_dev.loadgen.ledger import ReminderRule
 from config.kafka import KafkaSettings, client_options
 from config.settings import TopicNames
@@ -173,18 +172,12 @@ class Deployment:
 
     def worker(self, name: str) -> WorkerProcess:
         """A new (not yet started) worker with its own data dir, web port and log."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CARTWATCH_")}
-        env.update(FAST_FAILOVER)
-        env.update(
-            CARTWATCH_BROKER=f"kafka://{self.bootstrap}",
-            CARTWATCH_APP_ID=self.app_id,
-            CARTWATCH_TOPIC_PREFIX=f"{self.prefix}.",
-            CARTWATCH_PARTITIONS=str(self.partitions),
-            CARTWATCH_DATA_DIR=str(self.workdir / name / "data"),
-            CARTWATCH_WEB_PORT=str(free_port()),
-            CARTWATCH_TIMER_RESOLUTION="0.1",
-            **self.kafka.environment(),
+        env = worker_environment(
+            bootstrap=self.bootstrap, app_id=self.app_id, prefix=self.prefix,
+            partitions=self.partitions, data_dir=self.workdir / name / "data",
+            web_port=free_port(), kafka=self.kafka,
         )
+        env.update(FAST_FAILOVER)
         if self.mail is not None:
             env.update(self._notifier_settings(self.mail))
         env.update(self.settings)

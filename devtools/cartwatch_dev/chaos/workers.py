@@ -19,9 +19,30 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from config.kafka import KafkaSettings
+
 READY_LINE = "deadline index rebuilt"
 _OWNED = re.compile(r"deadline index rebuilt: \d+ carts on partitions \[([0-9, ]*)\]")
 
+
+
+def worker_environment(*, bootstrap: str, app_id: str, prefix: str, partitions: int,
+                       data_dir: Path, web_port: int, kafka: KafkaSettings) -> dict[str, str]:
+    """The environment of one worker of a test or scenario deployment: this process's
+    environment without its ``CARTWATCH_*`` settings, then the deployment's (broker and how to
+    reach it, app id, topic prefix, partitions, its own data dir and web port, a fast timer)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARTWATCH_")}
+    env.update(
+        CARTWATCH_BROKER=f"kafka://{bootstrap}",
+        CARTWATCH_APP_ID=app_id,
+        CARTWATCH_TOPIC_PREFIX=f"{prefix}.",
+        CARTWATCH_PARTITIONS=str(partitions),
+        CARTWATCH_DATA_DIR=str(data_dir),
+        CARTWATCH_WEB_PORT=str(web_port),
+        CARTWATCH_TIMER_RESOLUTION="0.1",
+        **kafka.environment(),
+    )
+    return env
 
 class WorkerError(AssertionError):
     """A worker exited or did not become ready in time; the message ends with its log."""

@@ -88,6 +88,21 @@ class KafkaAccess:
         raise KeyError(name)
 
 
+
+SINGLE_BROKER: dict[str, object] = {
+    "auto.create.topics.enable": "true",
+    "num.partitions": 1,
+    # A single broker: internal topics cannot have more than one replica.
+    "offsets.topic.replication.factor": 1,
+    "transaction.state.log.replication.factor": 1,
+    "transaction.state.log.min.isr": 1,
+    # Fewer offsets partitions make the first consumer group start in well under 1 s.
+    "offsets.topic.num.partitions": 5,
+    # Consumer groups (Faust workers, tests) join without the 3 s rebalance delay.
+    "group.initial.rebalance.delay.ms": 0,
+}
+"""Broker properties both flavours share: one broker on a developer's machine."""
+
 def cached(target: Path, unpack: Callable[[Path], Path]) -> Path:
     """Return `target` in the per-user cache, creating it with `unpack(tmp)` on first use.
 

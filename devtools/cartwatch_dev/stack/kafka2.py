@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cartwatch_dev.stack.kafka import (
+    SINGLE_BROKER,
     KafkaAccess,
     Listener,
     broker_reachable,
@@ -193,16 +194,7 @@ def start_kafka(dist: KafkaDistribution, settings: StackSettings) -> ServiceProc
             "advertised.listeners": listener,
             "zookeeper.connect": f"{LOCALHOST}:{settings.zookeeper_port}",
             "log.dirs": base / "data",
-            "auto.create.topics.enable": "true",
-            "num.partitions": 1,
-            # A single broker: internal topics cannot have more than one replica.
-            "offsets.topic.replication.factor": 1,
-            "transaction.state.log.replication.factor": 1,
-            "transaction.state.log.min.isr": 1,
-            # Fewer offsets partitions make the first consumer group start in well under 1 s.
-            "offsets.topic.num.partitions": 5,
-            # Consumer groups (Faust workers, tests) join without the 3 s rebalance delay.
-            "group.initial.rebalance.delay.ms": 0,
+            **SINGLE_BROKER,
         },
     )
     env = java_env(os.environ, base / "logs", "-Xmx512m")

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from cartwatch_dev.stack.kafka import (
+    SINGLE_BROKER,
     KafkaAccess,
     Listener,
     broker_reachable,
@@ -274,18 +275,9 @@ def _server_properties(
         ),
         "inter.broker.listener.name": "SSL" if settings.security else "PLAINTEXT",
         "log.dirs": base / "data",
-        "auto.create.topics.enable": "true",
-        "num.partitions": 1,
-        # A single broker: internal topics cannot have more than one replica.
-        "offsets.topic.replication.factor": 1,
-        "transaction.state.log.replication.factor": 1,
-        "transaction.state.log.min.isr": 1,
+        **SINGLE_BROKER,
         "share.coordinator.state.topic.replication.factor": 1,
         "share.coordinator.state.topic.min.isr": 1,
-        # Fewer offsets partitions make the first consumer group start in well under 1 s.
-        "offsets.topic.num.partitions": 5,
-        # Consumer groups (Faust workers, tests) join without the 3 s rebalance delay.
-        "group.initial.rebalance.delay.ms": 0,
     }
     if settings.security:
         props.update(_security_properties(settings, passwords))
