@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from config.settings import Settings
+from streams.operator.feed import feed_topics
 
 Operation = Literal["Read", "Write", "Create", "Describe"]
 OPERATIONS: tuple[Operation, ...] = ("Read", "Write", "Create", "Describe")
@@ -106,11 +107,9 @@ def grants(settings: Settings, *, create_topics: bool = True) -> list[Grant]:
                   "the same consumer group as the pipeline"),
         ]
     if settings.operator.read_model != "off":
-        names = ["abandoned", "reactivated", "recovered", "notification_log"]
-        if settings.operator.track_created_carts:
-            names.append("cart_events")
         out += [_topic(settings, "read model", name, ("Read",),
-                       "read model feed (all partitions, no group)", False) for name in names]
+                       "read model feed (all partitions, no group)", False)
+                for name in feed_topics(settings).values()]
     return out
 
 

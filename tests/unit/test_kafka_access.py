@@ -63,7 +63,7 @@ def test_read_model_reads_without_a_group_and_creates_nothing():
     rows = [g for g in grants(settings()) if g.role == "read model"]
     assert {g.name for g in rows} == {"p.cart-abandoned", "p.cart-reactivated",
                                       "p.cart-recovered", "p.cartwatch-notification-log",
-                                      "p.cart-events"}
+                                      "p.cartwatch-operator-notifications", "p.cart-events"}
     assert all(g.resource == "topic" and g.operations == ("Read",) for g in rows)
     assert "p.cartwatch-notification-log" not in created_topics(settings())
 
@@ -195,3 +195,17 @@ def test_acls_command(monkeypatch: pytest.MonkeyPatch):
             " --add --allow-principal User:shop-worker --operation Read --topic cart-events"
             ) in lines
     assert "Create" not in result.output and "pw-Zx81" not in result.output
+
+
+def test_the_read_model_may_read_every_topic_its_feed_reads() -> None:
+    from config.settings import load_settings
+    from streams.kafka_access import grants
+    from streams.operator.feed import feed_topics
+
+    base = load_settings({})
+    for track in (True, False):
+        settings = base.model_copy(update={"operator": base.operator.model_copy(
+            update={"track_created_carts": track})})
+        readable = {g.name for g in grants(settings)
+                    if g.role == "read model" and "Read" in g.operations}
+        assert set(feed_topics(settings)) <= readable
