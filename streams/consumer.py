@@ -14,7 +14,7 @@ worker started, at every seek (three times the input in the two-worker operator 
 
 import asyncio
 import logging
-from collections.abc import Collection, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -61,6 +61,9 @@ class InputBatch:
 
     def __repr__(self) -> str:
         return f"<InputBatch {self.tp.topic}[{self.tp.partition}]@{self.first}..{self.last}>"
+
+
+SeekListener = Callable[[Collection[TP]], None]
 
 
 class BatchHandler(Protocol):
@@ -119,6 +122,8 @@ class RewindingConsumer(Consumer):
     """
 
     batches: ClassVar[BatchHandler | None] = None
+    seek_listeners: ClassVar[list[SeekListener]] = []
+    """Told which partitions were sought back to their committed offsets (``on_seek``)."""
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         """Commit first: Faust drops the revoked partitions' acknowledgements *before* its
@@ -221,7 +226,22 @@ class RewindingConsumer(Consumer):
             for tp in rewind:
                 acknowledged = acknowledged_offsets(self, tp)
                 seek(self, tp, first_unacknowledged(starts[tp], acknowledged))
+        assigned = self.assignment()
+        sought = [TP(tp.topic, tp.partition) for tp in committed]
+        sought = [tp for tp in sought if tp in assigned]
+        for listener in self.seek_listeners:
+            listener(sought)
         return committed
+
+
+def on_seek(listener: SeekListener) -> None:
+    """Call ``listener`` with the partitions each seek to committed offsets moved back.
+
+    Faust seeks after a rebalance's recovery (having already resumed the partitions, so
+    records past the committed offsets may have been processed once) and whenever it drops
+    fetched records; whatever an agent derived from its reading position must follow.
+    """
+    RewindingConsumer.seek_listeners.append(listener)
 
 
 def use_batches(handler: BatchHandler | None) -> None:

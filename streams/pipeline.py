@@ -43,7 +43,7 @@ from streams.batch import PartitionBatches
 from streams.cartstore import CartStore
 from streams.checkpoint import Checkpoint, CheckpointContext
 from streams.compat import page, raw_producer
-from streams.consumer import use_batches
+from streams.consumer import on_seek, use_batches
 from streams.counters import worker_counters
 from streams.firing import BatchSender, Prepared, PreparedAbandonments
 from streams.intake import InputKind, RefusedMessage, Rejected, decode_input, refuse
@@ -165,7 +165,7 @@ async def handle_input(checkpoint: Checkpoint, tp: TP, message: RefusedMessage,
         return
     # Deadlines up to the safe time fire first, as they would have live; an event beyond it
     # waits in its cart's pending list until the safe time reaches it (see apply_event).
-    timers.observe(tp, decoded.occurred_at.timestamp(), now)
+    timers.observe(tp, message.offset, decoded.occurred_at.timestamp(), now)
     horizon = timers.safe_time(tp.partition)
     await fire_due(checkpoint, horizon)
     try:
@@ -387,6 +387,7 @@ batches = PartitionBatches(
 """Cart and purchase events a partition batch at a time, below Faust's stream
 (``settings.batch_input``; ``streams.batch``)."""
 use_batches(batches if settings.batch_input else None)
+on_seek(timers.rewound)
 
 
 @app.task

@@ -15,7 +15,7 @@ Responsibilities of ``PartitionTimers``:
 """
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import faust
 from faust.types import TP
@@ -121,13 +121,25 @@ class PartitionTimers:
         time has passed): the safe time, ``grace`` behind the wall clock."""
         return min(self.safe_time(partition), time.time() - self.grace)
 
-    def observe(self, tp: TP, event_time: float, now: float) -> None:
-        """An input message with this event time was read."""
+    def observe(self, tp: TP, offset: int, event_time: float, now: float) -> None:
+        """The input message at ``offset``, with this event time, is being processed: until
+        ``processed`` it is not, so the partition is not caught up before it."""
+        self.next_offsets[tp] = offset
         self.clock.observe(tp, event_time, now)
 
     def processed(self, tp: TP, offset: int) -> None:
         """The input message at ``offset`` is fully processed."""
         self.next_offsets[tp] = offset + 1
+
+    def rewound(self, partitions: Collection[TP]) -> None:
+        """The consumer sought ``partitions`` back to their committed offsets: what was read
+        past them is read again, so neither the offsets processed nor the event time read
+        there count any more (the input is behind until its next message says otherwise)."""
+        for tp in partitions:
+            if tp.topic in self.input_topics:
+                key = TP(tp.topic, tp.partition)
+                self.next_offsets.pop(key, None)
+                self.clock.forget(key)
 
     def tick_seen(self, partition: int) -> None:
         self.ticks_requested.pop(partition, None)

@@ -205,10 +205,19 @@ class PartitionClock:
         self._watermarks: dict[Hashable, float] = {}
 
     def observe(self, source: Hashable, event_time: float, now: float) -> None:
-        """Advance an input's event time; the wall clock caps it against skewed producers."""
-        watermark = min(event_time, now)
-        if watermark > self._watermarks.get(source, -math.inf):
-            self._watermarks[source] = watermark
+        """The input's event time is that of the message being read; the wall clock caps it
+        against skewed producers.
+
+        The latest message, not the largest time seen: after the consumer seeks back (a
+        rebalance, records dropped and read again) the clock follows the messages read again,
+        so a deadline never fires by the time of a message that is to be read again. An input
+        whose times go back and forth only makes its deadlines fire later, never earlier.
+        """
+        self._watermarks[source] = min(event_time, now)
+
+    def forget(self, source: Hashable) -> None:
+        """The input is read again from an earlier position: its event time is unknown."""
+        self._watermarks.pop(source, None)
 
     def horizon(self, sources: Iterable[tuple[Hashable, bool]], now: float) -> float:
         """The latest deadline that may fire now, given ``(input, caught_up)`` pairs."""

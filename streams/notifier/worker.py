@@ -55,6 +55,7 @@ from streams.app import (
     reminders_sent_topic,
     settings,
 )
+from streams.consumer import on_seek
 from streams.counters import worker_counters
 from streams.intake import Rejected, refuse
 from streams.notifier.channels import (
@@ -127,6 +128,7 @@ except TemplateError as exc:
     raise SettingsError(f"reminder templates: {exc}") from None
 
 timers = PartitionTimers(app, (ABANDONED, RECOVERED, REACTIVATED), reminder_ticks_topic)
+on_seek(timers.rewound)
 mailer = SmtpMailer(notifier.smtp)
 webhooks = WebhookPoster()
 retry_policy = RetryPolicy(notifier.retry_initial, notifier.retry_max, notifier.give_up_after)
@@ -277,7 +279,7 @@ async def handle_scheduler_input(event: EventT) -> None:
     event_time = (parsed.abandoned_at if isinstance(parsed, CartAbandoned)
                   else parsed.recovered_at if isinstance(parsed, CartRecovered)
                   else parsed.reactivated_at)
-    timers.observe(message.tp, event_time.timestamp(), now)
+    timers.observe(message.tp, message.offset, event_time.timestamp(), now)
     await fire_due(message.partition, timers.safe_time(message.partition))
     current = load_plan(parsed.cart_id)
     policy = notifier.policy(parsed.store_id)

@@ -6,6 +6,7 @@ import tracemalloc
 from typing import Any, cast
 
 import faust
+from faust.types import TP
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -244,10 +245,28 @@ def test_an_input_with_a_backlog_holds_the_horizon_at_its_event_time():
     clock = PartitionClock()
     clock.observe(CART, 100.0, now=1000.0)
     clock.observe(CART, 300.0, now=1000.0)
-    clock.observe(CART, 200.0, now=1000.0)  # a late event never moves it back
 
     # a backlog is being replayed: the wall clock must not fire deadlines early
     assert clock.horizon([(CART, False), (PURCHASE, True)], now=1000.0) == 300.0
+
+
+def test_the_horizon_follows_the_message_read_even_when_its_time_is_earlier():
+    """Read again after a seek back (or stamped late): what is still to be processed at 200
+    must not see deadlines up to 300 fired before it."""
+    clock = PartitionClock()
+    clock.observe(CART, 300.0, now=1000.0)
+    clock.observe(CART, 200.0, now=1000.0)
+
+    assert clock.horizon([(CART, False)], now=1000.0) == 200.0
+
+
+def test_a_forgotten_input_holds_everything_back_until_read_again():
+    clock = PartitionClock()
+    clock.observe(CART, 300.0, now=1000.0)
+
+    clock.forget(CART)
+
+    assert clock.horizon([(CART, False)], now=1000.0) == -math.inf
 
 
 def test_the_slowest_input_with_a_backlog_wins():
@@ -286,3 +305,43 @@ def test_rebuild_indexes_owned_partitions_with_deadlines_only() -> None:
     assert timers.pop_due(0, 100.0, 10) == [(15.0, "e"), (20.0, "a")]
     assert timers.pop_due(1, 100.0, 10) == [(10.0, "b")]
     assert timers.pop_due(2, 100.0, 10) == [] and timers.pop_due(3, 100.0, 10) == []
+
+
+class FakeConsumer:
+    """What ``PartitionTimers.caught_up`` asks of Faust's consumer: highwaters."""
+
+    def __init__(self, highwaters: dict[TP, int]) -> None:
+        self.highwaters = highwaters
+        self._committed_offset: dict[TP, int] = {}
+
+    def highwater(self, tp: TP) -> int | None:
+        return self.highwaters.get(tp)
+
+
+def timers_reading(highwater: int) -> tuple[PartitionTimers, TP]:
+    tp = TP("cart-events", 0)
+    app = cast(faust.App, type("App", (), {"consumer": FakeConsumer({tp: highwater})})())
+    return PartitionTimers(app, ("cart-events",), cast(Any, None)), tp
+
+
+def test_a_message_being_processed_is_not_yet_caught_up() -> None:
+    timers, tp = timers_reading(highwater=10)
+    timers.processed(tp, 9)  # read to the end once (e.g. before a seek back)
+    assert timers.caught_up(tp)
+
+    timers.observe(tp, 4, event_time=100.0, now=1000.0)  # read again from offset 4
+
+    assert not timers.caught_up(tp)
+    assert timers.safe_time(0) == 100.0
+
+
+def test_a_seek_back_forgets_the_position_and_event_time_read_past_it() -> None:
+    timers, tp = timers_reading(highwater=10)
+    timers.observe(tp, 9, event_time=900.0, now=1000.0)
+    timers.processed(tp, 9)
+
+    timers.rewound([TP("cart-events", 0), TP("unrelated", 0)])
+
+    # Back at the committed offset (none here): behind, and nothing is known to be safe.
+    assert not timers.caught_up(tp)
+    assert timers.safe_time(0) == -math.inf
