@@ -11,7 +11,7 @@ same inputs always yields the same outputs. Times are epoch seconds (event time)
 
 import bisect
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -25,6 +25,7 @@ from schemas.outputs import (
     CartRecovered,
     CartSnapshot,
 )
+from streams.stored import StoredFormat
 
 Status = Literal["active", "abandoned", "purchased"]
 REMEMBERED_EVENT_IDS = 64
@@ -59,11 +60,16 @@ class CartState:
     """Deadline the timer index holds for this cart; lets the index skip its stale entries."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _STATE_FIELDS}
+        """The stored form: the current format version (``streams.stored``) and every field."""
+        return CART_FORMAT.dump(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CartState":
-        return cls(**data)
+        """A cart stored by any release: older formats migrated, unknown fields ignored.
+
+        Raises ``streams.stored.UnreadableRecord`` for a record no release could have written.
+        """
+        return cls(*CART_FORMAT.values(data))
 
     @property
     def abandonment_id(self) -> str:
@@ -71,8 +77,11 @@ class CartState:
         return f"{self.cart_id}:{self.abandonments}"
 
 
-_STATE_FIELDS = tuple(f.name for f in fields(CartState))
-"""Computed once: ``dataclasses.fields`` per write showed in the worker's profile."""
+CART_FORMAT = StoredFormat.of_dataclass("cart", CartState, version=1, migrations=[
+    lambda v0: v0,  # 1 = the un-versioned dicts of earlier releases, plus "v"
+])
+"""The stored cart's format. A change of the fields bumps the version and appends the
+migration from the previous one (see ``streams.stored``, and add golden fixtures)."""
 
 
 @dataclass(slots=True, frozen=True)

@@ -59,6 +59,7 @@ from streams.lifecycle import (
     on_reminder_sent,
 )
 from streams.scheduling import PartitionTimers
+from streams.stored import readable
 
 log = logging.getLogger(__name__)
 
@@ -423,9 +424,9 @@ async def request_ticks() -> None:
 
 def scheduled_carts(stored: Iterable[tuple[str, dict[str, Any]]]
                     ) -> Iterator[tuple[str, int, float | None]]:
-    """``(cart_id, partition, deadline)`` of every stored cart, for ``PartitionTimers.rebuild``."""
-    for cart_id, value in stored:
-        state = CartState.from_dict(value)
+    """``(cart_id, partition, deadline)`` of every stored cart, for ``PartitionTimers.rebuild``
+    (a cart no format rule can read is logged and left out, not fatal to the rebuild)."""
+    for cart_id, state in readable(stored, CartState.from_dict, "cart"):
         yield cart_id, state.partition, state.scheduled_at or next_deadline(state, settings)
 
 

@@ -10,7 +10,7 @@ cancellation are unit-tested directly.
 """
 
 import hashlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeGuard
 from zoneinfo import ZoneInfo
@@ -19,6 +19,7 @@ from config.notifier import QuietHours, ReminderPolicy
 from schemas.common import Contract, utc_from_epoch
 from schemas.notifications import Channel, NotificationLogEntry, ReminderDue
 from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered
+from streams.stored import StoredFormat
 
 
 @dataclass(slots=True)
@@ -39,11 +40,18 @@ class ReminderPlan:
     """Deadline the index holds for this plan: the next step's due time or its deferral."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The stored form: the current format version (``streams.stored``) and every field."""
+        return PLAN_FORMAT.dump(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ReminderPlan":
-        return cls(**data)
+        """A plan stored by any release (raises ``streams.stored.UnreadableRecord``)."""
+        return cls(*PLAN_FORMAT.values(data))
+
+
+PLAN_FORMAT = StoredFormat.of_dataclass("reminder plan", ReminderPlan, version=1, migrations=[
+    lambda v0: v0,  # 1 = the un-versioned dicts of earlier releases, plus "v"
+])
 
 
 @dataclass(slots=True)

@@ -19,6 +19,7 @@ from schemas.common import utc_from_epoch
 from schemas.notifications import ReminderDue, Unsubscribe, WebhookReminder, unsubscribe_key
 from streams.notifier.rendering import RenderedReminder, money
 from streams.notifier.tokens import LinkClaims, link_with_token, sign_token
+from streams.stored import StoredFormat
 
 
 @dataclass(slots=True)
@@ -31,14 +32,38 @@ class Contact:
     last_abandonment_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"unsubscribed_all": self.unsubscribed_all,
-                "unsubscribed_stores": self.unsubscribed_stores,
-                "last_sent_at": self.last_sent_at,
-                "last_abandonment_id": self.last_abandonment_id}
+        """The stored form: the current format version (``streams.stored``) and every field."""
+        return CONTACT_FORMAT.dump(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "Contact":
-        return cls(**data) if data else cls()
+        """A contact stored by any release, or a fresh one for an address never seen (raises
+        ``streams.stored.UnreadableRecord``)."""
+        return cls(*CONTACT_FORMAT.values(data)) if data else cls()
+
+
+CONTACT_FORMAT = StoredFormat.of_dataclass("contact", Contact, version=1, migrations=[
+    lambda v0: v0,  # 1 = the un-versioned dicts of earlier releases, plus "v"
+])
+DELIVERY_FORMAT = StoredFormat("delivery", version=1, fields=("status", "at"), defaults={},
+                               migrations=[lambda v0: v0])
+"""A delivery record (table ``notifier_deliveries``, keyed by idempotency key): ``status``
+is sending, pending, sent or failed (see ``screen``), ``at`` when it was set. Version 1 = the
+un-versioned dicts of earlier releases, plus "v"."""
+
+
+def delivery_record(status: str, at: float) -> dict[str, Any]:
+    """A delivery record as the table stores it (the current format version)."""
+    return DELIVERY_FORMAT.write({"status": status, "at": at})
+
+
+def read_delivery(stored: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A delivery record stored by any release, as ``{"status", "at"}`` (None: no record).
+
+    Raises ``streams.stored.UnreadableRecord``: ``screen`` must not guess whether a step was
+    sent.
+    """
+    return None if stored is None else DELIVERY_FORMAT.read(stored)
 
 
 def recipient_key(due: ReminderDue) -> bytes:

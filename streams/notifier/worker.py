@@ -79,7 +79,9 @@ from streams.notifier.sending import (
     Contact,
     apply_unsubscribe,
     build_email,
+    delivery_record,
     message_id,
+    read_delivery,
     recipient_key,
     record_sent,
     reminder_context,
@@ -88,6 +90,7 @@ from streams.notifier.sending import (
     webhook_signature,
 )
 from streams.scheduling import PartitionTimers
+from streams.stored import readable
 
 log = logging.getLogger(__name__)
 KAFKA_RETRY_INITIAL = 0.5
@@ -339,8 +342,9 @@ async def request_reminder_ticks() -> None:
 async def rebuild_reminder_index() -> None:
     """After a rebalance, rebuild the reminder deadline index of the owned partitions."""
     owned = set(timers.owned_partitions())
-    timers.rebuild(owned, ((cart_id, plan.partition, plan.scheduled_at) for cart_id, plan in (
-        (cart_id, ReminderPlan.from_dict(stored)) for cart_id, stored in reminder_plans.items())))
+    plans = readable(reminder_plans.items(), ReminderPlan.from_dict, "reminder plan")
+    timers.rebuild(owned, ((cart_id, plan.partition, plan.scheduled_at)
+                           for cart_id, plan in plans))
     log.info("reminder index rebuilt: %d plans on partitions %s", len(timers.deadlines),
              sorted(owned))
 
@@ -374,7 +378,7 @@ def log_entry(due: ReminderDue, status: str, now: float, **extra: Any) -> Notifi
 async def attempt_delivery(due: ReminderDue, policy: ReminderPolicy) -> None:
     """One delivery attempt, after its record is durably marked ``sending``."""
     now = time.time()
-    await set_durably(deliveries, due.idempotency_key, {"status": "sending", "at": now})
+    await set_durably(deliveries, due.idempotency_key, delivery_record("sending", now))
     if due.channel == "email":
         env = environments.get(policy.templates_dir)
         context = reminder_context(due, policy, notifier.secret, now)
@@ -408,7 +412,8 @@ async def handle_due(event: EventT) -> None:
     key = recipient_key(due).decode()
     contact = Contact.from_dict(contacts.get(key))
     now = time.time()
-    reason = screen(due, contact, deliveries.get(due.idempotency_key), policy, now)
+    reason = screen(due, contact, read_delivery(deliveries.get(due.idempotency_key)), policy,
+                    now)
     if reason is not None:
         await publish(operator_messages(log_entry(due, "skipped", now, reason=reason), policy))
         return
@@ -416,8 +421,8 @@ async def handle_due(event: EventT) -> None:
     async def on_failure(attempt: int, error: DeliveryError, retrying: bool) -> None:
         log.warning("reminder %s step %d attempt %d failed (%s): %s", due.abandonment_id,
                     due.step, attempt, "will retry" if retrying else "giving up", error)
-        deliveries[due.idempotency_key] = {"status": "pending" if retrying else "failed",
-                                           "at": time.time()}
+        deliveries[due.idempotency_key] = delivery_record(
+            "pending" if retrying else "failed", time.time())
         entry = log_entry(due, "failed", time.time(), error=str(error)[:500],
                           retrying=retrying, attempt=attempt)
         await publish(operator_messages(entry, policy))
@@ -435,7 +440,7 @@ async def handle_due(event: EventT) -> None:
                             step=due.step, channel=due.channel, sent_at=utc_from_epoch(sent_at))
     await publish([*operator_messages(entry, policy),
                    (reminders_sent_topic, due.cart_id.encode(), feedback)])
-    deliveries[due.idempotency_key] = {"status": "sent", "at": sent_at}
+    deliveries[due.idempotency_key] = delivery_record("sent", sent_at)
     contacts[key] = record_sent(contact, due, sent_at).to_dict()
 
 

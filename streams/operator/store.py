@@ -10,9 +10,10 @@ only moves forward: abandoned < reactivated < recovered. Replaying a topic chang
 """
 
 import json
+import logging
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from typing import Any
 from schemas.events import CartEvent
 from schemas.notifications import NotificationLogEntry, OperatorNotification
 from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered
+
+log = logging.getLogger(__name__)
 
 STATUS_RANK = {"abandoned": 0, "reactivated": 1, "recovered": 2}
 
@@ -113,6 +116,51 @@ LOG_COLUMNS = {"cart_id": "TEXT", "store_id": "TEXT", "reason": "TEXT", "error":
 """Columns the notification log gained for the execution log page; databases written before
 get them added empty (their offsets are stored, so old entries are not read again)."""
 
+
+def _schema_1(db: sqlite3.Connection) -> None:
+    """Version 1: the tables, and the log columns a database of the releases before schema
+    versions may lack (they all have user_version 0: empty, or the tables with or without
+    those columns). Every statement is idempotent on each of those shapes."""
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    present = {row[1] for row in db.execute("PRAGMA table_info(notifications)")}
+    for name, kind in LOG_COLUMNS.items():
+        if name not in present:
+            db.execute(f"ALTER TABLE notifications ADD COLUMN {name} {kind}")
+    db.execute("CREATE INDEX IF NOT EXISTS notifications_by_time ON notifications (at)")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_schema_1,)
+"""``MIGRATIONS[n]`` turns a database of schema version n (``PRAGMA user_version``) into
+version n+1. A schema change appends one; an existing one never changes, since databases in
+the field already ran it. Only add columns that may be NULL (or have a default): a worker of
+the previous release still writes rows without them during a rolling upgrade or a rollback."""
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Bring the database to ``SCHEMA_VERSION`` at open, each step in its own transaction
+    with its version number, so a crash mid-way resumes at the step it was in. Returns the
+    database's version.
+
+    A database of a *newer* version (a rollback to this release) is used as it is: every
+    statement here names its columns, so the newer release's added columns stay NULL in the
+    rows this one writes.
+    """
+    version: int = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        log.warning("read model database has schema version %d, newer than this release's %d:"
+                    " used as it is", version, SCHEMA_VERSION)
+        return version
+    for step in range(version, SCHEMA_VERSION):
+        with _Transaction(db):
+            MIGRATIONS[step](db)
+            db.execute(f"PRAGMA user_version = {step + 1}")
+        if version:
+            log.info("read model database migrated to schema version %d", step + 1)
+    return max(version, SCHEMA_VERSION)
+
 _NON_DIGITS = re.compile(r"\D+")
 
 
@@ -143,16 +191,7 @@ class ReadModel:
         if str(path) != ":memory:":
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
-        self._migrate()
-
-    def _migrate(self) -> None:
-        """Add the log columns a database from an earlier version lacks, and their index."""
-        present = {row[1] for row in self.db.execute("PRAGMA table_info(notifications)")}
-        for name, kind in LOG_COLUMNS.items():
-            if name not in present:
-                self.db.execute(f"ALTER TABLE notifications ADD COLUMN {name} {kind}")
-        self.db.execute("CREATE INDEX IF NOT EXISTS notifications_by_time ON notifications (at)")
+        self.schema_version = migrate(self.db)
 
     def close(self) -> None:
         self.db.close()
@@ -167,8 +206,8 @@ class ReadModel:
             for record in records:
                 self.apply(record)
             self.db.executemany(
-                "INSERT INTO offsets VALUES (?, ?, ?) ON CONFLICT (topic, partition) "
-                "DO UPDATE SET next_offset = excluded.next_offset",
+                "INSERT INTO offsets (topic, partition, next_offset) VALUES (?, ?, ?) "
+                "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
                 [(topic, partition, offset) for (topic, partition), offset in offsets.items()],
             )
 
@@ -199,13 +238,15 @@ class ReadModel:
             )
         elif isinstance(record, OperatorNotification):
             self.db.execute(
-                "INSERT OR IGNORE INTO operator_notices VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO operator_notices (store_id, event, abandonment_id, step, "
+                "channel, detail, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (record.store_id, record.event, record.abandonment_id, record.step,
                  record.channel, record.detail, record.at.timestamp()),
             )
         elif isinstance(record, CartEvent):
             self.db.execute(
-                "INSERT INTO carts VALUES (?, ?, ?) ON CONFLICT (cart_id) DO UPDATE SET "
+                "INSERT INTO carts (cart_id, store_id, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (cart_id) DO UPDATE SET "
                 "created_at = min(created_at, excluded.created_at)",
                 (record.cart_id, record.store_id, record.occurred_at.timestamp()),
             )
@@ -238,7 +279,8 @@ class ReadModel:
         )
         self.db.execute("DELETE FROM lines WHERE abandonment_id = ?", (record.abandonment_id,))
         self.db.executemany(
-            "INSERT INTO lines VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO lines (abandonment_id, position, sku, name, quantity, unit_price, "
+            "line_total, url, image_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (record.abandonment_id, position, line.sku, line.name, line.quantity,
                  format(line.unit_price, "f"), format(line.line_total, "f"), line.url,
