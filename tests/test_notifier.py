@@ -456,3 +456,36 @@ async def test_pending_reminder_survives_a_worker_restart(
     assert outcomes(log) == {("c-1:1", 1, "sent", None)} and len(log) == 1
     assert [m["To"] for m in mail_server.messages()] == ["one@example.com"]
     assert "reminder index rebuilt: 1 plans" in pipeline.workers[1].log()
+
+
+OVERDUE_STEPS = """
+abandon_after = "1s"
+[notifier.reminders]
+steps = [{after = "8s", template = "reminder"}, {after = "10s", template = "last-chance"}]
+"""
+
+
+async def test_steps_overdue_after_a_stopped_worker_send_only_the_latest(
+    notifier_pipeline: Pipeline, mail_server: MailServer, tmp_path: Path
+) -> None:
+    """Both steps fell due while no worker ran: the replacement sends the last chance only,
+    and logs the first reminder as superseded."""
+    pipeline = notifier_pipeline
+    mail_server.start()
+    configure(pipeline, tmp_path, OVERDUE_STEPS, mail_server.port)
+    first = pipeline.worker("first").start()
+    first.wait_ready()
+    await pipeline.send([Shop("s").add("c-1", "MUG", customer=customer("one@example.com"))])
+    abandoned = await read_topic(pipeline, "cart-abandoned", lambda records: len(records) == 1)
+    await pipeline.wait_committed(topics=["cart-abandoned"])  # the plan is written
+    first.stop(signal.SIGTERM)
+    assert mail_server.messages() == []
+    last_step_due = datetime.fromisoformat(abandoned[0]["abandoned_at"]).timestamp() + 10
+    await asyncio.sleep(max(0.0, last_step_due - time.time()))  # both steps are due now
+
+    pipeline.worker("second").start().wait_ready()
+    log = await read_topic(pipeline, "cartwatch-notification-log",
+                           lambda records: len(outcomes(records)) >= 2, settle=2.0)
+    assert outcomes(log) == {("c-1:1", 1, "skipped", "superseded"), ("c-1:1", 2, "sent", None)}
+    assert [(m["To"], m["X-Cartwatch-Step"]) for m in mail_server.messages()] == [
+        ("one@example.com", "2")]

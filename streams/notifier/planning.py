@@ -5,11 +5,13 @@ Nothing here reads the clock or Kafka; ``now`` is a parameter, so quiet hours, s
 cancellation are unit-tested directly.
 
     abandoned -> plan steps at abandoned_at + after
-    a step falls due -> send (ReminderDue), defer (quiet hours, logged), or skip (logged)
+    a step falls due -> send (ReminderDue), defer (quiet hours, logged), or skip (logged);
+        due steps before the latest due one are skipped as superseded by it
     recovered / reactivated (if the store says so) -> remaining steps skipped (logged)
 """
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeGuard
@@ -149,8 +151,44 @@ def customer_zone(customer: dict[str, Any] | None, policy: ReminderPolicy) -> Zo
     return ZoneInfo((customer or {}).get("timezone") or policy.timezone)
 
 
+def latest_due_step(plan: ReminderPlan, now: float) -> int:
+    """Index of the last step due at ``now``, from the next one on (the next one at least)."""
+    latest = plan.next_step
+    while latest + 1 < len(plan.due) and plan.due[latest + 1] <= now:
+        latest += 1
+    return latest
+
+
+def supersede_overdue(plan: ReminderPlan, now: float) -> list[Contract]:
+    """Skip (``superseded``) every due step before the latest due one, which is decided
+    instead: after a stopped worker, a backlog or a long deferral a shopper gets the step
+    meant for now, never the first reminder and the "last chance" in the same second.
+
+    The latest step keeps the time it is overdue from: a deferral past it (quiet hours) if
+    there was one, else its own due time, which the staleness rule then judges."""
+    latest = latest_due_step(plan, now)
+    if latest == plan.next_step:
+        return []
+    skipped: list[Contract] = [
+        _plan_log(plan, index + 1, None, "skipped", now, reason="superseded")
+        for index in range(plan.next_step, latest)
+    ]
+    deferred = plan.scheduled_at if plan.scheduled_at is not None else -math.inf
+    plan.next_step = latest
+    plan.scheduled_at = max(deferred, plan.due[latest])
+    return skipped
+
+
 def decide_due_step(plan: ReminderPlan, policy: ReminderPolicy, now: float) -> Decision:
-    """The plan's next step fell due: emit it, defer it past quiet hours, or skip it."""
+    """The plan's next step fell due: emit it, defer it past quiet hours, or skip it (the
+    steps due before the latest due one are superseded by it, ``supersede_overdue``)."""
+    superseded = supersede_overdue(plan, now)
+    decision = _decide_step(plan, policy, now)
+    decision.messages[:0] = superseded
+    return decision
+
+
+def _decide_step(plan: ReminderPlan, policy: ReminderPolicy, now: float) -> Decision:
     step = plan.next_step + 1
     due_at = plan.due[plan.next_step]
     customer = plan.abandoned["cart"].get("customer")

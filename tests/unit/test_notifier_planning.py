@@ -4,6 +4,8 @@ from datetime import UTC, datetime, time
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from config.notifier import QuietHours, ReminderPolicy, ReminderStep
 from schemas.notifications import NotificationLogEntry, ReminderDue
@@ -153,9 +155,61 @@ def test_a_step_without_a_channel_is_skipped_with_the_reason_and_the_plan_goes_o
 
 
 def test_a_step_decided_long_after_its_deadline_is_stale():
-    decision = decide_due_step(planned(), POLICY, T0 + HOUR + POLICY.stale_after + 1)
+    one_step = ReminderPolicy(steps=[ReminderStep(after=HOUR)])
+    decision = decide_due_step(planned(one_step), one_step, T0 + HOUR + one_step.stale_after + 1)
 
     assert logs(decision) == [(1, "skipped", "stale")]
+
+
+def sent_steps(decision):
+    return [m.step for m in decision.messages if isinstance(m, ReminderDue)]
+
+
+def test_overdue_steps_send_only_the_latest_due_one():
+    """The worker was down through both steps: the "last chance" goes out, the first
+    reminder is logged as superseded, never sent in the same second."""
+    decision = decide_due_step(planned(), POLICY, T0 + 25 * HOUR)
+
+    assert logs(decision) == [(1, "skipped", "superseded")]
+    assert sent_steps(decision) == [2]
+    assert decision.plan is None  # nothing left
+
+
+def test_a_step_due_alone_is_decided_as_before():
+    decision = decide_due_step(planned(), POLICY, T0 + 2 * HOUR)
+
+    assert sent_steps(decision) == [1] and logs(decision) == []
+    assert decision.plan.next_step == 1 and decision.plan.scheduled_at == T0 + 24 * HOUR
+
+
+def test_the_latest_overdue_step_is_judged_stale_on_its_own_due_time():
+    decision = decide_due_step(planned(), POLICY, T0 + 24 * HOUR + POLICY.stale_after + 1)
+
+    assert logs(decision) == [(1, "skipped", "superseded"), (2, "skipped", "stale")]
+    assert sent_steps(decision) == []
+
+
+@given(afters=st.lists(st.integers(1, 100), min_size=1, max_size=6, unique=True),
+       decided=st.integers(0, 5), late=st.integers(0, 120))
+def test_exactly_the_steps_before_the_latest_due_one_are_superseded(afters, decided, late):
+    policy = ReminderPolicy(steps=[ReminderStep(after=after * HOUR) for after in sorted(afters)],
+                            stale_after=1_000 * HOUR)
+    plan = planned(policy)
+    plan.next_step = min(decided, len(afters) - 1)
+    plan.scheduled_at = plan.due[plan.next_step]
+    now = plan.due[plan.next_step] + late * HOUR
+    first = plan.next_step
+    latest = max(i for i, due in enumerate(plan.due) if due <= now)
+
+    decision = decide_due_step(plan, policy, now)
+
+    superseded = range(first + 1, latest + 1)
+    assert logs(decision) == [(step, "skipped", "superseded") for step in superseded]
+    assert sent_steps(decision) == [latest + 1]
+    remaining = len(afters) - latest - 1
+    assert (decision.plan is None) == (remaining == 0)
+    if decision.plan is not None:
+        assert decision.plan.scheduled_at == plan.due[latest + 1] > now
 
 
 NIGHT = QuietHours(start=time(21, 0), end=time(8, 0))
