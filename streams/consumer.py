@@ -63,7 +63,8 @@ class InputBatch:
         return f"<InputBatch {self.tp.topic}[{self.tp.partition}]@{self.first}..{self.last}>"
 
 
-SeekListener = Callable[[Collection[TP]], None]
+SeekListener = Callable[[Mapping[TP, int]], None]
+"""Told the position (next offset to read) of every partition a seek moved."""
 
 
 class BatchHandler(Protocol):
@@ -221,21 +222,24 @@ class RewindingConsumer(Consumer):
         committed = await super().seek_to_committed()
         rewind = never_committed(committed, self.assignment(),
                                  self.app.tables.changelog_topics)
+        positions = {TP(tp.topic, tp.partition): offset for tp, offset in committed.items()
+                     if offset}
         if rewind:
             starts = await earliest_offsets(self, rewind)
             for tp in rewind:
                 acknowledged = acknowledged_offsets(self, tp)
-                seek(self, tp, first_unacknowledged(starts[tp], acknowledged))
+                positions[tp] = first_unacknowledged(starts[tp], acknowledged)
+                seek(self, tp, positions[tp])
         assigned = self.assignment()
-        sought = [TP(tp.topic, tp.partition) for tp in committed]
-        sought = [tp for tp in sought if tp in assigned]
+        sought = {tp: offset for tp, offset in positions.items() if tp in assigned}
         for listener in self.seek_listeners:
             listener(sought)
         return committed
 
 
 def on_seek(listener: SeekListener) -> None:
-    """Call ``listener`` with the partitions each seek to committed offsets moved back.
+    """Call ``listener`` with the partitions each seek to committed offsets moved back, and
+    where to (``{partition: next offset read}``).
 
     Faust seeks after a rebalance's recovery (having already resumed the partitions, so
     records past the committed offsets may have been processed once) and whenever it drops

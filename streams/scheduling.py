@@ -15,7 +15,7 @@ Responsibilities of ``PartitionTimers``:
 """
 
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import faust
 from faust.types import TP
@@ -131,14 +131,15 @@ class PartitionTimers:
         """The input message at ``offset`` is fully processed."""
         self.next_offsets[tp] = offset + 1
 
-    def rewound(self, partitions: Collection[TP]) -> None:
-        """The consumer sought ``partitions`` back to their committed offsets: what was read
-        past them is read again, so neither the offsets processed nor the event time read
-        there count any more (the input is behind until its next message says otherwise)."""
-        for tp in partitions:
+    def rewound(self, positions: Mapping[TP, int]) -> None:
+        """The consumer sought partitions back to these positions (next offset to read):
+        what was read past them is read again, so the event time read there no longer counts
+        (the input holds the safe time back until its next message says otherwise, unless the
+        position is its end: a seek that re-reads nothing must not leave it behind)."""
+        for tp, position in positions.items():
             if tp.topic in self.input_topics:
                 key = TP(tp.topic, tp.partition)
-                self.next_offsets.pop(key, None)
+                self.next_offsets[key] = position
                 self.clock.forget(key)
 
     def tick_seen(self, partition: int) -> None:

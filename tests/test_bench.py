@@ -10,7 +10,8 @@ import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-FIGURES = {"a", "b", "b0", "c", "d0", "d", "d2", "e.p50", "e.p99", "e.max", "f", "g", "h", "i"}
+FIGURES = {"a", "b", "b0", "c", "d0", "d", "d2", "e.p50", "e.p99", "e.max", "f", "g", "h", "i",
+           "j"}
 
 
 def test_quick_bench_reports_every_figure_well_formed(kafka_bootstrap, tmp_path):
@@ -42,5 +43,8 @@ def test_quick_bench_reports_every_figure_well_formed(kafka_bootstrap, tmp_path)
     emails = report["checks"]["i_emails"]
     assert emails["expected"] == emails["received"] > 0
     assert emails["exactly_once"], emails  # every reminder arrived once, to its customer only
+    steps = report["checks"]["j_steps"]  # the live rate: rising steps, the first kept up with
+    assert steps and steps[0]["sustained"] and steps[0]["published_per_s"] > 0, steps
+    assert [step["target"] for step in steps] == sorted(step["target"] for step in steps)
     assert report["machine"]["cores"] >= 1 and report["started_at"]
     assert "| d |" in done.stdout and "d/c" in done.stdout

@@ -121,15 +121,17 @@ async def test_a_rebalance_commits_before_faust_forgets_the_revoked_acknowledgem
 
 
 async def test_every_partition_sought_is_told_to_the_seek_listeners(monkeypatch):
-    """The agents' timers forget what they read past the committed offsets (see
+    """The agents' timers learn where each partition is read from now (see
     ``PartitionTimers.rewound``); a partition revoked meanwhile was not sought."""
     never, committed, revoked = (TopicPartition("cart-events", n) for n in range(3))
     thread = FakeConsumerThread({never: None, committed: 5, revoked: 7})
     thread.revoked.add(revoked)
     consumer = app_consumer(thread)
-    told: list[set[TP]] = []
-    monkeypatch.setattr(type(consumer), "seek_listeners", [lambda tps: told.append(set(tps))])
+    consumer._acked_index = {TP("cart-events", 0): {0, 1, 2}}
+    told: list[dict[TP, int]] = []
+    monkeypatch.setattr(type(consumer), "seek_listeners", [lambda tps: told.append(dict(tps))])
 
     await consumer.perform_seek()
 
-    assert told == [{TP("cart-events", 0), TP("cart-events", 1)}]
+    # where each now reads from: after what was acknowledged, or the committed offset
+    assert told == [{TP("cart-events", 0): 3, TP("cart-events", 1): 5}]

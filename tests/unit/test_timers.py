@@ -340,8 +340,20 @@ def test_a_seek_back_forgets_the_position_and_event_time_read_past_it() -> None:
     timers.observe(tp, 9, event_time=900.0, now=1000.0)
     timers.processed(tp, 9)
 
-    timers.rewound([TP("cart-events", 0), TP("unrelated", 0)])
+    timers.rewound({TP("cart-events", 0): 4, TP("unrelated", 0): 0})
 
-    # Back at the committed offset (none here): behind, and nothing is known to be safe.
+    # Back at offset 4: behind, and nothing is known to be safe until it is read again.
     assert not timers.caught_up(tp)
     assert timers.safe_time(0) == -math.inf
+
+
+def test_a_seek_that_reads_nothing_again_leaves_the_input_caught_up() -> None:
+    """Everything was acknowledged (just not committed yet): the consumer resumes at the end,
+    no message comes to say so, and the partition's timers must still fire."""
+    timers, tp = timers_reading(highwater=10)
+    timers.processed(tp, 9)
+
+    timers.rewound({tp: 10})
+
+    assert timers.caught_up(tp)
+    assert timers.safe_time(0) > 1e9  # the wall clock

@@ -25,7 +25,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from cartwatch_dev.bench import processes
+from cartwatch_dev.bench import live, processes
 from cartwatch_dev.bench.contenders import ContenderConfig
 from cartwatch_dev.bench.notifier_run import NotifierRun
 from cartwatch_dev.bench.processes import BenchError, Process, poll
@@ -40,7 +40,7 @@ from cartwatch_dev.loadgen import (
 )
 from cartwatch_dev.loadgen.ledger import Kind
 from cartwatch_dev.loadgen.model import Topic
-from cartwatch_dev.loadgen.produce import Progress, produce
+from cartwatch_dev.loadgen.produce import Progress, produce, produce_live
 from config.kafka import KafkaSettings, client_options
 
 PARTITIONS = 4
@@ -48,6 +48,8 @@ INPUTS: dict[Topic, str] = {"cart_events": "cart-events", "purchase_events": "pu
 OUTPUTS: dict[str, Kind] = {"cart-abandoned": "abandoned", "cart-recovered": "recovered",
                             "cart-reactivated": "reactivated"}
 MB = 2**20
+LIVE_ABANDON_AFTER = 30.0
+"""Time to abandon in the live steps: carts are abandoned and comebacks arrive within one."""
 
 
 @dataclass(frozen=True)
@@ -63,14 +65,20 @@ class Scale:
     """Deadline of each step (a contender's run, an ingest, a recovery)."""
     notifier_emails: int
     """Due reminders the notifier worker sends into the bench's SMTP sink (figure i)."""
+    live_rates: tuple[float, ...]
+    """Rising input rates (events/s) of the live steps (figure j), each held ``live_seconds``."""
+    live_seconds: float
 
     @classmethod
     def named(cls, quick: bool) -> Scale:
         if quick:
             return cls(throughput_carts=700, silent_carts=2_000, tracked_carts=20_000,
-                       silent_after=20.0, timeout=90.0, notifier_emails=300)
+                       silent_after=20.0, timeout=90.0, notifier_emails=300,
+                       live_rates=(100.0, 200.0), live_seconds=5.0)
         return cls(throughput_carts=28_000, silent_carts=100_000, tracked_carts=1_000_000,
-                   silent_after=90.0, timeout=900.0, notifier_emails=5_000)
+                   silent_after=90.0, timeout=900.0, notifier_emails=5_000,
+                   live_rates=(1_000.0, 2_000.0, 4_000.0, 8_000.0, 16_000.0),
+                   live_seconds=60.0)
 
 
 @dataclass
@@ -259,6 +267,60 @@ class Bench:
                       kafka=self.kafka)
         progress.close()
 
+    # -- live rate --------------------------------------------------------------------------
+
+    def live(self) -> None:
+        """Figure j: the highest steady rate one worker keeps up with (``bench.live``)."""
+        scale, prefix = self.scale, self.prefix("live")
+        topics = {logical: prefix + name for logical, name in INPUTS.items()}
+        asyncio.run(create_topics(self.bootstrap, list(topics.values()), self.kafka))
+        worker = self._worker("j", prefix, CARTWATCH_ABANDON_AFTER=str(LIVE_ABANDON_AFTER),
+                              CARTWATCH_READ_MODEL="off", CARTWATCH_BATCH_INPUT="true")
+        url = f"http://127.0.0.1:{worker.env['CARTWATCH_WEB_PORT']}"
+        worker.start()
+
+        def processed() -> int:
+            return sum(v for k, v in processes.counters(url).items() if k.startswith("in:"))
+
+        async def publish(messages: list[Message], on_sent: Callable[[int], None]) -> int:
+            return await produce_live(self.bootstrap, messages, topics, on_sent=on_sent,
+                                      kafka=self.kafka)
+
+        steps: list[live.Step] = []
+        try:
+            poll(lambda: worker.check_alive() or processes.ready_count(worker) > 0,
+                 scale.timeout, "the live worker to be ready")
+            poll(lambda: worker.check_alive() or _answers(processed), scale.timeout,
+                 "the live worker's web server")
+            for number, target in enumerate(scale.live_rates):
+                messages = live.live_messages(target, scale.live_seconds, time.time() + 1.0,
+                                              seed=100 + number,
+                                              abandon_after=LIVE_ABANDON_AFTER)
+                self.say(f"j: {target:,.0f} events/s for {scale.live_seconds:.0f} s "
+                         f"({len(messages):,} messages)")
+                step = asyncio.run(live.hold(messages, target, publish, processed,
+                                             baseline=processed()))
+                steps.append(step)
+                self.say(f"j: published {step.rate:,.0f} events/s, at most "
+                         f"{step.max_lag:.2f} s behind")
+                if not step.sustained:
+                    break
+        finally:
+            worker.stop()
+        self.report.checks["j_steps"] = [
+            {"target": s.target, "published_per_s": round(s.rate), "max_lag_s": round(
+                s.max_lag, 2), "sustained": s.sustained} for s in steps]
+        best = live.highest_sustained(steps)
+        label = (f"live rate kept up with (under {live.MAX_LAG:.0f} s behind for "
+                 f"{scale.live_seconds:.0f} s)")
+        last = steps[-1] if steps else None
+        note = ("the fastest step was kept up with: the producer or the steps end here"
+                if last is not None and last.sustained else
+                f"next step {last.rate:,.0f}/s fell {last.max_lag:.1f} s behind"
+                if last is not None else "no step ran")
+        self.report.add(Figure("j", label, None if best is None else best.rate, "events/s",
+                               note=note))
+
     # -- timers, memory, recovery -----------------------------------------------------------
 
     def timers(self, parts: Collection[str] = ("timers", "memory", "recovery")) -> None:
@@ -415,6 +477,15 @@ async def create_topics(bootstrap: str, names: list[str], kafka: KafkaSettings) 
             await asyncio.sleep(0.1)
     finally:
         await admin.close()
+
+
+def _answers(check: Callable[[], object]) -> bool:
+    """Does ``check`` run without a connection error (a web server that is up)?"""
+    try:
+        check()
+    except OSError:
+        return False
+    return True
 
 
 def _free_port() -> int:
