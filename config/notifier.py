@@ -123,6 +123,8 @@ class SmtpSettings(BaseModel):
     tls: bool = False
     validate_certs: bool = True
     timeout: Duration = 30.0
+    """Longest silence of the server: connect, greeting, each command's reply (DATA's too).
+    A tarpit or hung relay costs one attempt this long, then it is retried with backoff."""
     connections: int = Field(4, ge=1, le=64)
     """SMTP connections the sender keeps open at most, to overlap deliveries."""
 
@@ -219,7 +221,7 @@ class NotifierSettings(BaseModel):
 
 
 _SMTP_ENV = ("host", "port", "username", "password", "password_file", "starttls", "tls",
-             "connections")
+             "connections", "timeout")
 
 
 def notifier_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -10,12 +10,14 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import ClientSession, web
+from aiosmtpd.controller import Controller
 from cartwatch_dev.stack import read_maildir
 from kafka_helpers import create_topics, free_ports
 from pipeline_harness import PARTITIONS, Pipeline, Shop, parse_metrics, partition_for
@@ -489,3 +491,109 @@ async def test_steps_overdue_after_a_stopped_worker_send_only_the_latest(
     assert outcomes(log) == {("c-1:1", 1, "skipped", "superseded"), ("c-1:1", 2, "sent", None)}
     assert [(m["To"], m["X-Cartwatch-Step"]) for m in mail_server.messages()] == [
         ("one@example.com", "2")]
+
+
+STALL, BUSY = "stall@example.com", "busy@example.com"
+
+
+class HostileHandler:
+    """An SMTP server that is hostile to two addresses and delivers to every other one.
+
+    ``stall@``: a relay hung on DATA. Each of its attempts that begins before every other
+    address has its mail is greeted, takes MAIL, RCPT and the message, and then gets no answer
+    until the client hangs up. ``busy@``: ``451`` to its first ``busy_refusals`` RCPTs (a
+    greylisting server). Accepted messages are recorded with the time they were accepted.
+    """
+
+    def __init__(self, others: set[str], busy_refusals: int = 3) -> None:
+        self.others = others
+        self.busy_refusals = busy_refusals
+        self.refused = 0
+        self.accepted: list[tuple[float, str, str]] = []
+        """(monotonic time, recipient, Message-ID) of each message answered with 250."""
+        self.stalls: list[tuple[float, float | None]] = []
+        """(start, end) of each stalled DATA; end is when the client hung up."""
+
+    def others_done(self) -> bool:
+        return self.others <= {rcpt for _, rcpt, _ in self.accepted}
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        if address == BUSY and self.refused < self.busy_refusals:
+            self.refused += 1
+            return "451 4.7.1 greylisted, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        if STALL in envelope.rcpt_tos and not self.others_done():
+            index = len(self.stalls)
+            self.stalls.append((time.monotonic(), None))
+            try:
+                await asyncio.sleep(3600)  # cancelled when the client closes the connection
+            finally:
+                self.stalls[index] = (self.stalls[index][0], time.monotonic())
+        parsed = message_from_bytes(envelope.content)
+        self.accepted.append((time.monotonic(), envelope.rcpt_tos[0], parsed["Message-ID"]))
+        return "250 OK"
+
+
+SMTP_TIMEOUT = 1.5
+
+
+async def test_tarpit_and_greylisting_hold_one_lane_while_other_addresses_get_their_reminders(
+    notifier_pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """A relay hung on DATA for one address and 451 for another: each stalled attempt is given
+    up after ``smtp.timeout`` with one log line and retried with backoff; every other address
+    gets its reminder while the stalled one's lane is stuck; each reminder arrives once."""
+    pipeline = notifier_pipeline
+    others = {f"o{n}@example.com" for n in range(4)}
+    handler = HostileHandler(others)
+    port = free_ports(1)[0]
+    controller = Controller(handler, hostname="127.0.0.1", port=port,
+                            server_hostname="localhost")
+    controller.start()
+    try:
+        configure(pipeline, tmp_path, ONE_STEP, port, CARTWATCH_SMTP_TIMEOUT=f"{SMTP_TIMEOUT}s")
+        pipeline.worker("w1").start().wait_ready()
+        shop = Shop("s")
+        await pipeline.send([shop.add("c-stall", "MUG", customer=customer(STALL)),
+                             shop.add("c-busy", "MUG", customer=customer(BUSY))])
+        await wait_until(lambda: bool(handler.stalls), 60, "the first stalled DATA")
+        # the other carts are abandoned and fall due while stall@'s lane is stuck
+        shop.base = datetime.now(UTC)
+        await pipeline.send([shop.add(f"c-{address.split('@')[0]}", "MUG",
+                                      customer=customer(address)) for address in others])
+        carts = ["c-stall", "c-busy", *(f"c-o{n}" for n in range(4))]
+        expected = {(f"{cart}:1", 1, "sent", None) for cart in carts}
+        log = await read_topic(pipeline, "cartwatch-notification-log",
+                               lambda records: outcomes(records) >= expected, settle=2.0)
+    finally:
+        controller.stop()
+
+    assert outcomes(log) == expected
+    # once each: one accepted message per address, its Message-ID the one the log recorded
+    accepted = {rcpt: (at, mid) for at, rcpt, mid in handler.accepted}
+    assert sorted(rcpt for _, rcpt, _ in handler.accepted) == sorted([STALL, BUSY, *others])
+    assert {mid for _, mid in accepted.values()} == {
+        e["message_id"] for e in log if e["status"] == "sent"}
+    # the other addresses were served while stall@ was stuck, before its own delivery
+    first_stall = handler.stalls[0][0]
+    assert all(first_stall < accepted[rcpt][0] < accepted[STALL][0] for rcpt in others)
+    # each stalled attempt was given up after the timeout (the client hung up), then retried
+    assert all(end is not None and SMTP_TIMEOUT - 0.1 < end - start < SMTP_TIMEOUT + 1.0
+               for start, end in handler.stalls), handler.stalls
+    failed = {cart: [e for e in log if e["status"] == "failed" and e["cart_id"] == cart]
+              for cart in ("c-stall", "c-busy")}
+    assert len(failed["c-stall"]) == len(handler.stalls) >= 1
+    assert all(e["retrying"] and e["error"] == "SMTP server did not answer within 1.5 s "
+               "(SMTPReadTimeoutError)" for e in failed["c-stall"])
+    assert len(failed["c-busy"]) == handler.refused == 3
+    assert all(e["retrying"] and "451" in e["error"] for e in failed["c-busy"])
+    assert not [e for e in log if e["status"] == "failed" and e["cart_id"].startswith("c-o")]
+    # one clear line per stalled attempt in the worker's log
+    lines = [line for line in pipeline.workers[0].log().splitlines()
+             if "reminder c-stall:1 step 1 attempt" in line]
+    assert len(lines) == len(handler.stalls)
+    assert all("failed (will retry): SMTP server did not answer within 1.5 s" in line
+               for line in lines)

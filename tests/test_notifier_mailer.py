@@ -1,6 +1,7 @@
 """The SMTP channel against a real SMTP server: reused connections, messages intact."""
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -113,3 +114,78 @@ async def test_refused_recipients_and_the_declared_size(refusing_server):
     assert recipients == ["ann@example.com"]
     assert content == b"Subject: x\r\n\r\nline one\r\n.line two\r\n"  # dot-unstuffed by the server
     assert f"SIZE={len(normalize_message_line_endings(message))}" in [o.upper() for o in options]
+
+
+@pytest.fixture
+async def silent_server():
+    """A tarpit: accepts TCP connections and never writes a byte (no greeting)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], held
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_server_that_never_greets_is_given_up_within_the_timeout(silent_server):
+    port, held = silent_server
+    mailer = SmtpMailer(SmtpSettings(host="127.0.0.1", port=port, timeout=0.5))
+    started = time.monotonic()
+    with pytest.raises(DeliveryError) as failure:  # wait_for: a missing timeout fails, not hangs
+        await asyncio.wait_for(mailer.send(b"Subject: x\n\nbody\n", "hi@tea.example",
+                                           ["a@example.com"]), 10)
+    elapsed = time.monotonic() - started
+    assert len(held) == 1  # it did connect: the wait was for the greeting
+    assert failure.value.transient
+    assert str(failure.value) == (
+        "SMTP server did not answer within 0.5 s (SMTPConnectTimeoutError)")
+    assert 0.5 <= elapsed < 1.5
+
+
+class StallingHandler:
+    """A hung relay: greets, takes MAIL, RCPT and the message, then never answers the first
+    message's DATA (until the client hangs up); answers the next ones."""
+
+    def __init__(self) -> None:
+        self.stalls = 0
+        self.received: list[bytes] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        if self.stalls == 0:
+            self.stalls += 1
+            await asyncio.sleep(3600)  # cancelled when the client closes the connection
+        self.received.append(envelope.content)
+        return "250 OK"
+
+
+async def test_a_relay_hung_on_data_costs_one_timeout_then_a_fresh_connection_delivers():
+    handler = StallingHandler()
+    port = free_ports(1)[0]
+    controller = Controller(handler, hostname="127.0.0.1", port=port, server_hostname="localhost")
+    controller.start()
+    mailer = SmtpMailer(SmtpSettings(host="127.0.0.1", port=port, timeout=0.5, connections=1))
+    try:
+        started = time.monotonic()
+        with pytest.raises(DeliveryError) as failure:
+            await asyncio.wait_for(mailer.send(b"Subject: one\n\nbody\n", "hi@tea.example",
+                                               ["a@example.com"]), 10)
+        elapsed = time.monotonic() - started
+        assert failure.value.transient
+        assert str(failure.value) == (
+            "SMTP server did not answer within 0.5 s (SMTPReadTimeoutError)")
+        assert 0.5 <= elapsed < 1.5
+        # the one slot is free again and the timed-out connection is not reused
+        await asyncio.wait_for(mailer.send(b"Subject: two\n\nbody\n", "hi@tea.example",
+                                           ["a@example.com"]), 10)
+    finally:
+        await mailer.close()
+        controller.stop()
+    assert handler.stalls == 1
+    assert [content.split(b"\r\n")[0] for content in handler.received] == [b"Subject: two"]

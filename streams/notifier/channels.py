@@ -30,8 +30,13 @@ class DeliveryError(Exception):
         self.transient = transient
 
 
-def smtp_failure(exc: Exception) -> DeliveryError:
-    """Classify an aiosmtplib (or socket) exception."""
+def smtp_failure(exc: Exception, timeout: float | None = None) -> DeliveryError:
+    """Classify an aiosmtplib (or socket) exception.
+
+    A silent server (a tarpit that never greets, a relay hung on DATA) surfaces as aiosmtplib's
+    timeout after ``timeout`` s of silence; it gets its own text, naming the wait, so the one log
+    line of the failed attempt tells a hung server apart from a lost connection.
+    """
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         codes = [error.code for error in exc.recipients]
         text = "; ".join(f"{error.code} {error.message}" for error in exc.recipients)
@@ -42,7 +47,11 @@ def smtp_failure(exc: Exception) -> DeliveryError:
         return DeliveryError(f"SMTP authentication failed ({exc.code})", transient=True)
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return DeliveryError(f"SMTP {exc.code}: {exc.message}"[:500], transient=exc.code < 500)
-    if isinstance(exc, aiosmtplib.SMTPServerDisconnected | aiosmtplib.SMTPTimeoutError):
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError):
+        waited = f"within {timeout:g} s " if timeout is not None else ""
+        return DeliveryError(f"SMTP server did not answer {waited}({type(exc).__name__})",
+                             transient=True)
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
         return DeliveryError(f"SMTP connection lost: {type(exc).__name__}", transient=True)
     if isinstance(exc, aiosmtplib.SMTPConnectError | OSError | TimeoutError):
         return DeliveryError(f"SMTP server unreachable: {type(exc).__name__}", transient=True)
@@ -55,6 +64,10 @@ class SmtpMailer:
     A connection is opened (with TLS and login) when a message finds none idle and fewer than
     ``connections`` open, and is reopened after it was lost. Several connections let deliveries
     of different addresses overlap their SMTP round trips.
+
+    ``smtp.timeout`` bounds the TCP connect, the wait for the greeting and each command's reply
+    (DATA's included): a silent server holds a connection slot that long at most, aiosmtplib
+    then closes the connection, and the attempt fails as transient (retried with backoff).
     """
 
     def __init__(self, settings: SmtpSettings) -> None:
@@ -92,7 +105,7 @@ class SmtpMailer:
                     client = await self._connect()
                 await _transaction(client, message, sender, recipients, options)
             except Exception as exc:
-                failure = smtp_failure(exc)
+                failure = smtp_failure(exc, self.settings.timeout)
                 if failure.transient and client is not None:
                     await _quit(client)  # the next attempt starts on a fresh connection
                     client = None

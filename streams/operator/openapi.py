@@ -202,6 +202,11 @@ CART_FILTERS = [
     _param("min_total", "minimum cart total", {"type": "string", "pattern": r"^-?\d+(\.\d+)?$"}),
     _param("max_total", "maximum cart total", {"type": "string", "pattern": r"^-?\d+(\.\d+)?$"}),
 ]
+CUSTOMER_FILTERS = [  # the customer export is for one product: the API refuses it without
+    {**p, "required": True, "schema": {"type": "string", "minLength": 1}}
+    if p["name"] == "product" else p
+    for p in CART_FILTERS
+]
 LOG_FILTERS = [
     *SCOPE,
     _param("status", f"{', '.join(LOG_STATUSES)} ({LIST})"),
@@ -220,7 +225,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "also": {"409": "the latest abandonment is not abandoned any more",
                  "503": "the notifier does not take manual reminders on this worker"}},
     ("/cartwatch/api/carts.csv", "get"): {"parameters": CART_FILTERS, "csv": True},
-    ("/cartwatch/api/customers.csv", "get"): {"parameters": CART_FILTERS, "csv": True},
+    ("/cartwatch/api/customers.csv", "get"): {"parameters": CUSTOMER_FILTERS, "csv": True},
     ("/cartwatch/api/insights/", "get"): {
         "parameters": [_param("period", "bucket size", {"enum": ["day", "week"]}), *SCOPE],
         "json": Insights},

@@ -277,3 +277,12 @@ def test_transient_failures_give_up_after_the_deadline():
 ])
 def test_smtp_failure_classification(exc, transient):
     assert smtp_failure(exc).transient is transient
+
+
+@pytest.mark.parametrize("exc", [
+    aiosmtplib.SMTPConnectTimeoutError("no greeting"), aiosmtplib.SMTPReadTimeoutError("no reply"),
+])
+def test_a_silent_server_is_a_transient_failure_naming_the_wait(exc):
+    failure = smtp_failure(exc, 2.5)
+    assert failure.transient
+    assert str(failure) == f"SMTP server did not answer within 2.5 s ({type(exc).__name__})"

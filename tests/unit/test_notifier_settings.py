@@ -19,13 +19,13 @@ def test_environment_variables():
         "CARTWATCH_NOTIFIER_ENABLED": "true", "CARTWATCH_LINK_SECRET": SECRET,
         "CARTWATCH_SMTP_HOST": "mail.example", "CARTWATCH_SMTP_PORT": "587",
         "CARTWATCH_SMTP_USERNAME": "u", "CARTWATCH_SMTP_PASSWORD": "hunter2-password",
-        "CARTWATCH_SMTP_STARTTLS": "true",
+        "CARTWATCH_SMTP_STARTTLS": "true", "CARTWATCH_SMTP_TIMEOUT": "2.5s",
         "CARTWATCH_REMINDER_STEPS": "1h:reminder, 24h:last-chance,72h",
     })
     notifier = settings.notifier
 
-    assert (notifier.smtp.host, notifier.smtp.port, notifier.smtp.starttls) == (
-        "mail.example", 587, True)
+    assert (notifier.smtp.host, notifier.smtp.port, notifier.smtp.starttls,
+            notifier.smtp.timeout) == ("mail.example", 587, True, 2.5)
     assert [(s.after, s.template) for s in notifier.reminders.steps] == [
         (3600, "reminder"), (86_400, "last-chance"), (259_200, "reminder")]
     assert notifier.secret == SECRET.encode()
