@@ -118,7 +118,8 @@ class ReminderPolicy(BaseModel):
                 campaigns.append(Campaign.model_validate(raw))
             except ValidationError as exc:
                 problems = "; ".join(
-                    f"{'.'.join(str(p) for p in error['loc']) or 'campaign'}: {error['msg']}"
+                    ": ".join(filter(None, ('.'.join(str(p) for p in error['loc']),
+                                            error['msg'].removeprefix("Value error, "))))
                     for error in exc.errors()
                 )
                 label = repr(name) if isinstance(name, str) else f"#{index + 1}"
