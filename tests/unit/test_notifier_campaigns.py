@@ -437,3 +437,10 @@ def test_contacts_keep_only_what_a_limit_can_ask_for():
     contact = record_sent(contact, due_of(), T0 + 91 * 86_400)
     assert contact.sent_times == [T0 + 91 * 86_400]
     assert Contact.from_dict(contact.to_dict()) == contact
+
+
+def test_a_send_exactly_one_period_ago_no_longer_counts():
+    limit = ReentryLimit(count=1, period=7 * 86_400)
+
+    assert reentry_exceeded([T0], limit, T0 + 7 * 86_400 - 1)
+    assert not reentry_exceeded([T0], limit, T0 + 7 * 86_400)
