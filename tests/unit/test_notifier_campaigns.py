@@ -444,3 +444,20 @@ def test_a_send_exactly_one_period_ago_no_longer_counts():
 
     assert reentry_exceeded([T0], limit, T0 + 7 * 86_400 - 1)
     assert not reentry_exceeded([T0], limit, T0 + 7 * 86_400)
+
+
+def test_the_readme_example_loads_and_its_templates_check(tmp_path):
+    from pathlib import Path
+
+    from streams.notifier.rendering import check_templates
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("```toml", readme.index("### Campaigns")) + len("```toml")
+    example = readme[start:readme.index("```", start)]
+    policy = load_settings(write_config(tmp_path, example)).notifier.policy("tea")
+
+    assert [c.name for c in policy.campaign_list()] == ["big-carts", "everyone-else"]
+    assert [(v.name, v.weight, v.holdout) for v in policy.campaigns[0].variants] == [
+        ("plain", 45, False), ("discount", 45, False), ("holdout", 10, True)]
+    assert policy.campaigns[0].steps[1].channel == "webhook"
+    check_templates([("tea", policy)])
