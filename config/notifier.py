@@ -10,7 +10,7 @@ line or a settings error.
 from collections.abc import Mapping
 from datetime import time
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -19,9 +19,16 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
+from config.campaigns import (
+    Campaign,
+    ReentryLimit,
+    ReminderStep,
+    default_campaign,
+)
 from config.durations import Duration
 from config.secrets import read_secret
 from schemas.common import Email, TimeZone, Url
@@ -30,18 +37,8 @@ MIN_SECRET_BYTES = 16
 ENV_PREFIX = "CARTWATCH_"
 
 
-TemplateName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
 OperatorEvent = Literal["sent", "failed", "skipped", "deferred"]
 _FAILED_ONLY: tuple[OperatorEvent, ...] = ("failed",)
-
-
-class ReminderStep(BaseModel):
-    """One reminder of a sequence: how long after the abandonment, and which template."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    after: Duration
-    template: TemplateName = "reminder"
 
 
 class QuietHours(BaseModel):
@@ -99,6 +96,35 @@ class ReminderPolicy(BaseModel):
     """Use the webhook when the customer has no email address or no marketing consent."""
     webhook_timeout: Duration = 10.0
     operator_events: list[OperatorEvent] = Field(default_factory=lambda: list(_FAILED_ONLY))
+    campaigns: list[Campaign] = Field(default_factory=list, max_length=50)
+    """In order: an abandonment enters the first whose segment matches (none: ``steps`` make
+    one ``default`` campaign for every abandonment)."""
+    reentry_limit: ReentryLimit | None = None
+    """At most ``count`` reminders per address per ``period`` across carts and campaigns."""
+
+    @field_validator("campaigns", mode="before")
+    @classmethod
+    def _each_campaign(cls, value: Any) -> Any:
+        """Validate campaigns one by one, so an error names the campaign, not its index."""
+        if not isinstance(value, list):
+            return value
+        campaigns = []
+        for index, raw in enumerate(value):
+            if isinstance(raw, Campaign):
+                campaigns.append(raw)
+                continue
+            name = raw.get("name") if isinstance(raw, dict) else None
+            try:
+                campaigns.append(Campaign.model_validate(raw))
+            except ValidationError as exc:
+                problems = "; ".join(
+                    ": ".join(filter(None, ('.'.join(str(p) for p in error['loc']),
+                                            error['msg'].removeprefix("Value error, "))))
+                    for error in exc.errors()
+                )
+                label = repr(name) if isinstance(name, str) else f"#{index + 1}"
+                raise ValueError(f"campaign {label}: {problems}") from None
+        return campaigns
 
     @model_validator(mode="after")
     def _steps_in_order(self) -> Self:
@@ -106,6 +132,39 @@ class ReminderPolicy(BaseModel):
         if afters != sorted(set(afters)):
             raise ValueError("steps must have strictly increasing 'after' delays")
         return self
+
+    @model_validator(mode="after")
+    def _campaigns_consistent(self) -> Self:
+        names = [campaign.name for campaign in self.campaigns]
+        if len(set(names)) != len(names):
+            raise ValueError("campaign names must be unique")
+        for campaign in self.campaign_list():
+            steps = self.campaign_steps(campaign)
+            for number, step in enumerate(steps, 1):
+                if step.channel == "webhook" and self.webhook_url is None:
+                    raise ValueError(f"campaign {campaign.name!r}: steps.{number}.channel: "
+                                     "a webhook step needs the store's webhook_url")
+            for variant in campaign.variants:
+                for number in variant.steps:
+                    if not 1 <= number <= len(steps):
+                        raise ValueError(
+                            f"campaign {campaign.name!r}: variants.{variant.name}.steps.{number}:"
+                            f" no such step (the campaign has {len(steps)})")
+        return self
+
+    def campaign_list(self) -> list[Campaign]:
+        """The campaigns in order, or the implicit ``default`` one of a policy without any."""
+        return self.campaigns or [default_campaign(self.steps)]
+
+    def campaign(self, name: str | None) -> Campaign | None:
+        """The campaign of that name (None: the ``default`` one of a plan made before campaigns
+        existed, when the policy still has no campaigns)."""
+        if name is None:
+            return None if self.campaigns else default_campaign(self.steps)
+        return next((c for c in self.campaign_list() if c.name == name), None)
+
+    def campaign_steps(self, campaign: Campaign) -> list[ReminderStep]:
+        return campaign.steps if campaign.steps is not None else self.steps
 
 
 class SmtpSettings(BaseModel):

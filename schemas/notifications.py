@@ -57,6 +57,12 @@ class ReminderDue(Contract):
     abandoned_at: Timestamp
     due_at: Timestamp = Field(description="When the step was planned (before any deferral)")
     decided_at: Timestamp
+    campaign: str | None = Field(None, description="The campaign the abandonment entered")
+    variant: str | None = Field(None, description="Its variant in the campaign's experiment")
+    subject: Text | None = Field(None, description="The variant's subject, instead of the "
+                                                   "template's")
+    discount_code: str | None = Field(None, description="The code of this step and variant "
+                                                        "(null: the store's)")
 
 
 class NotificationLogEntry(Contract):
@@ -74,9 +80,13 @@ class NotificationLogEntry(Contract):
         description=(
             "Why skipped or deferred: cart_recovered, cart_reactivated, superseded, "
             "unsubscribed, no_consent, no_contact, frequency_capped, stale, duplicate, "
-            "outcome_unknown, disabled, quiet_hours"
+            "outcome_unknown, disabled, quiet_hours, no_campaign, holdout, send_window, "
+            "no_webhook, reentry_limit"
         ),
     )
+    campaign: str | None = Field(None, description="The campaign the abandonment entered "
+                                                   "(null: none, or logged before campaigns)")
+    variant: str | None = Field(None, description="Its variant in the campaign's experiment")
     error: Text | None = Field(None, description="The failure, without secrets")
     retrying: bool = Field(False, description="A failed attempt that will be tried again")
     attempt: int = Field(0, ge=0, description="Delivery attempt number (0: not attempted)")

@@ -4,8 +4,11 @@ A cart has at most one ``ReminderPlan``: the steps of its latest abandonment sti
 Nothing here reads the clock or Kafka; ``now`` is a parameter, so quiet hours, staleness and
 cancellation are unit-tested directly.
 
-    abandoned -> plan steps at abandoned_at + after
-    a step falls due -> send (ReminderDue), defer (quiet hours, logged), or skip (logged);
+    abandoned -> the first campaign whose segment matches (none: logged no_campaign), its
+        variant (a hash: ``campaigns.assign_variant``; a holdout is logged and sends nothing),
+        and the campaign's steps at abandoned_at + after
+    a step falls due -> send (ReminderDue), defer (quiet hours, send window; logged), or
+        skip (logged);
         due steps before the latest due one are skipped as superseded by it
     recovered / reactivated (if the store says so) -> remaining steps skipped (logged)
 """
@@ -17,10 +20,17 @@ from datetime import datetime, timedelta
 from typing import Any, TypeGuard
 from zoneinfo import ZoneInfo
 
+from config.campaigns import ReminderStep
 from config.notifier import QuietHours, ReminderPolicy
 from schemas.common import Contract, utc_from_epoch
 from schemas.notifications import Channel, NotificationLogEntry, ReminderDue
 from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered
+from streams.notifier.campaigns import (
+    campaign_variant,
+    choose_campaign,
+    step_content,
+    window_opens,
+)
 from streams.stored import StoredFormat
 
 
@@ -40,6 +50,11 @@ class ReminderPlan:
     """Index of the first step not decided yet."""
     scheduled_at: float | None = None
     """Deadline the index holds for this plan: the next step's due time or its deferral."""
+    campaign: str | None = None
+    """The campaign the abandonment entered, decided once when planned (None: a plan stored
+    before campaigns existed, which follows the policy's ``steps``)."""
+    variant: str | None = None
+    """Its variant in the campaign's experiment, decided once when planned."""
 
     def to_dict(self) -> dict[str, Any]:
         """The stored form: the current format version (``streams.stored``) and every field."""
@@ -51,8 +66,9 @@ class ReminderPlan:
         return cls(*PLAN_FORMAT.values(data))
 
 
-PLAN_FORMAT = StoredFormat.of_dataclass("reminder plan", ReminderPlan, version=1, migrations=[
+PLAN_FORMAT = StoredFormat.of_dataclass("reminder plan", ReminderPlan, version=2, migrations=[
     lambda v0: v0,  # 1 = the un-versioned dicts of earlier releases, plus "v"
+    lambda v1: v1,  # 2 = 1 plus campaign and variant (missing: None, the policy's own steps)
 ])
 
 
@@ -80,10 +96,23 @@ def plan_reminders(
     messages: list[Contract] = []
     if current is not None:
         messages = _skip_rest(current, "superseded", now)
+    ids = (abandoned.abandonment_id, abandoned.cart_id, abandoned.store_id)
     if not policy.enabled:
-        return Decision(None, messages + [_log(abandoned.abandonment_id, abandoned.cart_id,
-                                               abandoned.store_id, 1, None, "skipped", now,
+        return Decision(None, messages + [_log(*ids, 1, None, "skipped", now,
                                                reason="disabled")])
+    campaign = choose_campaign(policy.campaign_list(), abandoned)
+    if campaign is None:
+        return Decision(None, messages + [_log(*ids, 1, None, "skipped", now,
+                                               reason="no_campaign")])
+    variant = campaign_variant(campaign, abandoned.abandonment_id)
+    steps = policy.campaign_steps(campaign)
+    arm = campaign.variant(variant)
+    if arm is not None and arm.holdout:
+        return Decision(None, messages + [
+            _log(*ids, number, None, "skipped", now, reason="holdout",
+                 campaign=campaign.name, variant=variant)
+            for number in range(1, len(steps) + 1)
+        ])
     start = abandoned.abandoned_at.timestamp()
     plan = ReminderPlan(
         cart_id=abandoned.cart_id,
@@ -91,7 +120,9 @@ def plan_reminders(
         partition=partition,
         abandonment_id=abandoned.abandonment_id,
         abandoned=abandoned.model_dump(mode="json"),
-        due=[start + step.after for step in policy.steps],
+        due=[start + step.after for step in steps],
+        campaign=campaign.name,
+        variant=variant,
     )
     plan.scheduled_at = plan.due[0]
     return Decision(plan, messages)
@@ -147,6 +178,16 @@ def quiet_until(moment: float, zone: ZoneInfo, quiet: QuietHours) -> float | Non
     return max(resume.timestamp(), moment)
 
 
+def step_channel(step: ReminderStep, customer: dict[str, Any] | None, policy: ReminderPolicy
+                 ) -> Channel | str:
+    """The step's channel for this customer, or why it cannot reach them: an email step
+    follows ``choose_channel`` (webhook fallback included); a webhook step needs the store's
+    ``webhook_url`` (checked at start-up, but a store's settings may change under a plan)."""
+    if step.channel == "webhook":
+        return "webhook" if policy.webhook_url is not None else "no_webhook"
+    return choose_channel(customer, policy)
+
+
 def customer_zone(customer: dict[str, Any] | None, policy: ReminderPolicy) -> ZoneInfo:
     return ZoneInfo((customer or {}).get("timezone") or policy.timezone)
 
@@ -193,17 +234,26 @@ def _decide_step(plan: ReminderPlan, policy: ReminderPolicy, now: float) -> Deci
     due_at = plan.due[plan.next_step]
     customer = plan.abandoned["cart"].get("customer")
     target = plan.scheduled_at if plan.scheduled_at is not None else due_at
+    campaign = policy.campaign(plan.campaign)
+    if campaign is None:  # the campaign left the configuration since the plan was made
+        return Decision(None, _skip_rest(plan, "no_campaign", now))
     if now - target > policy.stale_after:
         return _advance(plan, [_plan_log(plan, step, None, "skipped", now, reason="stale")])
-    channel = choose_channel(customer, policy)
+    steps = policy.campaign_steps(campaign)
+    step_policy = steps[min(plan.next_step, len(steps) - 1)]
+    channel = step_channel(step_policy, customer, policy)
     if not is_channel(channel):
         return _advance(plan, [_plan_log(plan, step, None, "skipped", now, reason=channel)])
+    zone = customer_zone(customer, policy)
     if policy.quiet_hours is not None:
-        resume = quiet_until(now, customer_zone(customer, policy), policy.quiet_hours)
+        resume = quiet_until(now, zone, policy.quiet_hours)
         if resume is not None:
-            plan.scheduled_at = resume
-            return Decision(plan, [_plan_log(plan, step, channel, "deferred", now,
-                                             reason="quiet_hours", deferred_until=resume)])
+            return _defer(plan, step, channel, now, "quiet_hours", resume)
+    if campaign.send_window is not None:
+        opens = window_opens(now, zone, campaign.send_window)
+        if opens is not None:
+            return _defer(plan, step, channel, now, "send_window", opens)
+    content = step_content(step_policy, step, campaign, plan.variant, policy.discount_code)
     abandoned = CartAbandoned.model_validate(plan.abandoned)
     due = ReminderDue(
         idempotency_key=idempotency_key(plan.abandonment_id, step, channel),
@@ -212,15 +262,27 @@ def _decide_step(plan: ReminderPlan, policy: ReminderPolicy, now: float) -> Deci
         store_id=plan.store_id,
         step=step,
         steps=len(plan.due),
-        template=policy.steps[min(plan.next_step, len(policy.steps) - 1)].template,
+        template=content.template,
         channel=channel,
         recipient=(customer or {}).get("email"),
         cart=abandoned.cart,
         abandoned_at=abandoned.abandoned_at,
         due_at=utc_from_epoch(due_at),
         decided_at=utc_from_epoch(now),
+        campaign=plan.campaign,
+        variant=plan.variant,
+        subject=content.subject,
+        discount_code=content.discount_code,
     )
     return _advance(plan, [due])
+
+
+def _defer(plan: ReminderPlan, step: int, channel: Channel, now: float, reason: str,
+           until: float) -> Decision:
+    """Wait until ``until`` (quiet hours end, a send window opens): logged, never dropped."""
+    plan.scheduled_at = until
+    return Decision(plan, [_plan_log(plan, step, channel, "deferred", now, reason=reason,
+                                     deferred_until=until)])
 
 
 def remind_now(plan: ReminderPlan | None, abandonment_id: str, policy: ReminderPolicy,
@@ -248,7 +310,7 @@ def _skip_rest(plan: ReminderPlan, reason: str, now: float) -> list[Contract]:
 def _plan_log(plan: ReminderPlan, step: int, channel: Channel | None, status: str, now: float,
               **extra: Any) -> NotificationLogEntry:
     return _log(plan.abandonment_id, plan.cart_id, plan.store_id, step, channel, status, now,
-                **extra)
+                campaign=plan.campaign, variant=plan.variant, **extra)
 
 
 def _log(abandonment_id: str, cart_id: str, store_id: str, step: int, channel: Channel | None,

@@ -17,6 +17,7 @@ from typing import Any
 import jinja2
 from jinja2 import meta
 
+from config.campaigns import Campaign
 from config.notifier import ReminderPolicy
 
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
@@ -99,7 +100,25 @@ def check_templates(
         for number, step in enumerate(policy.steps, 1):
             for part in PARTS:
                 _check_part(env, f"{step.template}/{part}", f"{store} step {number}")
+        for campaign in policy.campaigns:
+            for where, template in campaign_templates(campaign, policy):
+                for part in PARTS:
+                    _check_part(env, f"{template}/{part}", f"{store} {where}")
     return environments
+
+
+def campaign_templates(campaign: Campaign, policy: ReminderPolicy) -> list[tuple[str, str]]:
+    """Every (where, template) a campaign can send: its steps as each variant changes them."""
+    steps = policy.campaign_steps(campaign)
+    found = [(f"campaign {campaign.name} step {n}", step.template)
+             for n, step in enumerate(steps, 1)]
+    for arm in campaign.variants:
+        for n in range(1, len(steps) + 1):
+            override = arm.steps.get(n)
+            template = (override.template if override else None) or arm.template
+            if template:
+                found.append((f"campaign {campaign.name} variant {arm.name} step {n}", template))
+    return found
 
 
 def _check_part(env: jinja2.Environment, name: str, where: str) -> None:

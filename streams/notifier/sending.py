@@ -14,9 +14,11 @@ from email.header import Header
 from email.utils import format_datetime, formataddr
 from typing import Any
 
+from config.campaigns import MAX_REENTRY_COUNT, MAX_REENTRY_PERIOD, ReentryLimit
 from config.notifier import ReminderPolicy
 from schemas.common import utc_from_epoch
 from schemas.notifications import ReminderDue, Unsubscribe, WebhookReminder, unsubscribe_key
+from streams.notifier.campaigns import reentry_exceeded
 from streams.notifier.rendering import RenderedReminder, money
 from streams.notifier.tokens import LinkClaims, link_with_token, sign_token
 from streams.stored import StoredFormat
@@ -30,6 +32,9 @@ class Contact:
     unsubscribed_stores: list[str] = field(default_factory=list)
     last_sent_at: float | None = None
     last_abandonment_id: str | None = None
+    sent_times: list[float] = field(default_factory=list)
+    """When reminders (any channel) went to this address, newest last, for the re-entry limit;
+    kept ``MAX_REENTRY_PERIOD`` and ``MAX_REENTRY_COUNT`` deep, the most a limit can ask."""
 
     def to_dict(self) -> dict[str, Any]:
         """The stored form: the current format version (``streams.stored``) and every field."""
@@ -42,8 +47,9 @@ class Contact:
         return cls(*CONTACT_FORMAT.values(data)) if data else cls()
 
 
-CONTACT_FORMAT = StoredFormat.of_dataclass("contact", Contact, version=1, migrations=[
+CONTACT_FORMAT = StoredFormat.of_dataclass("contact", Contact, version=2, migrations=[
     lambda v0: v0,  # 1 = the un-versioned dicts of earlier releases, plus "v"
+    lambda v1: v1,  # 2 = 1 plus sent_times (campaign re-entry limits; missing: [])
 ])
 DELIVERY_FORMAT = StoredFormat("delivery", version=1, fields=("status", "at"), defaults={},
                                migrations=[lambda v0: v0])
@@ -106,13 +112,29 @@ def screen(
         and now - contact.last_sent_at < policy.frequency_cap
     ):
         return "frequency_capped"
+    limit = reentry_limit(due, policy)
+    if due.recipient and limit is not None and reentry_exceeded(contact.sent_times, limit, now):
+        return "reentry_limit"
     return None
 
 
+def reentry_limit(due: ReminderDue, policy: ReminderPolicy) -> ReentryLimit | None:
+    """The limit of the reminder's campaign, else the store's (None: no limit)."""
+    campaign = policy.campaign(due.campaign)
+    if campaign is not None and campaign.reentry_limit is not None:
+        return campaign.reentry_limit
+    return policy.reentry_limit
+
+
 def record_sent(contact: Contact, due: ReminderDue, now: float) -> Contact:
+    """Remember a delivered reminder: the frequency cap counts emails, the re-entry limit every
+    reminder to a known address (send times older than any limit can look back are dropped)."""
     if due.channel == "email":
         contact.last_sent_at = now
         contact.last_abandonment_id = due.abandonment_id
+    if due.recipient:
+        recent = [at for at in contact.sent_times if now - at < MAX_REENTRY_PERIOD]
+        contact.sent_times = [*recent, now][-MAX_REENTRY_COUNT:]
     return contact
 
 
@@ -156,7 +178,7 @@ def reminder_context(due: ReminderDue, policy: ReminderPolicy, secret: bytes, no
         "total": money(Decimal(due.cart.total)),
         "currency": due.cart.currency or "",
         "store_name": policy.store_name or due.store_id,
-        "discount_code": policy.discount_code,
+        "discount_code": due.discount_code or policy.discount_code,
         "unsubscribe_link": unsubscribe_link,
         "step": due.step,
         "steps": due.steps,
@@ -259,7 +281,7 @@ def webhook_body(due: ReminderDue, policy: ReminderPolicy, secret: bytes, now: f
         idempotency_key=due.idempotency_key, abandonment_id=due.abandonment_id,
         cart_id=due.cart_id, store_id=due.store_id, step=due.step, cart=due.cart,
         cart_link=cart_link, unsubscribe_link=unsubscribe_link,
-        discount_code=policy.discount_code,
+        discount_code=due.discount_code or policy.discount_code,
     ).model_dump_json().encode()
 
 

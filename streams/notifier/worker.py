@@ -20,6 +20,7 @@ Test-only fault injection: ``CARTWATCH_FAULT_EXIT_AFTER_SEND=1`` makes the worke
 """
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import os
@@ -371,7 +372,8 @@ def log_entry(due: ReminderDue, status: str, now: float, **extra: Any) -> Notifi
     return NotificationLogEntry(
         abandonment_id=due.abandonment_id, cart_id=due.cart_id, store_id=due.store_id,
         step=due.step, channel=due.channel, status=status,
-        idempotency_key=due.idempotency_key, at=utc_from_epoch(now), **extra,
+        idempotency_key=due.idempotency_key, at=utc_from_epoch(now),
+        campaign=due.campaign, variant=due.variant, **extra,
     )
 
 
@@ -389,6 +391,8 @@ async def attempt_delivery(due: ReminderDue, policy: ReminderPolicy) -> None:
                                 transient=False) from None
         if rendered is None:
             raise DeliveryError("templates of this store were not loaded", transient=False)
+        if due.subject:  # the variant's subject line (an A/B test of subjects)
+            rendered = dataclasses.replace(rendered, subject=due.subject)
         message = build_email(due, rendered, policy, context["unsubscribe_link"], now)
         assert due.recipient is not None
         await mailer.send(message, policy.from_address, [due.recipient, *policy.bcc])

@@ -1,0 +1,150 @@
+"""Campaigns end to end (issue #16): real broker, real `cartwatch worker`, real SMTP, and a real
+local HTTP server as the webhook (SMS gateway) of a campaign's second step."""
+
+import hashlib
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from kafka_helpers import free_ports
+from pipeline_harness import Pipeline, Shop
+from test_notifier import (  # noqa: F401 (fixtures)
+    MailServer,
+    configure,
+    customer,
+    mail_server,
+    notifier_pipeline,
+    read_topic,
+    wait_for_mail,
+)
+
+pytestmark = [pytest.mark.integration]
+
+CAMPAIGNS = """
+abandon_after = "1s"
+[notifier]
+retry_initial = "0.2s"
+retry_max = "1s"
+[notifier.reminders]
+from_address = "hello@tea.example"
+webhook_url = "http://127.0.0.1:{hook_port}/sms"
+webhook_fallback = false
+
+[[notifier.reminders.campaigns]]
+name = "big"
+experiment = "e2e"
+segment = {{total_min = 50}}
+steps = [{{after = "1s"}}, {{after = "4s", channel = "webhook"}}]
+
+[[notifier.reminders.campaigns.variants]]
+name = "a"
+weight = 2
+subject = "Subject A"
+
+[[notifier.reminders.campaigns.variants]]
+name = "b"
+weight = 2
+subject = "Subject B"
+discount_code = "BCODE"
+
+[[notifier.reminders.campaigns.variants]]
+name = "holdout"
+weight = 1
+holdout = true
+
+[[notifier.reminders.campaigns]]
+name = "small"
+segment = {{total_max = "49.99"}}
+steps = [{{after = "1s"}}]
+"""
+WEIGHTS = [("a", 2), ("b", 2), ("holdout", 1)]
+
+
+def expected_variant(abandonment_id: str) -> str:
+    """The README's rule, written out independently of ``streams.notifier.campaigns``."""
+    digest = hashlib.sha256(f"{abandonment_id}\0big\0e2e".encode()).digest()
+    point = int.from_bytes(digest[:8], "big") * 5 // 2**64
+    return "a" if point < 2 else "b" if point < 4 else "holdout"
+
+
+def big_carts() -> dict[str, str]:
+    """Cart ids giving two carts of each sending variant and two held out."""
+    chosen: dict[str, str] = {}
+    wanted = {"a": 2, "b": 2, "holdout": 2}
+    for n in itertools.count():
+        cart = f"c-big{n}"
+        variant = expected_variant(f"{cart}:1")
+        if wanted[variant]:
+            wanted[variant] -= 1
+            chosen[cart] = variant
+        if not any(wanted.values()):
+            return chosen
+
+
+async def test_two_campaigns_two_variants_and_a_holdout(
+    notifier_pipeline: Pipeline, mail_server: MailServer, tmp_path: Path
+) -> None:
+    pipeline = notifier_pipeline
+    posts: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        posts.append(await request.json())
+        return web.json_response({"ok": True})
+
+    hook_app = web.Application()
+    hook_app.router.add_post("/sms", hook)
+    runner = web.AppRunner(hook_app)
+    await runner.setup()
+    hook_port = free_ports(1)[0]
+    await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+    try:
+        mail_server.start()
+        configure(pipeline, tmp_path, CAMPAIGNS.format(hook_port=hook_port), mail_server.port)
+        pipeline.worker("w1").start().wait_ready()
+        shop = Shop("tea")
+        big = big_carts()
+        small = ["c-small0", "c-small1"]
+        await pipeline.send(
+            [shop.add(cart, "LAMP", price="60.00", customer=customer(f"{cart}@example.com"))
+             for cart in big]
+            + [shop.add(cart, "MUG", price="10.00", customer=customer(f"{cart}@example.com"))
+               for cart in small])
+
+        sending = [cart for cart, variant in big.items() if variant != "holdout"]
+        expected = {(f"{c}:1", 1, "sent", None, "big", big[c]) for c in sending}
+        expected |= {(f"{c}:1", 2, "sent", None, "big", big[c]) for c in sending}
+        expected |= {(f"{c}:1", step, "skipped", "holdout", "big", "holdout")
+                     for c, variant in big.items() if variant == "holdout" for step in (1, 2)}
+        expected |= {(f"{c}:1", 1, "sent", None, "small", "control") for c in small}
+
+        def seen(records: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+            return {(e["abandonment_id"], e["step"], e["status"], e["reason"], e["campaign"],
+                     e["variant"]) for e in records if not e["retrying"]}
+
+        log = await read_topic(pipeline, "cartwatch-notification-log",
+                               lambda records: seen(records) >= expected, settle=2.0)
+        assert seen(log) == expected
+        assert {(e["abandonment_id"], e["step"], e["channel"]) for e in log
+                if e["status"] == "sent"} == (
+            {(f"{c}:1", 1, "email") for c in sending + small}
+            | {(f"{c}:1", 2, "webhook") for c in sending})
+
+        messages = wait_for_mail(mail_server.maildir, len(sending) + len(small))
+        by_cart = {m["X-Cartwatch-Abandonment"].removesuffix(":1"): m for m in messages}
+        assert len(messages) == len(by_cart) == len(sending) + len(small)  # one each
+        assert set(by_cart) == set(sending) | set(small)  # nothing to the holdout
+        for cart in sending:
+            assert by_cart[cart]["Subject"] == f"Subject {big[cart].upper()}"
+            assert ("BCODE" in by_cart[cart].get_body(("plain",)).get_content()) is (
+                big[cart] == "b")
+        for cart in small:
+            assert not by_cart[cart]["Subject"].startswith("Subject ")
+
+        assert sorted(post["cart_id"] for post in posts) == sorted(sending)
+        for post in posts:
+            assert post["step"] == 2
+            assert post["discount_code"] == ("BCODE" if big[post["cart_id"]] == "b" else None)
+    finally:
+        await runner.cleanup()
