@@ -84,7 +84,7 @@ def big_carts() -> dict[str, str]:
 
 
 async def test_two_campaigns_two_variants_and_a_holdout(
-    notifier_pipeline: Pipeline, mail_server: MailServer, tmp_path: Path
+    notifier_pipeline: Pipeline, mail_server: MailServer, tmp_path: Path,  # noqa: F811
 ) -> None:
     pipeline = notifier_pipeline
     posts: list[dict[str, Any]] = []
