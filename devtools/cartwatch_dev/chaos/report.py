@@ -35,6 +35,8 @@ class ScenarioResult:
     blackouts: list[tuple[float, float]] = field(default_factory=list)
     """Wall-clock windows in which reminders could not be decided (a worker down until its
     successor owned the partitions): a follow-up inside one leaves the reminder to timing."""
+    recovery: float | None = None
+    """Network faults: seconds from the fault's end until every output came on time again."""
     notes: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     """Problems a scenario found itself (a worker exited, a partition did not move...)."""
@@ -123,6 +125,9 @@ def render(results: list[ScenarioResult]) -> str:
     for r in results:
         lines.append(f"\n{r.name}: {r.messages} messages, producer lag <= {r.producer_lag:.2f} s")
         lines.extend(f"  fault: {fault}" for fault in r.faults)
+        if r.recovery is not None:
+            lines.append(f"  recovered: outputs on time again {r.recovery:.1f} s after the "
+                         f"fault ended")
         lines.extend(f"  note: {note}" for note in r.notes)
         lines.extend(f"  PROBLEM: {problem}" for problem in r.problems())
     return "\n".join(lines)
