@@ -37,6 +37,7 @@ PRIVATE_ATTRIBUTES = {
     "faust.transport.consumer (module)": ("ack_lock", "notify"),
     "faust.sensors.monitor.Monitor (instance)": ("stream_inbound_time",),
     "faust.transport.drivers.aiokafka.Consumer (instance)": ("_thread",),
+    "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread": ("_ensure_consumer",),
     "faust.stores.rocksdb.Store": ("_db_for_partition",),
     "aiokafka.AIOKafkaConsumer (instance)": ("_client",),
 }
@@ -52,6 +53,17 @@ def use_consumer_class(app: faust.App, consumer_class: type) -> None:
 def raw_producer(app: faust.App) -> AIOKafkaProducer:
     """The aiokafka producer under Faust's, for record batches sent directly."""
     return app.producer._ensure_producer()  # type: ignore[attr-defined]
+
+
+def last_fetched_at(consumer: Any, tp: TP) -> float | None:
+    """When a fetch response last told Faust's ``consumer`` the end of ``tp`` (wall-clock
+    seconds; None if none has since it was assigned). aiokafka's ``last_poll_timestamp`` is
+    public; the aiokafka consumer under Faust's is not."""
+    client: AIOKafkaConsumer = consumer._thread._ensure_consumer()
+    if tp not in client.assignment():
+        return None
+    stamp = client.last_poll_timestamp(tp)
+    return None if stamp is None else stamp / 1000
 
 
 def committed_offset(app: faust.App, tp: TP) -> int | None:

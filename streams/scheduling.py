@@ -20,7 +20,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 import faust
 from faust.types import TP
 
-from streams.compat import committed_offset
+from streams.compat import committed_offset, last_fetched_at
 from streams.timers import DeadlineIndex, PartitionClock
 
 TICK_RETRY_SECONDS = 5.0
@@ -112,9 +112,25 @@ class PartitionTimers:
         return len(self.deadlines) + len(self.staged)
 
     def safe_time(self, partition: int) -> float:
-        """Deadlines of the partition up to this time may fire now (see ``PartitionClock``)."""
-        inputs = ((tp, self.caught_up(tp)) for tp in self.input_partitions(partition))
-        return self.clock.horizon(inputs, time.time())
+        """Deadlines of the partition up to this time may fire now (see ``PartitionClock``),
+        and never past the last fetch response of any of its inputs.
+
+        "Caught up" compares the position with the end of the partition *as of the last fetch
+        response*; while the broker cannot be reached (a network partition) that end goes stale
+        and the worker would look caught up forever, firing deadlines by the wall clock while
+        the events that cancel them wait unread at the broker: abandonments of carts that were
+        bought or still filling. Only what the broker last said is known: no deadline fires
+        after that moment until it answers again. (A healthy consumer fetches at least every
+        ``fetch_max_wait``, 1.5 s in Faust, and at once when messages arrive.)
+        """
+        now = time.time()
+        inputs = [(tp, self.caught_up(tp)) for tp in self.input_partitions(partition)]
+        horizon = self.clock.horizon(inputs, now)
+        for tp, caught_up in inputs:
+            fetched = last_fetched_at(self.app.consumer, tp) if caught_up else None
+            if fetched is not None:
+                horizon = min(horizon, fetched)
+        return horizon
 
     def fire_horizon(self, partition: int) -> float:
         """Deadlines up to this time may fire on the wall clock alone (no event proving that

@@ -8,7 +8,7 @@ import faust.transport.consumer as faust_consumer
 import pytest
 from aiokafka import AIOKafkaConsumer
 from faust.stores.rocksdb import Store
-from faust.transport.drivers.aiokafka import Producer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Producer
 
 from streams.compat import CHECKED_AGAINST, PRIVATE_ATTRIBUTES
 
@@ -35,6 +35,9 @@ async def test_faust_private_attributes_exist() -> None:
             "faust.transport.consumer.Consumer (instance)"]),
         "faust.transport.drivers.aiokafka.Consumer (instance)": missing(
             consumer, PRIVATE_ATTRIBUTES["faust.transport.drivers.aiokafka.Consumer (instance)"]),
+        "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread": missing(
+            AIOKafkaConsumerThread, PRIVATE_ATTRIBUTES[
+                "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread"]),
         "faust.stores.rocksdb.Store": missing(Store, PRIVATE_ATTRIBUTES[
             "faust.stores.rocksdb.Store"]),
         "faust.transport.consumer (module)": missing(faust_consumer, PRIVATE_ATTRIBUTES[
@@ -61,6 +64,7 @@ def test_every_listed_owner_is_checked(owner: str) -> None:
     checked = {"faust.transport.drivers.aiokafka.Producer",
                "faust.transport.consumer.Consumer (instance)",
                "faust.transport.drivers.aiokafka.Consumer (instance)",
+               "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread",
                "faust.stores.rocksdb.Store", "aiokafka.AIOKafkaConsumer (instance)",
                "faust.transport.consumer (module)", "faust.sensors.monitor.Monitor (instance)"}
     assert owner in checked
