@@ -4,6 +4,7 @@ import heapq
 import math
 import time
 import tracemalloc
+from types import SimpleNamespace
 from typing import Any, cast
 
 import faust
@@ -318,6 +319,7 @@ class FakeConsumer:
         self.fetched_at = fetched_at
         self._committed_offset: dict[TP, int] = {}
         self._thread = self
+        self._fetcher = SimpleNamespace(_proc_fetch_request=None)  # never fetches
 
     def highwater(self, tp: TP) -> int | None:
         return self.highwaters.get(tp)
