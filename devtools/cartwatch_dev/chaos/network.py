@@ -84,8 +84,11 @@ def _sharing(workers: list[WorkerProcess], partitions: int) -> list[str]:
 
 async def _network_scenario(stack: PrivateStack, workdir: Path, name: str, inject: Inject, *,
                             fault_seconds: float, abandon_after: float, seed: int,
-                            workers: int = 2) -> ScenarioResult:
-    """Start ``workers`` behind the proxy, send live load while ``inject`` runs, and judge."""
+                            workers: int = 2, must_rejoin: bool = False) -> ScenarioResult:
+    """Start ``workers`` behind the proxy, send live load while ``inject`` runs, and judge.
+
+    ``must_rejoin``: the fault outlasts the group session, so unless every worker rebalanced
+    after it the fault was not felt and the run proves nothing."""
     proxy = stack.proxy
     assert proxy is not None, "network scenarios need PrivateStack(proxied=True)"
     proxy.clear()
@@ -108,6 +111,7 @@ async def _network_scenario(stack: PrivateStack, workdir: Path, name: str, injec
         faults: list[str] = []
         lag: list[float] = []
         producing = asyncio.create_task(deployment.send_live(load.messages, lag))
+        rebalances = {worker.name: worker.ready_count() for worker in started}
         try:
             await asyncio.sleep(max(0.0, load.start + FAULT_AT - time.time()))
             window = await inject(proxy, load, faults)
@@ -125,6 +129,10 @@ async def _network_scenario(stack: PrivateStack, workdir: Path, name: str, injec
         result.notes.append(
             f"{workers} workers via the proxy at {proxy.address} (broker {stack.bootstrap}); "
             f"{proxy.accepted} connections through it, {proxy.resets} reset")
+        rebalances = {w.name: w.ready_count() - rebalances[w.name] for w in started}
+        result.notes.append(f"rebalances per worker during and after the fault: {rebalances}")
+        if must_rejoin and not all(rebalances.values()):
+            result.failures.append("a worker never rejoined its group after the fault")
         exited = [worker.name for worker in started if not worker.alive]
         if exited:
             result.failures.append(f"workers exited: {exited}")
@@ -177,7 +185,7 @@ async def net_blackhole(stack: PrivateStack, workdir: Path, *, down_for: float =
 
     return await _network_scenario(stack, workdir, "net-blackhole", inject,
                                    fault_seconds=down_for, abandon_after=abandon_after,
-                                   seed=seed)
+                                   seed=seed, must_rejoin=down_for > SESSION_TIMEOUT)
 
 
 async def net_latency(stack: PrivateStack, workdir: Path, *, latency: float = 0.5,
