@@ -52,22 +52,42 @@ Inject = Callable[[FaultProxy, Load, list[str]], Awaitable[Window]]
 
 
 def recovery_time(log: OutputLog, load: Load, window: Window) -> float | None:
-    """Seconds from the fault's end until every abandonment came out on time again.
+    """Seconds from the fault's end until the outputs flow normally again: every abandonment
+    due before the end is out (the backlog), and one due after it came on time.
 
     On time means no later after its ``abandoned_at`` than the slowest one due before the
-    fault (plus ``LATE_SLACK``). The recovery ends with the last late output emitted after the
-    fault began; 0 if none was late. None if some expected abandonment never came (the
-    exact-output check reports which).
+    fault (plus ``LATE_SLACK``). None if some expected abandonment never came (the exact-output
+    check reports which) or none due after the fault came on time.
     """
     start, end = window
     first = log.first_emitted()
     if not load.expected.abandonment_ids <= set(first):
         return None
-    delays = [(_parse(r.value["abandoned_at"]), r.timestamp) for r in first.values()]
+    delays = sorted((_parse(r.value["abandoned_at"]), r.timestamp) for r in first.values())
     baseline = max((emitted - due for due, emitted in delays if due < start), default=0.0)
-    late = [emitted for due, emitted in delays
-            if emitted >= start and emitted - due > baseline + LATE_SLACK]
-    return max(0.0, max(late, default=end) - end)
+    backlog = max((emitted for due, emitted in delays if due <= end), default=end)
+    on_time = [emitted for due, emitted in delays
+               if due > end and emitted - due <= baseline + LATE_SLACK]
+    if not on_time:
+        return None
+    return max(0.0, backlog - end, min(on_time) - end)
+
+
+async def _notification_history(deployment: Deployment, keys: list[tuple[str, int]]
+                                 ) -> list[str]:
+    """What the notifier logged (``notification-log``) about these reminders: the reason a
+    missing one was skipped or failed."""
+    topic = deployment.topic("notification_log")
+    log = OutputLog(deployment.bootstrap, {topic: "notification_log"}, deployment.kafka)
+    try:
+        await log.reread()
+    except RuntimeError as exc:  # the topic does not exist: nothing was logged
+        return [str(exc)]
+    wanted = set(keys)
+    return [f"{r.value['abandonment_id']} step {r.value['step']}: {r.value['status']} "
+            f"{r.value.get('reason') or r.value.get('error') or ''}".strip()
+            for r in log.records
+            if (r.value.get("abandonment_id"), r.value.get("step")) in wanted]
 
 
 def _sharing(workers: list[WorkerProcess], partitions: int) -> list[str]:
@@ -126,6 +146,9 @@ async def _network_scenario(stack: PrivateStack, workdir: Path, name: str, injec
         result = await _judged(deployment, name, load, log, faults, lag[0] if lag else 0.0,
                                [(window[0], disturbed_until)])
         result.recovery = recovery
+        if result.missing_emails:
+            history = await _notification_history(deployment, result.missing_emails[:5])
+            result.notes.append(f"notification log of missing reminders: {history}")
         result.notes.append(
             f"{workers} workers via the proxy at {proxy.address} (broker {stack.bootstrap}); "
             f"{proxy.accepted} connections through it, {proxy.resets} reset")

@@ -27,6 +27,8 @@ class ScenarioResult:
     emails_expected: int | None = None
     emails: int | None = None
     duplicate_emails: int | None = None
+    missing_emails: list[tuple[str, int]] = field(default_factory=list)
+    """Due reminders (abandonment, step) that never arrived."""
     max_delay: float | None = None
     """Worst time from an abandonment's ``abandoned_at`` to its first output record."""
     delay_bound: float | None = None
@@ -80,7 +82,8 @@ class ScenarioResult:
             found.append(f"dead letters {dict(self.dead_letters)} != "
                          f"expected {dict(self.dead_letters_expected)}")
         if self.emails_expected is not None and self.emails != self.emails_expected:
-            found.append(f"emails {self.emails} != expected {self.emails_expected}")
+            found.append(f"emails {self.emails} != expected {self.emails_expected}; "
+                         f"missing {self.missing_emails[:5]}")
         if self.duplicate_emails:
             found.append(f"{self.duplicate_emails} duplicate email(s)")
         if (self.delay_bound is not None and self.max_delay is not None
