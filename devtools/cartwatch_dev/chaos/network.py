@@ -16,10 +16,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from cartwatch_dev.chaos.deployment import FAST_FAILOVER, Deployment, OutputLog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
+
+from cartwatch_dev.chaos.deployment import FAST_FAILOVER, INPUTS, Deployment, OutputLog
 from cartwatch_dev.chaos.proxy import FaultProxy
 from cartwatch_dev.chaos.report import ScenarioResult
 from cartwatch_dev.chaos.scenarios import (
@@ -27,13 +31,13 @@ from cartwatch_dev.chaos.scenarios import (
     Load,
     _judged,
     _parse,
-    _start,
     _wait_outputs,
     live_load,
 )
 from cartwatch_dev.chaos.stack import PrivateStack
-from cartwatch_dev.chaos.workers import WorkerProcess
+from cartwatch_dev.chaos.workers import WorkerError, WorkerProcess
 from cartwatch_dev.stack import clear_maildir
+from config.kafka import client_options
 
 FAULT_AT = 8.0
 """Seconds after the load starts: abandonments have been flowing for a while (the baseline)."""
@@ -44,6 +48,8 @@ LATE_SLACK = 0.5
 """An output is late if it took this much longer than the slowest before the fault."""
 RECOVERY_BOUND = 30.0
 """A worker not on time again this long after the fault ended counts as stuck."""
+_PARTITIONER = DefaultPartitioner()
+"""The load producer's: which partition a cart's messages go to."""
 SESSION_TIMEOUT = float(FAST_FAILOVER["CARTWATCH_SESSION_TIMEOUT"].rstrip("s"))
 
 Window = tuple[float, float]
@@ -102,6 +108,53 @@ def _sharing(workers: list[WorkerProcess], partitions: int) -> list[str]:
     return problems
 
 
+async def _start_together(workers: list[WorkerProcess], partitions: int,
+                          timeout: float = 120.0) -> None:
+    """Start every worker at once (one rebalance instead of one per worker, which is most of
+    a short test's time), then wait until each is ready and they share the partitions."""
+    for worker in workers:
+        worker.start()
+    await asyncio.gather(*(worker.wait_ready(after=0, timeout=timeout) for worker in workers))
+    deadline = time.monotonic() + timeout
+    while _sharing(workers, partitions):
+        if time.monotonic() > deadline:
+            problems = _sharing(workers, partitions)
+            raise WorkerError(f"workers never shared the partitions: {problems}")
+        for worker in workers:
+            if not worker.alive:
+                raise WorkerError(f"worker {worker.name} exited:\n{worker.log()[-4000:]}")
+        await asyncio.sleep(0.2)
+
+
+async def _input_lag(deployment: Deployment) -> dict[str, int]:
+    """Per input partition with a backlog, end offset minus the group's committed offset: a
+    backlog left after the run means a worker stopped reading; none with outputs missing
+    means input was skipped."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=deployment.bootstrap,
+                                group_id=deployment.app_id, enable_auto_commit=False,
+                                **client_options(deployment.kafka))
+    await consumer.start()
+    try:
+        tps = [TopicPartition(deployment.topic(name), number)
+               for name in INPUTS for number in range(deployment.partitions)]
+        ends = await consumer.end_offsets(tps)
+        lag = {f"{tp.topic.rsplit('.', 1)[-1]}/{tp.partition}":
+               ends[tp] - ((await consumer.committed(tp)) or 0) for tp in tps}
+        return {name: behind for name, behind in lag.items() if behind}
+    finally:
+        await consumer.stop()
+
+
+def _partitions_of(result: ScenarioResult, deployment: Deployment) -> dict[int, int]:
+    """How many carts with a missing, unexpected or different output each partition holds."""
+    verdict = result.verdict
+    ids = set().union(*verdict.missing.values(), *verdict.unexpected.values(),
+                      *verdict.different.values())
+    carts = {abandonment.rsplit(":", 1)[0] for abandonment in ids}
+    every = list(range(deployment.partitions))
+    return dict(Counter(_PARTITIONER(cart.encode(), every, every) for cart in carts))
+
+
 async def _network_scenario(stack: PrivateStack, workdir: Path, name: str, inject: Inject, *,
                             fault_seconds: float, abandon_after: float, seed: int,
                             workers: int = 2, must_rejoin: bool = False) -> ScenarioResult:
@@ -120,11 +173,7 @@ async def _network_scenario(stack: PrivateStack, workdir: Path, name: str, injec
     try:
         await deployment.create_topics()
         started = [deployment.worker(f"w{number}") for number in range(1, workers + 1)]
-        for index, worker in enumerate(started):
-            earlier = [(w, w.ready_count()) for w in started[:index]]
-            await _start(worker)
-            for other, before in earlier:  # the rebalance that gave the newcomer its share
-                await other.wait_ready(after=before)
+        await _start_together(started, deployment.partitions)
         span = FAULT_AT + fault_seconds + TAIL
         load = live_load(seed, int(CARTS_PER_SECOND * span), abandon_after, span=span)
         log = deployment.output_log()
@@ -146,6 +195,10 @@ async def _network_scenario(stack: PrivateStack, workdir: Path, name: str, injec
         result = await _judged(deployment, name, load, log, faults, lag[0] if lag else 0.0,
                                [(window[0], disturbed_until)])
         result.recovery = recovery
+        if not result.ok:
+            result.notes.append(f"input backlog after the run (uncommitted messages): "
+                                f"{await _input_lag(deployment)}; partitions of the carts "
+                                f"with outputs wrong: {_partitions_of(result, deployment)}")
         if result.missing_emails:
             history = await _notification_history(deployment, result.missing_emails[:5])
             result.notes.append(f"notification log of missing reminders: {history}")
