@@ -112,30 +112,30 @@ class PartitionTimers:
         return len(self.deadlines) + len(self.staged)
 
     def safe_time(self, partition: int) -> float:
-        """Deadlines of the partition up to this time may fire now (see ``PartitionClock``),
-        and never past the last fetch response of any of its inputs.
+        """Deadlines of the partition up to this time may fire now (see ``PartitionClock``)."""
+        inputs = ((tp, self.caught_up(tp)) for tp in self.input_partitions(partition))
+        return self.clock.horizon(inputs, time.time())
+
+    def fire_horizon(self, partition: int) -> float:
+        """Deadlines up to this time may fire on the wall clock alone (no event proving that
+        time has passed): the safe time, ``grace`` behind the wall clock, and never past the
+        moment the broker last said where each caught-up input ends.
 
         "Caught up" compares the position with the end of the partition *as of the last fetch
         response*; while the broker cannot be reached (a network partition) that end goes stale
         and the worker would look caught up forever, firing deadlines by the wall clock while
-        the events that cancel them wait unread at the broker: abandonments of carts that were
-        bought or still filling. Only what the broker last said is known: no deadline fires
-        after that moment until it answers again. (A healthy consumer fetches at least every
-        ``fetch_max_wait``, 1.5 s in Faust, and at once when messages arrive.)
+        the purchases and new lines that cancel them wait unread at the broker. (A healthy
+        consumer fetches at least every ``fetch_max_wait``, 1.5 s in Faust, and at once when
+        messages arrive.) An input event is different: its own time is proof, and capping the
+        event path too holds events back in their carts' pending lists (tried: under 500 ms
+        latency reactivations went missing), so ``safe_time`` is left uncapped.
         """
-        now = time.time()
-        inputs = [(tp, self.caught_up(tp)) for tp in self.input_partitions(partition)]
-        horizon = self.clock.horizon(inputs, now)
-        for tp, caught_up in inputs:
-            fetched = last_fetched_at(self.app.consumer, tp) if caught_up else None
+        horizon = min(self.safe_time(partition), time.time() - self.grace)
+        for tp in self.input_partitions(partition):
+            fetched = last_fetched_at(self.app.consumer, tp) if self.caught_up(tp) else None
             if fetched is not None:
                 horizon = min(horizon, fetched)
         return horizon
-
-    def fire_horizon(self, partition: int) -> float:
-        """Deadlines up to this time may fire on the wall clock alone (no event proving that
-        time has passed): the safe time, ``grace`` behind the wall clock."""
-        return min(self.safe_time(partition), time.time() - self.grace)
 
     def observe(self, tp: TP, offset: int, event_time: float, now: float) -> None:
         """The input message at ``offset``, with this event time, is being processed: until
