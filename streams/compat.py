@@ -11,13 +11,14 @@ Checked against the versions ``constraints.txt`` pins: faust-streaming 0.15.x, a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from time import monotonic
 from typing import Any, cast
 
 import faust
 import faust.transport.consumer as faust_consumer
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.cluster import ClusterMetadata
 from faust.types import TP
 from faust.web import Response
@@ -37,8 +38,11 @@ PRIVATE_ATTRIBUTES = {
     "faust.transport.consumer (module)": ("ack_lock", "notify"),
     "faust.sensors.monitor.Monitor (instance)": ("stream_inbound_time",),
     "faust.transport.drivers.aiokafka.Consumer (instance)": ("_thread",),
+    "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread": ("_ensure_consumer",),
     "faust.stores.rocksdb.Store": ("_db_for_partition",),
-    "aiokafka.AIOKafkaConsumer (instance)": ("_client",),
+    "aiokafka.AIOKafkaConsumer (instance)": ("_client", "_fetcher"),
+    "aiokafka.consumer.fetcher.Fetcher": ("_proc_fetch_request",),
+    "aiokafka.consumer.subscription_state.TopicPartitionState (instance)": ("timestamp",),
 }
 """What ``tests/unit/test_compat.py`` checks on the installed libraries."""
 
@@ -52,6 +56,59 @@ def use_consumer_class(app: faust.App, consumer_class: type) -> None:
 def raw_producer(app: faust.App) -> AIOKafkaProducer:
     """The aiokafka producer under Faust's, for record batches sent directly."""
     return app.producer._ensure_producer()  # type: ignore[attr-defined]
+
+
+def last_fetched_at(consumer: Any, tp: TP) -> float | None:
+    """How recent the end of ``tp`` that Faust's ``consumer`` knows is: when the fetch request
+    whose response last brought it was *sent* (wall-clock seconds), None if nothing was
+    fetched since ``tp`` was assigned.
+
+    The send time, not the arrival: a response held up in the network (a partition that heals,
+    a slow link) describes the broker as it was when it answered, which is after the request
+    was sent but may be long before it arrives. aiokafka only records the arrival
+    (``last_poll_timestamp``), so ``_fetch_sent_times`` wraps its fetcher to note the send.
+    """
+    client: AIOKafkaConsumer = consumer._thread._ensure_consumer()
+    if tp not in client.assignment():
+        return None
+    sent = _fetch_sent_times(client).get(tp)
+    if sent is not None:
+        return sent
+    arrived = client.last_poll_timestamp(tp)  # fetched before the wrapper was in place
+    return None if arrived is None else arrived / 1000
+
+
+_SENT_TIMES = "_cartwatch_fetch_sent"
+
+
+def _fetch_sent_times(client: AIOKafkaConsumer) -> dict[TopicPartition, float]:
+    """Per partition, when the request was sent whose response last updated its highwater.
+
+    Installed on the consumer's fetcher the first time it is asked for (idempotent): each
+    fetch request's send time is kept for the partitions whose state its response updated
+    (aiokafka stamps ``timestamp`` on exactly those).
+    """
+    fetcher = client._fetcher
+    sent: dict[TopicPartition, float] | None = getattr(fetcher, _SENT_TIMES, None)
+    if sent is not None:
+        return sent
+    times: dict[TopicPartition, float] = {}
+    original = fetcher._proc_fetch_request
+
+    async def proc_fetch_request(assignment: Any, node_id: int, request: Any) -> Any:
+        began = time.time()
+        result = await original(assignment, node_id, request)
+        for topic, partitions in request.topics:
+            for partition, *_ in partitions:
+                tp = TopicPartition(topic, partition)
+                state = assignment.state_value(tp)
+                if state is not None and (state.timestamp or 0) >= int(began * 1000):
+                    times[tp] = began
+        return result
+
+    fetcher._proc_fetch_request = proc_fetch_request
+    setattr(fetcher, _SENT_TIMES, times)
+    return times
 
 
 def committed_offset(app: faust.App, tp: TP) -> int | None:

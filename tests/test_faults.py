@@ -15,12 +15,11 @@ import pytest
 from cartwatch_dev.chaos import (
     Deployment,
     PrivateStack,
-    ScenarioResult,
     broker_restart,
     kill9,
     rebalance,
-    render,
 )
+from fault_helpers import assert_exact
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,22 +37,6 @@ async def deployment(kafka_bootstrap: str, unique_names, tmp_path: Path
     finally:
         deployment.stop_all()
         mail.down()
-
-
-def assert_exact(result: ScenarioResult) -> None:
-    """Exactly the expected outputs: nothing lost, nothing invented, every abandoned cart with
-    the lines, item count, total and times the load's ledger says."""
-    expected = result.expected
-    assert expected.abandonment_ids, "a scenario without abandonments proves nothing"
-    assert result.abandoned == expected.abandonment_ids
-    assert result.recovered == expected.recovered_ids
-    assert result.reactivated == expected.reactivated_ids
-    assert result.verdict.ok, result.verdict.problems()
-    assert result.problems() == [], render([result])
-    # Every reminder the ledger makes due arrived, none that must not be sent, and not one
-    # (abandonment, step) twice.
-    assert result.emails_expected and result.emails == result.emails_expected
-    assert result.duplicate_emails == 0
 
 
 @pytest.mark.compat

@@ -454,7 +454,7 @@ async def schedule(event: EventT) -> None:
         await handle_manual_reminder(event)
     elif message.topic == REMINDER_TICKS:
         timers.tick_seen(message.partition)
-        await fire_due(message.partition, timers.safe_time(message.partition))
+        await fire_due(message.partition, timers.fire_horizon(message.partition))
     else:
         await handle_scheduler_input(event)
 

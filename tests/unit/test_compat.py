@@ -1,16 +1,23 @@
 """The private Faust and aiokafka attributes cartwatch uses (``streams.compat``) still exist in
 the installed libraries: an upgrade that removes one fails here, naming it."""
 
+import asyncio
 import importlib.metadata
+import inspect
+import time
+from types import SimpleNamespace
+from typing import Any
 
 import faust
 import faust.transport.consumer as faust_consumer
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.consumer.fetcher import Fetcher
+from aiokafka.consumer.subscription_state import TopicPartitionState
 from faust.stores.rocksdb import Store
-from faust.transport.drivers.aiokafka import Producer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Producer
 
-from streams.compat import CHECKED_AGAINST, PRIVATE_ATTRIBUTES
+from streams.compat import CHECKED_AGAINST, PRIVATE_ATTRIBUTES, last_fetched_at
 
 
 def missing(owner: object, names: tuple[str, ...]) -> list[str]:
@@ -35,6 +42,9 @@ async def test_faust_private_attributes_exist() -> None:
             "faust.transport.consumer.Consumer (instance)"]),
         "faust.transport.drivers.aiokafka.Consumer (instance)": missing(
             consumer, PRIVATE_ATTRIBUTES["faust.transport.drivers.aiokafka.Consumer (instance)"]),
+        "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread": missing(
+            AIOKafkaConsumerThread, PRIVATE_ATTRIBUTES[
+                "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread"]),
         "faust.stores.rocksdb.Store": missing(Store, PRIVATE_ATTRIBUTES[
             "faust.stores.rocksdb.Store"]),
         "faust.transport.consumer (module)": missing(faust_consumer, PRIVATE_ATTRIBUTES[
@@ -50,6 +60,11 @@ async def test_aiokafka_private_attributes_exist() -> None:
     try:
         names = PRIVATE_ATTRIBUTES["aiokafka.AIOKafkaConsumer (instance)"]
         assert missing(consumer, names) == []
+        assert missing(Fetcher, PRIVATE_ATTRIBUTES["aiokafka.consumer.fetcher.Fetcher"]) == []
+        assert "request.topics" in inspect.getsource(Fetcher._proc_fetch_request)
+        state = TopicPartitionState(assignment=None)
+        assert missing(state, PRIVATE_ATTRIBUTES[
+            "aiokafka.consumer.subscription_state.TopicPartitionState (instance)"]) == []
         assert hasattr(consumer._client, "fetch_all_metadata")
         assert hasattr(consumer._client, "force_metadata_update")
     finally:
@@ -61,6 +76,36 @@ def test_every_listed_owner_is_checked(owner: str) -> None:
     checked = {"faust.transport.drivers.aiokafka.Producer",
                "faust.transport.consumer.Consumer (instance)",
                "faust.transport.drivers.aiokafka.Consumer (instance)",
+               "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread",
                "faust.stores.rocksdb.Store", "aiokafka.AIOKafkaConsumer (instance)",
+               "aiokafka.consumer.fetcher.Fetcher",
+               "aiokafka.consumer.subscription_state.TopicPartitionState (instance)",
                "faust.transport.consumer (module)", "faust.sensors.monitor.Monitor (instance)"}
     assert owner in checked
+
+
+async def test_a_fetch_is_as_recent_as_its_request_not_its_late_response() -> None:
+    """A response held up in the network (a partition healing) describes the broker when it
+    answered, before the request's send at the earliest: ``last_fetched_at`` gives the send."""
+    tp = TopicPartition("in", 0)
+    state = SimpleNamespace(timestamp=None)
+
+    class HeldFetcher:
+        async def _proc_fetch_request(self, assignment: Any, node_id: int, request: Any) -> bool:
+            await asyncio.sleep(0.3)  # the response arrives late
+            state.timestamp = int(time.time() * 1000)  # aiokafka stamps the arrival
+            return True
+
+    client = SimpleNamespace(_fetcher=HeldFetcher(), assignment=lambda: {tp},
+                             last_poll_timestamp=lambda tp: state.timestamp)
+    consumer = SimpleNamespace(_thread=SimpleNamespace(_ensure_consumer=lambda: client))
+    assert last_fetched_at(consumer, tp) is None  # nothing fetched yet (installs the wrapper)
+
+    sent = time.time()
+    await client._fetcher._proc_fetch_request(
+        SimpleNamespace(state_value=lambda tp: state), 1,
+        SimpleNamespace(topics=[("in", [(0, 5, 1_000_000)])]))
+
+    fetched = last_fetched_at(consumer, tp)
+    assert fetched is not None and sent <= fetched < sent + 0.1
+    assert state.timestamp / 1000 - fetched > 0.25

@@ -2,10 +2,13 @@
 
 import heapq
 import math
+import time
 import tracemalloc
+from types import SimpleNamespace
 from typing import Any, cast
 
 import faust
+import pytest
 from faust.types import TP
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
@@ -308,20 +311,50 @@ def test_rebuild_indexes_owned_partitions_with_deadlines_only() -> None:
 
 
 class FakeConsumer:
-    """What ``PartitionTimers.caught_up`` asks of Faust's consumer: highwaters."""
+    """What ``PartitionTimers`` asks of Faust's consumer: highwaters, and (through the aiokafka
+    consumer under it) when a fetch response last brought them."""
 
-    def __init__(self, highwaters: dict[TP, int]) -> None:
+    def __init__(self, highwaters: dict[TP, int], fetched_at: float) -> None:
         self.highwaters = highwaters
+        self.fetched_at = fetched_at
         self._committed_offset: dict[TP, int] = {}
+        self._thread = self
+        self._fetcher = SimpleNamespace(_proc_fetch_request=None)  # never fetches
 
     def highwater(self, tp: TP) -> int | None:
         return self.highwaters.get(tp)
 
+    def _ensure_consumer(self) -> "FakeConsumer":
+        return self
 
-def timers_reading(highwater: int) -> tuple[PartitionTimers, TP]:
+    def assignment(self) -> set[TP]:
+        return set(self.highwaters)
+
+    def last_poll_timestamp(self, tp: TP) -> int:
+        return int(self.fetched_at * 1000)
+
+
+def timers_reading(highwater: int, fetched_at: float = math.inf
+                   ) -> tuple[PartitionTimers, TP]:
     tp = TP("cart-events", 0)
-    app = cast(faust.App, type("App", (), {"consumer": FakeConsumer({tp: highwater})})())
+    consumer = FakeConsumer({tp: highwater}, fetched_at)
+    app = cast(faust.App, type("App", (), {"consumer": consumer})())
     return PartitionTimers(app, ("cart-events",), cast(Any, None)), tp
+
+
+def test_the_wall_clock_fires_only_up_to_the_last_fetch_response() -> None:
+    """Cut off from the broker, the worker still looks caught up (the end it knows is the last
+    one fetched): no deadline may fire by the wall clock past the moment the broker last
+    answered, or carts
+    whose purchase waits unread at the broker are abandoned (the net-blackhole scenario)."""
+    answered = time.time() - 10.0  # the broker last answered 10 s ago
+    timers, tp = timers_reading(highwater=10, fetched_at=answered)
+    timers.processed(tp, 9)
+    assert timers.caught_up(tp)
+
+    assert timers.fire_horizon(0) == pytest.approx(answered, abs=0.001)
+    # An event being processed proves its own time: the event path is not held back.
+    assert timers.safe_time(0) > answered + 9.0
 
 
 def test_a_message_being_processed_is_not_yet_caught_up() -> None:

@@ -4,6 +4,8 @@
 - ``deployment``: a scenario's private topics, workers, live producer and output reader.
 - ``stack``: a private local stack whose broker may be stopped and started.
 - ``hostile``: bad input messages with the dead-letter kind each must get.
+- ``proxy``: a TCP proxy between workers and broker that resets, blackholes, delays and stalls.
+- ``network``: the network fault scenarios, on a stack whose workers connect through the proxy.
 - ``scenarios``: kill -9, rebalance, broker restart, SMTP outage, hostile input; each returns
   a result.
 - ``emails``: each due reminder received once, none twice (from the scenario's Maildir).
@@ -11,6 +13,8 @@
 """
 
 from cartwatch_dev.chaos.deployment import Deployment, OutputLog
+from cartwatch_dev.chaos.network import net_blackhole, net_latency, net_loss, net_reset
+from cartwatch_dev.chaos.proxy import FaultProxy
 from cartwatch_dev.chaos.report import ScenarioResult, render
 from cartwatch_dev.chaos.scenarios import (
     broker_restart,
@@ -25,6 +29,7 @@ from cartwatch_dev.chaos.workers import WorkerError, WorkerProcess
 
 __all__ = [
     "Deployment",
+    "FaultProxy",
     "MailSink",
     "OutputLog",
     "PrivateStack",
@@ -35,6 +40,10 @@ __all__ = [
     "hostile_input",
     "kill9",
     "live_load",
+    "net_blackhole",
+    "net_latency",
+    "net_loss",
+    "net_reset",
     "rebalance",
     "render",
     "smtp_outage",

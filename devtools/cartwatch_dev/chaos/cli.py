@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from cartwatch_dev.chaos.deployment import Deployment
+from cartwatch_dev.chaos.network import net_blackhole, net_latency, net_loss, net_reset
 from cartwatch_dev.chaos.report import ScenarioResult, render
 from cartwatch_dev.chaos.scenarios import (
     broker_restart,
@@ -33,7 +34,14 @@ ON_DEPLOYMENT: dict[str, Callable[[Deployment], Awaitable[ScenarioResult]]] = {
     "hostile-input": hostile_input,
 }
 WITH_MAIL = ("kill9", "rebalance")
-SCENARIOS = (*ON_DEPLOYMENT, "smtp-outage", "broker-restart")
+NETWORK: dict[str, Callable[[PrivateStack, Path], Awaitable[ScenarioResult]]] = {
+    "net-reset": net_reset,
+    "net-blackhole": net_blackhole,
+    "net-latency": net_latency,
+    "net-loss": net_loss,
+}
+"""On one private stack whose broker the workers reach only through the fault proxy."""
+SCENARIOS = (*ON_DEPLOYMENT, "smtp-outage", "broker-restart", *NETWORK)
 
 
 async def run_scenarios(names: list[str], bootstrap: str | None, workdir: Path,
@@ -43,7 +51,8 @@ async def run_scenarios(names: list[str], bootstrap: str | None, workdir: Path,
     ``kafka``: how to connect to ``bootstrap`` (a private stack is always plaintext)."""
     results: list[ScenarioResult] = []
     private: PrivateStack | None = None
-    if bootstrap is None and any(name != "broker-restart" for name in names):
+    networked: PrivateStack | None = None
+    if bootstrap is None and any(n != "broker-restart" and n not in NETWORK for n in names):
         private = PrivateStack(workdir / "shared-stack")
         await asyncio.to_thread(private.up)
         bootstrap = private.bootstrap
@@ -53,6 +62,14 @@ async def run_scenarios(names: list[str], bootstrap: str | None, workdir: Path,
             click.echo(f"running {name} ...", err=True)
             if name == "broker-restart":
                 results.append(await broker_restart(workdir / name))
+                click.echo(render(results[-1:]), err=True)
+                continue
+            if name in NETWORK:
+                if networked is None:
+                    networked = PrivateStack(workdir / "net-stack", smtp=True, proxied=True)
+                    await asyncio.to_thread(networked.up)
+                results.append(await NETWORK[name](networked, workdir))
+                click.echo(render(results[-1:]), err=True)
                 continue
             assert bootstrap is not None
             deployment = Deployment(bootstrap, workdir / name,
@@ -73,8 +90,9 @@ async def run_scenarios(names: list[str], bootstrap: str | None, workdir: Path,
                 await asyncio.to_thread(mail.down)
             click.echo(render(results[-1:]), err=True)
     finally:
-        if private is not None:
-            await asyncio.to_thread(private.down)
+        for stack in (private, networked):
+            if stack is not None:
+                await asyncio.to_thread(stack.down)
     return [render(results), "", "ALL OK: nothing lost, no duplicate email" if all(
         result.ok for result in results) else "FAILED"]
 
@@ -103,7 +121,10 @@ def chaos(scenarios: tuple[str, ...], broker: str | None, workdir: Path | None) 
 
     kill -9 a worker 5 times, kill one of two workers (rebalance), hostile input, stop the
     SMTP server for a while, stop and restart the broker (always on a private stack: a broker
-    others use is never restarted). Reminders go to a private SMTP server per scenario.
+    others use is never restarted), and network faults between the workers and the broker
+    (connection resets, a blackhole longer than the session, 500 ms latency, emulated 5 %
+    loss; on a private stack whose workers connect through a fault-injecting proxy).
+    Reminders go to a private SMTP server per scenario.
     Exits non-zero unless every scenario emitted exactly the expected outputs.
     """
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # outages are the point here

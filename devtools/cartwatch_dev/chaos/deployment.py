@@ -139,6 +139,9 @@ class Deployment:
     workers: list[WorkerProcess] = field(default_factory=list)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     """How this process and the workers connect to ``bootstrap`` (TLS, SASL)."""
+    worker_bootstrap: str | None = None
+    """Where the workers connect, if not ``bootstrap`` (a fault-injecting proxy): this
+    process's producer and output reader stay direct, so only the workers suffer the fault."""
 
     @property
     def app_id(self) -> str:
@@ -173,8 +176,8 @@ class Deployment:
     def worker(self, name: str) -> WorkerProcess:
         """A new (not yet started) worker with its own data dir, web port and log."""
         env = worker_environment(
-            bootstrap=self.bootstrap, app_id=self.app_id, prefix=self.prefix,
-            partitions=self.partitions, data_dir=self.workdir / name / "data",
+            bootstrap=self.worker_bootstrap or self.bootstrap, app_id=self.app_id,
+            prefix=self.prefix, partitions=self.partitions, data_dir=self.workdir / name / "data",
             web_port=free_port(), kafka=self.kafka,
         )
         env.update(FAST_FAILOVER)

@@ -34,6 +34,7 @@ def judge_emails(result: ScenarioResult, rule: ReminderRule, maildir: Path) -> N
     result.emails_expected = len(reminders.must)
     result.emails = len(received & reminders.must)
     result.duplicate_emails = max(sum(keys.values()) - len(keys), sum(ids.values()) - len(ids))
+    result.missing_emails = sorted(reminders.must - received)
     strays = received - reminders.must - reminders.optional
     if strays:
         result.failures.append(f"{len(strays)} reminders that must not be sent: "

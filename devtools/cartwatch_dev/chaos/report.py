@@ -27,6 +27,8 @@ class ScenarioResult:
     emails_expected: int | None = None
     emails: int | None = None
     duplicate_emails: int | None = None
+    missing_emails: list[tuple[str, int]] = field(default_factory=list)
+    """Due reminders (abandonment, step) that never arrived."""
     max_delay: float | None = None
     """Worst time from an abandonment's ``abandoned_at`` to its first output record."""
     delay_bound: float | None = None
@@ -35,6 +37,8 @@ class ScenarioResult:
     blackouts: list[tuple[float, float]] = field(default_factory=list)
     """Wall-clock windows in which reminders could not be decided (a worker down until its
     successor owned the partitions): a follow-up inside one leaves the reminder to timing."""
+    recovery: float | None = None
+    """Network faults: seconds from the fault's end until every output came on time again."""
     notes: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     """Problems a scenario found itself (a worker exited, a partition did not move...)."""
@@ -78,7 +82,8 @@ class ScenarioResult:
             found.append(f"dead letters {dict(self.dead_letters)} != "
                          f"expected {dict(self.dead_letters_expected)}")
         if self.emails_expected is not None and self.emails != self.emails_expected:
-            found.append(f"emails {self.emails} != expected {self.emails_expected}")
+            found.append(f"emails {self.emails} != expected {self.emails_expected}; "
+                         f"missing {self.missing_emails[:5]}")
         if self.duplicate_emails:
             found.append(f"{self.duplicate_emails} duplicate email(s)")
         if (self.delay_bound is not None and self.max_delay is not None
@@ -123,6 +128,9 @@ def render(results: list[ScenarioResult]) -> str:
     for r in results:
         lines.append(f"\n{r.name}: {r.messages} messages, producer lag <= {r.producer_lag:.2f} s")
         lines.extend(f"  fault: {fault}" for fault in r.faults)
+        if r.recovery is not None:
+            lines.append(f"  recovered: outputs on time again {r.recovery:.1f} s after the "
+                         f"fault ended")
         lines.extend(f"  note: {note}" for note in r.notes)
         lines.extend(f"  PROBLEM: {problem}" for problem in r.problems())
     return "\n".join(lines)

@@ -185,13 +185,22 @@ def _zookeeper_says(port: int, command: str) -> str:
 def start_kafka(dist: KafkaDistribution, settings: StackSettings) -> ServiceProcess:
     """Start the broker and wait until it logs that it started and answers a metadata request."""
     base = settings.stack_dir / "kafka"
-    listener = f"PLAINTEXT://{LOCALHOST}:{settings.kafka_port}"
+    listeners = [f"PLAINTEXT://{LOCALHOST}:{settings.kafka_port}"]
+    advertised = list(listeners)
+    protocols = "PLAINTEXT:PLAINTEXT"
+    if settings.proxied is not None:
+        name = settings.proxied.NAME
+        listeners.append(f"{name}://{LOCALHOST}:{settings.proxied.port}")
+        advertised.append(f"{name}://{settings.proxied.advertised}")
+        protocols += f",{name}:PLAINTEXT"
     config = write_properties(
         base / "server.properties",
         {
             "broker.id": 0,
-            "listeners": listener,
-            "advertised.listeners": listener,
+            "listeners": ",".join(listeners),
+            "advertised.listeners": ",".join(advertised),
+            "listener.security.protocol.map": protocols,
+            "inter.broker.listener.name": "PLAINTEXT",
             "zookeeper.connect": f"{LOCALHOST}:{settings.zookeeper_port}",
             "log.dirs": base / "data",
             **SINGLE_BROKER,
@@ -221,10 +230,13 @@ def start_kafka(dist: KafkaDistribution, settings: StackSettings) -> ServiceProc
 
 def ports(settings: StackSettings) -> dict[str, int]:
     """The ports this flavour listens on, by the setting that chooses each."""
-    return {
+    chosen = {
         "CARTWATCH_KAFKA_PORT": settings.kafka_port,
         "CARTWATCH_ZOOKEEPER_PORT": settings.zookeeper_port,
     }
+    if settings.proxied is not None:
+        chosen["proxied listener"] = settings.proxied.port
+    return chosen
 
 
 def start(settings: StackSettings, record: Callable[[ServiceProcess], None]) -> KafkaAccess:

@@ -138,6 +138,8 @@ def ports(settings: StackSettings) -> dict[str, int]:
         "CARTWATCH_KAFKA_PORT": settings.kafka_port,
         "CARTWATCH_KAFKA_CONTROLLER_PORT": settings.controller_port,
     }
+    if settings.proxied is not None:
+        chosen["proxied listener"] = settings.proxied.port
     if settings.security:
         chosen["CARTWATCH_KAFKA_SASL_SSL_PORT"] = settings.sasl_ssl_port
         chosen["CARTWATCH_KAFKA_SSL_PORT"] = settings.ssl_port
@@ -262,17 +264,24 @@ def _server_properties(
             f"SASL_SSL://{LOCALHOST}:{settings.sasl_ssl_port}",
             f"SSL://{LOCALHOST}:{settings.ssl_port}",
         ]
+    advertised = list(client_listeners)
+    protocols = (
+        "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL,"
+        f"CONTROLLER:{'SSL' if settings.security else 'PLAINTEXT'}"
+    )
+    if settings.proxied is not None:
+        name = settings.proxied.NAME
+        client_listeners.append(f"{name}://{LOCALHOST}:{settings.proxied.port}")
+        advertised.append(f"{name}://{settings.proxied.advertised}")
+        protocols += f",{name}:PLAINTEXT"
     props: dict[str, object] = {
         "process.roles": "broker,controller",
         "node.id": 1,
         "controller.listener.names": "CONTROLLER",
         "listeners": ",".join([*client_listeners, controller]),
-        "advertised.listeners": ",".join(client_listeners),
+        "advertised.listeners": ",".join(advertised),
         "controller.quorum.bootstrap.servers": f"{LOCALHOST}:{settings.controller_port}",
-        "listener.security.protocol.map": (
-            "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL,"
-            f"CONTROLLER:{'SSL' if settings.security else 'PLAINTEXT'}"
-        ),
+        "listener.security.protocol.map": protocols,
         "inter.broker.listener.name": "SSL" if settings.security else "PLAINTEXT",
         "log.dirs": base / "data",
         **SINGLE_BROKER,

@@ -39,6 +39,22 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
+class ProxiedListener:
+    """The broker listens on `port` and tells clients of this listener to use `advertised`.
+
+    Kafka clients connect to the addresses a metadata response gives them, never again to the
+    bootstrap address, so a proxy in front of the plain listener would only carry the first
+    request; a listener advertised at the proxy keeps every connection of its clients on it.
+    """
+
+    port: int
+    advertised: str
+    """host:port of the proxy that forwards to `port`."""
+
+    NAME = "PROXIED"
+
+
+@dataclass(frozen=True)
 class StackSettings:
     """Where the stack runs, on which ports, and which of its services it starts.
 
@@ -73,6 +89,9 @@ class StackSettings:
     run_smtp: bool = True
     start_timeout: float = 60.0
     """Seconds each service may take to become ready before `up` gives up."""
+    proxied: ProxiedListener | None = None
+    """A second PLAINTEXT listener advertised at another address (a fault-injecting proxy's),
+    so every client that bootstraps there reaches the broker only through that proxy."""
 
     def __post_init__(self) -> None:
         """Refuse combinations the stack cannot run, whichever way they were set."""
