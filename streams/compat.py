@@ -58,56 +58,83 @@ def raw_producer(app: faust.App) -> AIOKafkaProducer:
     return app.producer._ensure_producer()  # type: ignore[attr-defined]
 
 
-def last_fetched_at(consumer: Any, tp: TP) -> float | None:
-    """How recent the end of ``tp`` that Faust's ``consumer`` knows is: when the fetch request
-    whose response last brought it was *sent* (wall-clock seconds), None if nothing was
-    fetched since ``tp`` was assigned.
+FETCH_MAX_WAIT = 1.5
+"""Seconds a fetch request waits at the broker for data (Faust's aiokafka driver sets
+``fetch_max_wait_ms=1500``): a request in flight longer than this plus ``FETCH_SLACK`` is
+not a long poll any more, it is lost in the network."""
+FETCH_SLACK = 1.0
+
+
+def broker_known_until(consumer: Any, tp: TP, now: float) -> float | None:
+    """Up to when the end of ``tp`` that Faust's ``consumer`` knows is the broker's: ``now``
+    while a fetch request for it is in flight and younger than ``FETCH_MAX_WAIT`` plus
+    ``FETCH_SLACK`` (a long poll: the broker answers as soon as a message arrives), else the
+    send time of the request whose response last brought it; None if nothing was fetched
+    since ``tp`` was assigned (the caller has no end to trust either).
 
     The send time, not the arrival: a response held up in the network (a partition that heals,
     a slow link) describes the broker as it was when it answered, which is after the request
     was sent but may be long before it arrives. aiokafka only records the arrival
-    (``last_poll_timestamp``), so ``_fetch_sent_times`` wraps its fetcher to note the send.
+    (``last_poll_timestamp``), so ``_fetch_times`` wraps its fetcher to note sends.
     """
     client: AIOKafkaConsumer = consumer._thread._ensure_consumer()
     if tp not in client.assignment():
         return None
-    sent = _fetch_sent_times(client).get(tp)
-    if sent is not None:
-        return sent
+    times = _fetch_times(client)
+    asked = times.in_flight.get(tp)
+    if asked is not None and now - asked <= FETCH_MAX_WAIT + FETCH_SLACK:
+        return now
+    answered = times.answered.get(tp)
+    if answered is not None:
+        return answered
     arrived = client.last_poll_timestamp(tp)  # fetched before the wrapper was in place
     return None if arrived is None else arrived / 1000
 
 
-_SENT_TIMES = "_cartwatch_fetch_sent"
+_FETCH_TIMES = "_cartwatch_fetch_times"
 
 
-def _fetch_sent_times(client: AIOKafkaConsumer) -> dict[TopicPartition, float]:
-    """Per partition, when the request was sent whose response last updated its highwater.
+class _FetchTimes:
+    """Per partition: when the request in flight was sent, and when the one was sent whose
+    response last updated its highwater."""
 
-    Installed on the consumer's fetcher the first time it is asked for (idempotent): each
-    fetch request's send time is kept for the partitions whose state its response updated
-    (aiokafka stamps ``timestamp`` on exactly those).
-    """
+    __slots__ = ("in_flight", "answered")
+
+    def __init__(self) -> None:
+        self.in_flight: dict[TopicPartition, float] = {}
+        self.answered: dict[TopicPartition, float] = {}
+
+
+def _fetch_times(client: AIOKafkaConsumer) -> _FetchTimes:
+    """The fetch times of ``client``, noted by a wrapper installed on its fetcher the first
+    time they are asked for (idempotent): each fetch request's send time is kept while it is
+    in flight, and afterwards for the partitions whose state its response updated (aiokafka
+    stamps ``timestamp`` on exactly those)."""
     fetcher = client._fetcher
-    sent: dict[TopicPartition, float] | None = getattr(fetcher, _SENT_TIMES, None)
-    if sent is not None:
-        return sent
-    times: dict[TopicPartition, float] = {}
+    times: _FetchTimes | None = getattr(fetcher, _FETCH_TIMES, None)
+    if times is not None:
+        return times
+    times = _FetchTimes()
     original = fetcher._proc_fetch_request
 
     async def proc_fetch_request(assignment: Any, node_id: int, request: Any) -> Any:
         began = time.time()
-        result = await original(assignment, node_id, request)
-        for topic, partitions in request.topics:
-            for partition, *_ in partitions:
-                tp = TopicPartition(topic, partition)
+        asked = [TopicPartition(topic, partition)
+                 for topic, partitions in request.topics for partition, *_ in partitions]
+        for tp in asked:
+            times.in_flight[tp] = began
+        try:
+            return await original(assignment, node_id, request)
+        finally:
+            for tp in asked:
+                if times.in_flight.get(tp) == began:
+                    del times.in_flight[tp]
                 state = assignment.state_value(tp)
                 if state is not None and (state.timestamp or 0) >= int(began * 1000):
-                    times[tp] = began
-        return result
+                    times.answered[tp] = began
 
     fetcher._proc_fetch_request = proc_fetch_request
-    setattr(fetcher, _SENT_TIMES, times)
+    setattr(fetcher, _FETCH_TIMES, times)
     return times
 
 

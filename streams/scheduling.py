@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import faust
 from faust.types import TP
 
-from streams.compat import committed_offset, last_fetched_at
+from streams.compat import broker_known_until, committed_offset
 from streams.timers import DeadlineIndex, PartitionClock
 
 TICK_RETRY_SECONDS = 5.0
@@ -119,22 +119,26 @@ class PartitionTimers:
     def fire_horizon(self, partition: int) -> float:
         """Deadlines up to this time may fire on the wall clock alone (no event proving that
         time has passed): the safe time, ``grace`` behind the wall clock, and never past the
-        moment the broker last said where each caught-up input ends.
+        moment up to which the broker's end of each caught-up input is known.
 
         "Caught up" compares the position with the end of the partition *as of the last fetch
         response*; while the broker cannot be reached (a network partition) that end goes stale
         and the worker would look caught up forever, firing deadlines by the wall clock while
-        the purchases and new lines that cancel them wait unread at the broker. (A healthy
-        consumer fetches at least every ``fetch_max_wait``, 1.5 s in Faust, and at once when
-        messages arrive.) An input event is different: its own time is proof, and capping the
-        event path too holds events back in their carts' pending lists (tried: under 500 ms
-        latency reactivations went missing), so ``safe_time`` is left uncapped.
+        the purchases and new lines that cancel them wait unread at the broker. A healthy idle
+        partition always has a long poll in flight, which the broker answers the moment a
+        message arrives, so it is known up to now; a request outstanding past the fetch wait is
+        lost, and the end is known only up to the send of the last one answered
+        (``compat.broker_known_until``). An input event is different: its own time is proof,
+        and capping the event path too holds events back in their carts' pending lists
+        (tried: under 500 ms latency reactivations went missing), so ``safe_time`` is left
+        uncapped.
         """
-        horizon = min(self.safe_time(partition), time.time() - self.grace)
+        now = time.time()
+        horizon = min(self.safe_time(partition), now - self.grace)
         for tp in self.input_partitions(partition):
-            fetched = last_fetched_at(self.app.consumer, tp) if self.caught_up(tp) else None
-            if fetched is not None:
-                horizon = min(horizon, fetched)
+            known = broker_known_until(self.app.consumer, tp, now) if self.caught_up(tp) else None
+            if known is not None:
+                horizon = min(horizon, known)
         return horizon
 
     def observe(self, tp: TP, offset: int, event_time: float, now: float) -> None:

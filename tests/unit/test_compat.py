@@ -17,7 +17,13 @@ from aiokafka.consumer.subscription_state import TopicPartitionState
 from faust.stores.rocksdb import Store
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Producer
 
-from streams.compat import CHECKED_AGAINST, PRIVATE_ATTRIBUTES, last_fetched_at
+from streams.compat import (
+    CHECKED_AGAINST,
+    FETCH_MAX_WAIT,
+    FETCH_SLACK,
+    PRIVATE_ATTRIBUTES,
+    broker_known_until,
+)
 
 
 def missing(owner: object, names: tuple[str, ...]) -> list[str]:
@@ -84,28 +90,46 @@ def test_every_listed_owner_is_checked(owner: str) -> None:
     assert owner in checked
 
 
-async def test_a_fetch_is_as_recent_as_its_request_not_its_late_response() -> None:
-    """A response held up in the network (a partition healing) describes the broker when it
-    answered, before the request's send at the earliest: ``last_fetched_at`` gives the send."""
+async def test_the_broker_is_known_to_now_in_a_long_poll_then_to_the_last_answered_send() -> None:
+    """A fetch in flight is a long poll (the broker answers when a message arrives): the end
+    of the partition is known up to now. One outstanding past the fetch wait is lost; then it
+    is known only up to the send of the last request answered, not that response's arrival,
+    which a network holding it up makes late."""
     tp = TopicPartition("in", 0)
     state = SimpleNamespace(timestamp=None)
+    respond = asyncio.Event()
 
     class HeldFetcher:
         async def _proc_fetch_request(self, assignment: Any, node_id: int, request: Any) -> bool:
-            await asyncio.sleep(0.3)  # the response arrives late
+            await respond.wait()  # the response arrives when the test says so
             state.timestamp = int(time.time() * 1000)  # aiokafka stamps the arrival
             return True
 
     client = SimpleNamespace(_fetcher=HeldFetcher(), assignment=lambda: {tp},
                              last_poll_timestamp=lambda tp: state.timestamp)
     consumer = SimpleNamespace(_thread=SimpleNamespace(_ensure_consumer=lambda: client))
-    assert last_fetched_at(consumer, tp) is None  # nothing fetched yet (installs the wrapper)
+    assert broker_known_until(consumer, tp, time.time()) is None  # nothing fetched yet
+
+    def fetch() -> asyncio.Task[Any]:
+        return asyncio.ensure_future(client._fetcher._proc_fetch_request(
+            SimpleNamespace(state_value=lambda tp: state), 1,
+            SimpleNamespace(topics=[("in", [(0, 5, 1_000_000)])])))
 
     sent = time.time()
-    await client._fetcher._proc_fetch_request(
-        SimpleNamespace(state_value=lambda tp: state), 1,
-        SimpleNamespace(topics=[("in", [(0, 5, 1_000_000)])]))
+    first = fetch()
+    await asyncio.sleep(0.05)
+    assert broker_known_until(consumer, tp, sent + 1.0) == sent + 1.0  # a long poll
+    await asyncio.sleep(0.25)
+    respond.set()
+    await first
+    answered = broker_known_until(consumer, tp, time.time())
+    assert answered is not None and sent <= answered < sent + 0.1
+    assert state.timestamp / 1000 - answered > 0.25
 
-    fetched = last_fetched_at(consumer, tp)
-    assert fetched is not None and sent <= fetched < sent + 0.1
-    assert state.timestamp / 1000 - fetched > 0.25
+    respond.clear()
+    second = fetch()  # never answered: lost in a blackhole
+    await asyncio.sleep(0.05)
+    late = time.time() + FETCH_MAX_WAIT + FETCH_SLACK + 1
+    assert broker_known_until(consumer, tp, late) == answered
+    respond.set()
+    await second
