@@ -20,6 +20,7 @@ import faust
 import faust.transport.consumer as faust_consumer
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.cluster import ClusterMetadata
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 from faust.web import Response
 
@@ -38,9 +39,10 @@ PRIVATE_ATTRIBUTES = {
     "faust.transport.consumer (module)": ("ack_lock", "notify"),
     "faust.sensors.monitor.Monitor (instance)": ("stream_inbound_time",),
     "faust.transport.drivers.aiokafka.Consumer (instance)": ("_thread",),
-    "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread": ("_ensure_consumer",),
+    "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread": (
+        "_ensure_consumer", "_create_worker_consumer"),
     "faust.stores.rocksdb.Store": ("_db_for_partition",),
-    "aiokafka.AIOKafkaConsumer (instance)": ("_client", "_fetcher"),
+    "aiokafka.AIOKafkaConsumer (instance)": ("_client", "_fetcher", "_fetch_max_wait_ms"),
     "aiokafka.consumer.fetcher.Fetcher": ("_proc_fetch_request",),
     "aiokafka.consumer.subscription_state.TopicPartitionState (instance)": ("timestamp",),
 }
@@ -58,33 +60,37 @@ def raw_producer(app: faust.App) -> AIOKafkaProducer:
     return app.producer._ensure_producer()  # type: ignore[attr-defined]
 
 
-FETCH_MAX_WAIT = 1.5
-"""Seconds a fetch request waits at the broker for data (Faust's aiokafka driver sets
-``fetch_max_wait_ms=1500``): a request in flight longer than this plus ``FETCH_SLACK`` is
-not a long poll any more, it is lost in the network."""
-FETCH_SLACK = 1.0
+FETCH_MAX_WAIT = 0.25
+"""Seconds a fetch request of the worker's consumer waits at the broker for data (a long
+poll). Faust's aiokafka driver hardcodes 1.5 s; the wall clock fires deadlines only up to the
+send of the last fetch answered (``broker_known_until``), so on a quiet partition this wait is
+added to the timer delay. Four requests a second per broker connection is nothing for Kafka."""
 
 
-def broker_known_until(consumer: Any, tp: TP, now: float) -> float | None:
-    """Up to when the end of ``tp`` that Faust's ``consumer`` knows is the broker's: ``now``
-    while a fetch request for it is in flight and younger than ``FETCH_MAX_WAIT`` plus
-    ``FETCH_SLACK`` (a long poll: the broker answers as soon as a message arrives), else the
-    send time of the request whose response last brought it; None if nothing was fetched
-    since ``tp`` was assigned (the caller has no end to trust either).
+class ShortPollConsumerThread(AIOKafkaConsumerThread):
+    """Faust's consumer thread, its aiokafka consumer long-polling ``FETCH_MAX_WAIT``."""
+
+    def _create_worker_consumer(self, transport: Any) -> AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = int(FETCH_MAX_WAIT * 1000)  # read by start()
+        return consumer
+
+
+def broker_known_until(consumer: Any, tp: TP) -> float | None:
+    """Up to when the end of ``tp`` that Faust's ``consumer`` knows is the broker's: the send
+    time of the fetch request whose response last brought it (wall-clock seconds); None if
+    nothing was fetched since ``tp`` was assigned.
 
     The send time, not the arrival: a response held up in the network (a partition that heals,
     a slow link) describes the broker as it was when it answered, which is after the request
     was sent but may be long before it arrives. aiokafka only records the arrival
-    (``last_poll_timestamp``), so ``_fetch_times`` wraps its fetcher to note sends.
+    (``last_poll_timestamp``), so ``_fetch_times`` wraps its fetcher to note sends. (A request
+    still in flight proves nothing: a blackholed one looks like a long poll.)
     """
     client: AIOKafkaConsumer = consumer._thread._ensure_consumer()
     if tp not in client.assignment():
         return None
-    times = _fetch_times(client)
-    asked = times.in_flight.get(tp)
-    if asked is not None and now - asked <= FETCH_MAX_WAIT + FETCH_SLACK:
-        return now
-    answered = times.answered.get(tp)
+    answered = _fetch_times(client).get(tp)
     if answered is not None:
         return answered
     arrived = client.last_poll_timestamp(tp)  # fetched before the wrapper was in place
@@ -94,48 +100,34 @@ def broker_known_until(consumer: Any, tp: TP, now: float) -> float | None:
 _FETCH_TIMES = "_cartwatch_fetch_times"
 
 
-class _FetchTimes:
-    """Per partition: when the request in flight was sent, and when the one was sent whose
-    response last updated its highwater."""
+def _fetch_times(client: AIOKafkaConsumer) -> dict[TopicPartition, float]:
+    """Per partition, when the request was sent whose response last updated its highwater.
 
-    __slots__ = ("in_flight", "answered")
-
-    def __init__(self) -> None:
-        self.in_flight: dict[TopicPartition, float] = {}
-        self.answered: dict[TopicPartition, float] = {}
-
-
-def _fetch_times(client: AIOKafkaConsumer) -> _FetchTimes:
-    """The fetch times of ``client``, noted by a wrapper installed on its fetcher the first
-    time they are asked for (idempotent): each fetch request's send time is kept while it is
-    in flight, and afterwards for the partitions whose state its response updated (aiokafka
-    stamps ``timestamp`` on exactly those)."""
+    Installed on the consumer's fetcher the first time it is asked for (idempotent): each
+    fetch request's send time is kept for the partitions whose state its response updated
+    (aiokafka stamps ``timestamp`` on exactly those).
+    """
     fetcher = client._fetcher
-    times: _FetchTimes | None = getattr(fetcher, _FETCH_TIMES, None)
+    times: dict[TopicPartition, float] | None = getattr(fetcher, _FETCH_TIMES, None)
     if times is not None:
         return times
-    times = _FetchTimes()
+    sent: dict[TopicPartition, float] = {}
     original = fetcher._proc_fetch_request
 
     async def proc_fetch_request(assignment: Any, node_id: int, request: Any) -> Any:
         began = time.time()
-        asked = [TopicPartition(topic, partition)
-                 for topic, partitions in request.topics for partition, *_ in partitions]
-        for tp in asked:
-            times.in_flight[tp] = began
-        try:
-            return await original(assignment, node_id, request)
-        finally:
-            for tp in asked:
-                if times.in_flight.get(tp) == began:
-                    del times.in_flight[tp]
+        result = await original(assignment, node_id, request)
+        for topic, partitions in request.topics:
+            for partition, *_ in partitions:
+                tp = TopicPartition(topic, partition)
                 state = assignment.state_value(tp)
                 if state is not None and (state.timestamp or 0) >= int(began * 1000):
-                    times.answered[tp] = began
+                    sent[tp] = began
+        return result
 
     fetcher._proc_fetch_request = proc_fetch_request
-    setattr(fetcher, _FETCH_TIMES, times)
-    return times
+    setattr(fetcher, _FETCH_TIMES, sent)
+    return sent
 
 
 def committed_offset(app: faust.App, tp: TP) -> int | None:

@@ -23,6 +23,7 @@ from faust.types import TP
 from mode import Service
 
 from streams.compat import (
+    ShortPollConsumerThread,
     ack_offsets,
     acknowledged_offsets,
     add_gap,
@@ -125,6 +126,11 @@ class RewindingConsumer(Consumer):
     batches: ClassVar[BatchHandler | None] = None
     seek_listeners: ClassVar[list[SeekListener]] = []
     """Told which partitions were sought back to their committed offsets (``on_seek``)."""
+
+    def _new_consumer_thread(self) -> ShortPollConsumerThread:
+        """Long polls of ``compat.FETCH_MAX_WAIT``: the timers trust the wall clock only up to
+        the last fetch answered (``PartitionTimers.fire_horizon``)."""
+        return ShortPollConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         """Commit first: Faust drops the revoked partitions' acknowledgements *before* its

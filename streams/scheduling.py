@@ -124,19 +124,19 @@ class PartitionTimers:
         "Caught up" compares the position with the end of the partition *as of the last fetch
         response*; while the broker cannot be reached (a network partition) that end goes stale
         and the worker would look caught up forever, firing deadlines by the wall clock while
-        the purchases and new lines that cancel them wait unread at the broker. A healthy idle
-        partition always has a long poll in flight, which the broker answers the moment a
-        message arrives, so it is known up to now; a request outstanding past the fetch wait is
-        lost, and the end is known only up to the send of the last one answered
-        (``compat.broker_known_until``). An input event is different: its own time is proof,
-        and capping the event path too holds events back in their carts' pending lists
-        (tried: under 500 ms latency reactivations went missing), so ``safe_time`` is left
-        uncapped.
+        the purchases and new lines that cancel them wait unread at the broker. So the wall
+        clock counts only up to the send of the last fetch answered
+        (``compat.broker_known_until``); the consumer long-polls ``compat.FETCH_MAX_WAIT``, so
+        a quiet healthy partition is known up to at most twice that ago. (Trusting a request in
+        flight instead, a blackholed one looked like a long poll for the 2.5 s of Faust's own
+        wait, and a cart still filling was abandoned.) An input event is different: its own
+        time is proof, and capping the event path too holds events back in their carts' pending
+        lists (tried: under 500 ms latency reactivations went missing), so ``safe_time`` is
+        left uncapped.
         """
-        now = time.time()
-        horizon = min(self.safe_time(partition), now - self.grace)
+        horizon = min(self.safe_time(partition), time.time() - self.grace)
         for tp in self.input_partitions(partition):
-            known = broker_known_until(self.app.consumer, tp, now) if self.caught_up(tp) else None
+            known = broker_known_until(self.app.consumer, tp) if self.caught_up(tp) else None
             if known is not None:
                 horizon = min(horizon, known)
         return horizon

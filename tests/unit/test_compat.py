@@ -19,8 +19,6 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Producer
 
 from streams.compat import (
     CHECKED_AGAINST,
-    FETCH_MAX_WAIT,
-    FETCH_SLACK,
     PRIVATE_ATTRIBUTES,
     broker_known_until,
 )
@@ -68,6 +66,9 @@ async def test_aiokafka_private_attributes_exist() -> None:
         assert missing(consumer, names) == []
         assert missing(Fetcher, PRIVATE_ATTRIBUTES["aiokafka.consumer.fetcher.Fetcher"]) == []
         assert "request.topics" in inspect.getsource(Fetcher._proc_fetch_request)
+        # ShortPollConsumerThread sets the wait after construction: start() must read it
+        assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(
+            AIOKafkaConsumer.start)
         state = TopicPartitionState(assignment=None)
         assert missing(state, PRIVATE_ATTRIBUTES[
             "aiokafka.consumer.subscription_state.TopicPartitionState (instance)"]) == []
@@ -90,11 +91,10 @@ def test_every_listed_owner_is_checked(owner: str) -> None:
     assert owner in checked
 
 
-async def test_the_broker_is_known_to_now_in_a_long_poll_then_to_the_last_answered_send() -> None:
-    """A fetch in flight is a long poll (the broker answers when a message arrives): the end
-    of the partition is known up to now. One outstanding past the fetch wait is lost; then it
-    is known only up to the send of the last request answered, not that response's arrival,
-    which a network holding it up makes late."""
+async def test_the_broker_is_known_up_to_the_send_of_the_last_fetch_answered() -> None:
+    """A response held up in the network (a partition healing) describes the broker when it
+    answered, after the request's send: ``broker_known_until`` gives the send. A request still
+    in flight proves nothing (a blackholed one looks like a long poll)."""
     tp = TopicPartition("in", 0)
     state = SimpleNamespace(timestamp=None)
     respond = asyncio.Event()
@@ -108,28 +108,38 @@ async def test_the_broker_is_known_to_now_in_a_long_poll_then_to_the_last_answer
     client = SimpleNamespace(_fetcher=HeldFetcher(), assignment=lambda: {tp},
                              last_poll_timestamp=lambda tp: state.timestamp)
     consumer = SimpleNamespace(_thread=SimpleNamespace(_ensure_consumer=lambda: client))
-    assert broker_known_until(consumer, tp, time.time()) is None  # nothing fetched yet
+    assert broker_known_until(consumer, tp) is None  # nothing fetched yet (installs it)
 
-    def fetch() -> asyncio.Task[Any]:
+    def fetch() -> asyncio.Future[Any]:
         return asyncio.ensure_future(client._fetcher._proc_fetch_request(
             SimpleNamespace(state_value=lambda tp: state), 1,
             SimpleNamespace(topics=[("in", [(0, 5, 1_000_000)])])))
 
     sent = time.time()
     first = fetch()
-    await asyncio.sleep(0.05)
-    assert broker_known_until(consumer, tp, sent + 1.0) == sent + 1.0  # a long poll
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(0.3)
+    assert broker_known_until(consumer, tp) is None  # in flight: nothing known yet
     respond.set()
     await first
-    answered = broker_known_until(consumer, tp, time.time())
+    answered = broker_known_until(consumer, tp)
     assert answered is not None and sent <= answered < sent + 0.1
     assert state.timestamp / 1000 - answered > 0.25
 
     respond.clear()
     second = fetch()  # never answered: lost in a blackhole
-    await asyncio.sleep(0.05)
-    late = time.time() + FETCH_MAX_WAIT + FETCH_SLACK + 1
-    assert broker_known_until(consumer, tp, late) == answered
+    await asyncio.sleep(0.3)
+    assert broker_known_until(consumer, tp) == answered
     respond.set()
     await second
+
+
+async def test_the_workers_consumer_long_polls_the_short_fetch_wait() -> None:
+    from streams.app import app
+    from streams.compat import FETCH_MAX_WAIT
+
+    thread = app.consumer._new_consumer_thread()
+    client = thread._create_worker_consumer(app.transport)
+    try:
+        assert client._fetch_max_wait_ms == int(FETCH_MAX_WAIT * 1000) < 1500
+    finally:
+        await client.stop()
