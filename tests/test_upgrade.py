@@ -85,6 +85,10 @@ async def test_a_worker_started_on_old_changelogs_keeps_deadlines_reminders_and_
     recipients = {"abandoned@example.com", "past@example.com", "reminded@example.com",
                   "unsub@example.com"}
 
+    # The SMTP server is the session's, and every version's run mails the same fixture
+    # customers (with the same Message-IDs): start from an empty Maildir.
+    smtp_server.clear()
+
     def mails_to(address: str) -> list[object]:
         return [m for m in smtp_server.messages() if address in str(m["X-RcptTo"])]
 
