@@ -152,15 +152,18 @@ class PartitionTimers:
         self.next_offsets[tp] = offset + 1
 
     def rewound(self, positions: Mapping[TP, int]) -> None:
-        """The consumer sought partitions back to these positions (next offset to read):
-        what was read past them is read again, so the event time read there no longer counts
-        (the input holds the safe time back until its next message says otherwise, unless the
-        position is its end: a seek that re-reads nothing must not leave it behind)."""
-        for tp, position in positions.items():
+        """The consumer sought these partitions back (to the positions given): the event time
+        read past them no longer counts, so the input holds the safe time back until its next
+        message says otherwise (``observe`` then sets time and position from that message).
+
+        The processed position is kept: a seek may re-read nothing (everything acknowledged,
+        or records Faust already delivered are not fetched again), and an input whose position
+        went back with no message to move it forward again would hold its partition's timers
+        forever.
+        """
+        for tp in positions:
             if tp.topic in self.input_topics:
-                key = TP(tp.topic, tp.partition)
-                self.next_offsets[key] = position
-                self.clock.forget(key)
+                self.clock.forget(TP(tp.topic, tp.partition))
 
     def tick_seen(self, partition: int) -> None:
         self.ticks_requested.pop(partition, None)
