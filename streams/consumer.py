@@ -127,6 +127,10 @@ class RewindingConsumer(Consumer):
     seek_listeners: ClassVar[list[SeekListener]] = []
     """Told which partitions were sought back to their committed offsets (``on_seek``)."""
 
+    def _tell_seek_listeners(self, positions: Mapping[TP, int]) -> None:
+        for listener in self.seek_listeners:
+            listener(positions)
+
     def _new_consumer_thread(self) -> ShortPollConsumerThread:
         """Long polls of ``compat.FETCH_MAX_WAIT``: the timers trust the wall clock only up to
         the last fetch answered (``PartitionTimers.fire_horizon``)."""
@@ -226,20 +230,19 @@ class RewindingConsumer(Consumer):
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         committed = await super().seek_to_committed()
-        rewind = never_committed(committed, self.assignment(),
-                                 self.app.tables.changelog_topics)
-        positions = {TP(tp.topic, tp.partition): offset for tp, offset in committed.items()
-                     if offset}
+        # Tell the timers at once: the fetcher reads from the new positions from now on, and a
+        # record read again must find its partition's position already moved back.
+        assigned = self.assignment()
+        self._tell_seek_listeners({TP(tp.topic, tp.partition): offset
+                                   for tp, offset in committed.items()
+                                   if offset and tp in assigned})
+        rewind = never_committed(committed, assigned, self.app.tables.changelog_topics)
         if rewind:
             starts = await earliest_offsets(self, rewind)
             for tp in rewind:
-                acknowledged = acknowledged_offsets(self, tp)
-                positions[tp] = first_unacknowledged(starts[tp], acknowledged)
-                seek(self, tp, positions[tp])
-        assigned = self.assignment()
-        sought = {tp: offset for tp, offset in positions.items() if tp in assigned}
-        for listener in self.seek_listeners:
-            listener(sought)
+                position = first_unacknowledged(starts[tp], acknowledged_offsets(self, tp))
+                seek(self, tp, position)
+                self._tell_seek_listeners({tp: position})
         return committed
 
 

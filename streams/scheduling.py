@@ -152,18 +152,21 @@ class PartitionTimers:
         self.next_offsets[tp] = offset + 1
 
     def rewound(self, positions: Mapping[TP, int]) -> None:
-        """The consumer sought these partitions back (to the positions given): the event time
-        read past them no longer counts, so the input holds the safe time back until its next
-        message says otherwise (``observe`` then sets time and position from that message).
+        """The consumer sought partitions back to these positions (next offset to read): what
+        was read past them is read again, so neither the offsets processed nor the event time
+        read there count any more; each input is where the seek put it (a seek that re-reads
+        nothing leaves it at its end, caught up) until its next message says otherwise.
 
-        The processed position is kept: a seek may re-read nothing (everything acknowledged,
-        or records Faust already delivered are not fetched again), and an input whose position
-        went back with no message to move it forward again would hold its partition's timers
-        forever.
+        The consumer calls this the moment it seeks (``consumer.on_seek``): told later, after
+        records were already read again from the new position, it would move the position
+        back behind them, and with no message left to move it forward the partition's timers
+        would wait forever.
         """
-        for tp in positions:
+        for tp, position in positions.items():
             if tp.topic in self.input_topics:
-                self.clock.forget(TP(tp.topic, tp.partition))
+                key = TP(tp.topic, tp.partition)
+                self.next_offsets[key] = position
+                self.clock.forget(key)
 
     def tick_seen(self, partition: int) -> None:
         self.ticks_requested.pop(partition, None)

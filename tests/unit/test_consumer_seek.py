@@ -133,5 +133,6 @@ async def test_every_partition_sought_is_told_to_the_seek_listeners(monkeypatch)
 
     await consumer.perform_seek()
 
-    # where each now reads from: after what was acknowledged, or the committed offset
-    assert told == [{TP("cart-events", 0): 3, TP("cart-events", 1): 5}]
+    # where each now reads from, told as each is sought: the committed offset, then after what
+    # was acknowledged for the partition never committed
+    assert told == [{TP("cart-events", 1): 5}, {TP("cart-events", 0): 3}]

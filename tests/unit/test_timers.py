@@ -368,14 +368,14 @@ def test_a_message_being_processed_is_not_yet_caught_up() -> None:
     assert timers.safe_time(0) == 100.0
 
 
-def test_a_seek_back_forgets_the_event_time_read_past_it() -> None:
+def test_a_seek_back_forgets_the_position_and_event_time_read_past_it() -> None:
     timers, tp = timers_reading(highwater=10)
-    timers.observe(tp, 7, event_time=900.0, now=1000.0)
-    timers.processed(tp, 7)  # offsets 8 and 9 are still to be read
+    timers.observe(tp, 9, event_time=900.0, now=1000.0)
+    timers.processed(tp, 9)
 
     timers.rewound({TP("cart-events", 0): 4, TP("unrelated", 0): 0})
 
-    # Behind, and nothing is known to be safe until a message is read again.
+    # Back at offset 4: behind, and nothing is known to be safe until it is read again.
     assert not timers.caught_up(tp)
     assert timers.safe_time(0) == -math.inf
     timers.observe(tp, 4, event_time=500.0, now=1000.0)
@@ -383,13 +383,12 @@ def test_a_seek_back_forgets_the_event_time_read_past_it() -> None:
 
 
 def test_a_seek_that_reads_nothing_again_leaves_the_input_caught_up() -> None:
-    """Everything was processed (just not committed yet), and the consumer delivers nothing
-    again after the seek: no message comes to say where it is, and the partition's timers
-    must still fire (the kill -9 chaos test and the restart test stalled this way)."""
+    """Everything was acknowledged (just not committed yet): the consumer resumes at the end,
+    no message comes to say so, and the partition's timers must still fire."""
     timers, tp = timers_reading(highwater=10)
     timers.processed(tp, 9)
 
-    timers.rewound({tp: 4})
+    timers.rewound({tp: 10})
 
     assert timers.caught_up(tp)
     assert timers.safe_time(0) > 1e9  # the wall clock
