@@ -14,7 +14,7 @@ worker started, at every seek (three times the input in the two-worker operator 
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Container, Iterable, Mapping, Sequence
+from collections.abc import Collection, Container, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -64,8 +64,13 @@ class InputBatch:
         return f"<InputBatch {self.tp.topic}[{self.tp.partition}]@{self.first}..{self.last}>"
 
 
-SeekListener = Callable[[Mapping[TP, int]], None]
-"""Told the position (next offset to read) of every partition a seek moved."""
+class SeekListener(Protocol):
+    """Told when a seek to committed offsets begins, then the position (next offset to read)
+    of every partition it moved, as each is sought."""
+
+    def seek_starting(self) -> None: ...
+
+    def rewound(self, positions: Mapping[TP, int]) -> None: ...
 
 
 class BatchHandler(Protocol):
@@ -129,7 +134,7 @@ class RewindingConsumer(Consumer):
 
     def _tell_seek_listeners(self, positions: Mapping[TP, int]) -> None:
         for listener in self.seek_listeners:
-            listener(positions)
+            listener.rewound(positions)
 
     def _new_consumer_thread(self) -> ShortPollConsumerThread:
         """Long polls of ``compat.FETCH_MAX_WAIT``: the timers trust the wall clock only up to
@@ -229,6 +234,8 @@ class RewindingConsumer(Consumer):
             set_read_offset(self, tp, offset)
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
+        for listener in self.seek_listeners:
+            listener.seek_starting()
         committed = await super().seek_to_committed()
         # Tell the timers at once: the fetcher reads from the new positions from now on, and a
         # record read again must find its partition's position already moved back.

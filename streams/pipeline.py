@@ -388,7 +388,7 @@ batches = PartitionBatches(
 """Cart and purchase events a partition batch at a time, below Faust's stream
 (``settings.batch_input``; ``streams.batch``)."""
 use_batches(batches if settings.batch_input else None)
-on_seek(timers.rewound)
+on_seek(timers)
 
 
 @app.task

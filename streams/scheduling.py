@@ -54,6 +54,8 @@ class PartitionTimers:
         self.next_offsets: dict[TP, int] = {}
         """Per input partition, the offset after the last processed message."""
         self.ticks_requested: dict[int, float] = {}
+        self.read_since_seek: set[TP] = set()
+        """Inputs read since the consumer's latest seek began (``seek_starting``)."""
 
     def input_partitions(self, partition: int) -> list[TP]:
         return [TP(topic, partition) for topic in self.input_topics]
@@ -146,10 +148,15 @@ class PartitionTimers:
         ``processed`` it is not, so the partition is not caught up before it."""
         self.next_offsets[tp] = offset
         self.clock.observe(tp, event_time, now)
+        self.read_since_seek.add(tp)
 
     def processed(self, tp: TP, offset: int) -> None:
         """The input message at ``offset`` is fully processed."""
         self.next_offsets[tp] = offset + 1
+
+    def seek_starting(self) -> None:
+        """The consumer begins a seek to committed offsets (``consumer.on_seek``)."""
+        self.read_since_seek = set()
 
     def rewound(self, positions: Mapping[TP, int]) -> None:
         """The consumer sought partitions back to these positions (next offset to read): what
@@ -157,14 +164,14 @@ class PartitionTimers:
         read there count any more; each input is where the seek put it (a seek that re-reads
         nothing leaves it at its end, caught up) until its next message says otherwise.
 
-        The consumer calls this the moment it seeks (``consumer.on_seek``): told later, after
-        records were already read again from the new position, it would move the position
-        back behind them, and with no message left to move it forward the partition's timers
-        would wait forever.
+        An input already read again since the seek began is left alone: Faust's fetcher runs
+        in a thread of its own and may deliver records from the new position before the seek
+        returns, and moving the position back behind them, with no message left to move it
+        forward, would hold the partition's timers forever.
         """
         for tp, position in positions.items():
-            if tp.topic in self.input_topics:
-                key = TP(tp.topic, tp.partition)
+            key = TP(tp.topic, tp.partition)
+            if tp.topic in self.input_topics and key not in self.read_since_seek:
                 self.next_offsets[key] = position
                 self.clock.forget(key)
 

@@ -132,7 +132,7 @@ except TemplateError as exc:
     raise SettingsError(f"reminder templates: {exc}") from None
 
 timers = PartitionTimers(app, (ABANDONED, RECOVERED, REACTIVATED), reminder_ticks_topic)
-on_seek(timers.rewound)
+on_seek(timers)
 mailer = SmtpMailer(notifier.smtp)
 webhooks = WebhookPoster()
 retry_policy = RetryPolicy(notifier.retry_initial, notifier.retry_max, notifier.give_up_after)

@@ -1,6 +1,8 @@
 """Faust's seek to committed offsets (after a rebalance, or when it dropped fetched records)
 reaches every partition of the app's consumer, also those never committed."""
 
+from types import SimpleNamespace
+
 from aiokafka.structs import TopicPartition
 from faust.types import TP
 
@@ -129,10 +131,12 @@ async def test_every_partition_sought_is_told_to_the_seek_listeners(monkeypatch)
     consumer = app_consumer(thread)
     consumer._acked_index = {TP("cart-events", 0): {0, 1, 2}}
     told: list[dict[TP, int]] = []
-    monkeypatch.setattr(type(consumer), "seek_listeners", [lambda tps: told.append(dict(tps))])
+    listener = SimpleNamespace(seek_starting=lambda: told.append({}),
+                               rewound=lambda tps: told.append(dict(tps)))
+    monkeypatch.setattr(type(consumer), "seek_listeners", [listener])
 
     await consumer.perform_seek()
 
     # where each now reads from, told as each is sought: the committed offset, then after what
     # was acknowledged for the partition never committed
-    assert told == [{TP("cart-events", 1): 5}, {TP("cart-events", 0): 3}]
+    assert told == [{}, {TP("cart-events", 1): 5}, {TP("cart-events", 0): 3}]

@@ -373,6 +373,7 @@ def test_a_seek_back_forgets_the_position_and_event_time_read_past_it() -> None:
     timers.observe(tp, 9, event_time=900.0, now=1000.0)
     timers.processed(tp, 9)
 
+    timers.seek_starting()
     timers.rewound({TP("cart-events", 0): 4, TP("unrelated", 0): 0})
 
     # Back at offset 4: behind, and nothing is known to be safe until it is read again.
@@ -392,3 +393,17 @@ def test_a_seek_that_reads_nothing_again_leaves_the_input_caught_up() -> None:
 
     assert timers.caught_up(tp)
     assert timers.safe_time(0) > 1e9  # the wall clock
+
+
+def test_an_input_read_again_before_the_seek_returns_keeps_what_it_read() -> None:
+    """Faust's fetcher may deliver records from the new position before the seek returns: the
+    position and time they set stand (moved back behind them, nothing would move it on)."""
+    timers, tp = timers_reading(highwater=10)
+    timers.processed(tp, 9)
+    timers.seek_starting()
+    timers.observe(tp, 9, event_time=900.0, now=1000.0)  # read again at once
+    timers.processed(tp, 9)
+
+    timers.rewound({tp: 4})
+
+    assert timers.caught_up(tp)
