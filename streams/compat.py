@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from time import monotonic
 from typing import Any, cast
 
 import faust
@@ -34,7 +33,7 @@ PRIVATE_ATTRIBUTES = {
     "faust.transport.consumer.Consumer (instance)": (
         "_committed_offset", "_acked_index", "_acked", "_n_acked", "_unacked_messages",
         "_read_offset", "_commit_every", "_wait_next_records", "_add_gap", "_waiting_for_ack",
-        "_to_message",
+        "_to_message", "_buffered_partitions", "scheduler",
     ),
     "faust.transport.consumer (module)": ("ack_lock", "notify"),
     "faust.sensors.monitor.Monitor (instance)": ("stream_inbound_time",),
@@ -184,6 +183,17 @@ async def fetch_records(consumer: Any, timeout: float) -> tuple[
                 await consumer._wait_next_records(timeout))
 
 
+def deliverable(consumer: Any, tp: TP, active: set[TP] | None) -> bool:
+    """Are the fetched records of ``tp`` handed on (Faust's ``getmany``: active partitions, or
+    ones paused only because their stream buffer is full)?"""
+    return active is None or tp in active or tp in consumer._buffered_partitions
+
+
+def round_robin(consumer: Any, records: Mapping[TP, Sequence[Any]]) -> Iterable[tuple[TP, Any]]:
+    """Records of several partitions interleaved, as Faust's consumer scheduler hands them on."""
+    return cast(Iterable[tuple[TP, Any]], consumer.scheduler.iterate(records))
+
+
 def read_offset(consumer: Any, tp: TP) -> int | None:
     """The offset of the last record of ``tp`` the fetcher handed on."""
     return cast(int | None, consumer._read_offset[tp])
@@ -214,7 +224,7 @@ def track_pending(consumer: Any, pending: Any) -> None:
 
 def mark_inbound(app: Any, tp: TP) -> None:
     """Tell the monitor ``tp`` just delivered records (else Faust logs "stream idle")."""
-    app.monitor.stream_inbound_time[tp] = monotonic()
+    app.monitor.stream_inbound_time[tp] = time.monotonic()
 
 
 def ack_offsets(consumer: Any, tp: TP, first: int, last: int, pending: Any = None) -> int:

@@ -28,10 +28,12 @@ from streams.compat import (
     acknowledged_offsets,
     add_gap,
     commit_if_many_acked,
+    deliverable,
     earliest_offsets,
     fetch_records,
     mark_inbound,
     read_offset,
+    round_robin,
     seek,
     set_read_offset,
     to_message,
@@ -39,6 +41,9 @@ from streams.compat import (
 )
 
 log = logging.getLogger(__name__)
+
+FETCH_TIMEOUT = 0.25
+"""Seconds a fetch waits for records; a seek waits for it (``RewindingConsumer._positions``)."""
 
 
 class InputBatch:
@@ -119,8 +124,9 @@ def first_unacknowledged(start: int, acknowledged: Container[int]) -> int:
 
 
 class RewindingConsumer(Consumer):
-    """``seek_to_committed`` also rewinds partitions without a committed offset, and a rebalance
-    commits what was processed before Faust forgets it.
+    """``seek_to_committed`` also rewinds partitions without a committed offset, a rebalance
+    commits what was processed before Faust forgets it, and no seek overlaps a fetched batch
+    (``_drain_messages``).
 
     With a ``batches`` handler (``use_batches``), the records of its topics skip Faust's
     per-message path (conductor, stream, event): the fetcher hands each partition's fetched
@@ -152,26 +158,51 @@ class RewindingConsumer(Consumer):
         await self.commit()
         await super().on_partitions_revoked(revoked)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._positions = asyncio.Lock()
+        """Held while a batch is fetched and handed on, and while partitions are sought: see
+        ``_drain_messages``."""
+
+    async def perform_seek(self) -> None:
+        """Seek to committed offsets, never while fetched records are being handed on."""
+        async with self._positions:
+            await super().perform_seek()
+
+    async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
+        """Seek (table recovery positions its changelogs), never while records are handed on."""
+        async with self._positions:
+            await super().seek_wait(partitions)
+
     async def _drain_messages(self, fetcher: Service) -> None:  # type: ignore[override]
-        handler = self.batches
-        if handler is None:
-            await super()._drain_messages(fetcher)
-            return
+        """Faust's fetch loop, except that a seek never overlaps a batch.
+
+        Faust fetches a batch, then hands its records on one by one while table recovery seeks
+        partitions from another task. Records of that batch handed on after a seek, read before
+        it, move the partition's read offset past the records the seek is about to read again,
+        and Faust then drops those as already read: a rebalance lost reminders and cart events
+        that way. Here a batch is fetched and handed on under ``_positions``, which every seek
+        takes too, so a batch lies wholly before a seek or wholly after it.
+        """
         try:
             while not (self.should_stop or fetcher.should_stop):
+                if not self.flow_active:  # wait outside the lock: recovery seeks meanwhile
+                    await self.wait(self.can_resume_flow.wait())
+                    continue
                 self.diag.set_flag(CONSUMER_FETCHING)
-                records, active = await fetch_records(self, 1.0)
-                await self.sleep(0)
-                if records and not self.should_stop:
-                    if self.flow_active:
-                        await self._deliver_all(handler, records, active)
-                    else:  # as Faust's getmany: records fetched while stopped are read again
-                        try:
-                            await self.perform_seek()
-                        except Exception as exc:
-                            log.warning("exception performing seek when flow not active %r",
-                                        exc)
+                async with self._positions:
+                    records, active = await fetch_records(self, FETCH_TIMEOUT)
+                    if records and not self.should_stop:
+                        if self.flow_active:
+                            await self._deliver_all(records, active)
+                        else:  # as Faust's getmany: records fetched while stopped are read again
+                            try:
+                                await super().perform_seek()
+                            except Exception as exc:
+                                log.warning("exception performing seek when flow not active %r",
+                                            exc)
                 self.diag.unset_flag(CONSUMER_FETCHING)
+                await self.sleep(0)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 return
@@ -183,19 +214,33 @@ class RewindingConsumer(Consumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
-    async def _deliver_all(self, handler: BatchHandler, records: Mapping[TP, Sequence[Any]],
+    async def _deliver_all(self, records: Mapping[TP, Sequence[Any]],
                            active: set[TP] | None) -> None:
+        """Hand on a fetched batch: a batch handler's partitions a partition at a time, the
+        others record by record, interleaved as Faust does. Stops when a rebalance begins
+        (Faust then seeks back to the committed offsets)."""
         generation = self.app.consumer_generation_id
+        handler = self.batches
+        singles: dict[TP, Sequence[Any]] = {}
         for tp, fetched in records.items():
-            if not self.flow_active or self.app.consumer_generation_id != generation:
-                break  # a rebalance began: Faust seeks back to the committed offsets
-            if active is not None and tp not in active:
+            if not deliverable(self, tp, active):
                 continue
             self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-            if tp.topic in handler.topics:
+            if handler is not None and tp.topic in handler.topics:
+                if not self._flowing(generation):
+                    return
                 await self._deliver_batch(handler, tp, fetched)
             else:
-                await self._deliver_each(tp, fetched)
+                singles[tp] = fetched
+        for count, (tp, record) in enumerate(round_robin(self, singles)):
+            if not self._flowing(generation):
+                return
+            if count and not count % 100:
+                await asyncio.sleep(0)
+            await self._deliver_one(tp, record)
+
+    def _flowing(self, generation: int) -> bool:
+        return self.flow_active and self.app.consumer_generation_id == generation
 
     async def _deliver_batch(self, handler: BatchHandler, tp: TP,
                              fetched: Sequence[Any]) -> None:
@@ -216,22 +261,19 @@ class RewindingConsumer(Consumer):
         finally:
             set_read_offset(self, tp, last)
 
-    async def _deliver_each(self, tp: TP, fetched: Sequence[Any]) -> None:
-        """Faust's own path, one message at a time (``Consumer._drain_messages``)."""
-        for count, record in enumerate(fetched):
-            if count and not count % 100:
-                await asyncio.sleep(0)
-            message = to_message(self, tp, record)
-            offset = message.offset
-            last_read = read_offset(self, tp)
-            if last_read is not None and offset < last_read:
-                continue
-            if last_read and offset - last_read > 1 and self.app.topics.acks_enabled_for(
-                    message.topic):
-                await add_gap(self, tp, last_read + 1, offset)
-            await commit_if_many_acked(self)
-            await self.wait_first(self.callback(message), self.suspend_flow.wait())
-            set_read_offset(self, tp, offset)
+    async def _deliver_one(self, tp: TP, record: Any) -> None:
+        """Faust's own path for one record (``Consumer._drain_messages``)."""
+        message = to_message(self, tp, record)
+        offset = message.offset
+        last_read = read_offset(self, tp)
+        if last_read is not None and offset < last_read:
+            return
+        if last_read and offset - last_read > 1 and self.app.topics.acks_enabled_for(
+                message.topic):
+            await add_gap(self, tp, last_read + 1, offset)
+        await commit_if_many_acked(self)
+        await self.wait_first(self.callback(message), self.suspend_flow.wait())
+        set_read_offset(self, tp, offset)
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         for listener in self.seek_listeners:

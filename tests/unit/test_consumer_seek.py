@@ -1,6 +1,7 @@
 """Faust's seek to committed offsets (after a rebalance, or when it dropped fetched records)
 reaches every partition of the app's consumer, also those never committed."""
 
+import asyncio
 from types import SimpleNamespace
 
 from aiokafka.structs import TopicPartition
@@ -42,6 +43,7 @@ def app_consumer(thread: FakeConsumerThread):  # noqa: ANN201
     consumer._read_offset = {}
     consumer._committed_offset = {}
     consumer._acked_index = {}
+    consumer._positions = asyncio.Lock()
     consumer.app = app
     return consumer
 
@@ -140,3 +142,49 @@ async def test_every_partition_sought_is_told_to_the_seek_listeners(monkeypatch)
     # where each now reads from, told as each is sought: the committed offset, then after what
     # was acknowledged for the partition never committed
     assert told == [{}, {TP("cart-events", 1): 5}, {TP("cart-events", 0): 3}]
+
+
+async def test_a_seek_waits_for_the_batch_being_handed_on():
+    """Records fetched before a seek and handed on after it would move the read offset past
+    the records the seek reads again, and Faust would drop those as read (lost reminders)."""
+    tp = TopicPartition("cart-abandoned", 0)
+    thread = FakeConsumerThread({tp: 7})
+    consumer = app_consumer(thread)
+    consumer._stopped, consumer._crashed = asyncio.Event(), asyncio.Event()
+    consumer.flow_active = True
+    consumer.diag = SimpleNamespace(set_flag=lambda flag: None, unset_flag=lambda flag: None)
+    happened: list[str] = []
+    handing_on, release = asyncio.Event(), asyncio.Event()
+    original = thread.seek_to_committed
+
+    async def seek_to_committed() -> dict[TopicPartition, int | None]:
+        happened.append("seek")
+        return await original()
+
+    async def fetch(timeout: float) -> tuple[dict, None]:
+        if happened:
+            consumer._stopped.set()
+            return {}, None
+        return {TP(tp.topic, tp.partition): ["record 7", "record 8"]}, None
+
+    async def deliver_all(records: dict, active: None) -> None:
+        happened.append("handing on")
+        handing_on.set()
+        await release.wait()
+        happened.append("handed on")
+
+    thread.seek_to_committed = seek_to_committed
+    consumer._wait_next_records = fetch
+    consumer._deliver_all = deliver_all
+    drain = asyncio.create_task(consumer._drain_messages(SimpleNamespace(should_stop=False)))
+    await asyncio.wait([drain, asyncio.create_task(handing_on.wait())],
+                       return_when=asyncio.FIRST_COMPLETED)
+    assert not drain.done(), drain.exception()
+    seek = asyncio.create_task(consumer.perform_seek())
+    for _ in range(20):  # let the seek run as far as it can
+        await asyncio.sleep(0)
+    release.set()
+    await seek
+    await drain
+
+    assert happened == ["handing on", "handed on", "seek"]
