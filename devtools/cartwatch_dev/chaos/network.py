@@ -264,17 +264,23 @@ async def net_blackhole(stack: PrivateStack, workdir: Path, *, down_for: float =
                                    seed=seed, must_rejoin=down_for > SESSION_TIMEOUT)
 
 
+async def _hold(proxy: FaultProxy, fault: str, level: float, seconds: float) -> Window:
+    """Set the proxy's ``fault`` (``latency`` or ``loss``) to ``level`` for ``seconds``, then
+    back to 0; returns when it began and ended."""
+    begun = time.time()
+    setattr(proxy, fault, level)
+    await asyncio.sleep(seconds)  # the fault itself
+    setattr(proxy, fault, 0.0)
+    return begun, time.time()
+
+
 async def net_latency(stack: PrivateStack, workdir: Path, *, latency: float = 0.5,
                       duration: float = 10.0, abandon_after: float = 3.0,
                       seed: int = 31) -> ScenarioResult:
     """Add ``latency`` s each way to every worker connection for ``duration`` s."""
 
     async def inject(proxy: FaultProxy, load: Load, faults: list[str]) -> Window:
-        begun = time.time()
-        proxy.latency = latency
-        await asyncio.sleep(duration)
-        proxy.latency = 0.0
-        ended = time.time()
+        begun, ended = await _hold(proxy, "latency", latency, duration)
         faults.append(f"{latency * 1000:.0f} ms added each way at +{begun - load.start:.1f} s "
                       f"for {ended - begun:.1f} s")
         return begun, ended
@@ -291,11 +297,7 @@ async def net_loss(stack: PrivateStack, workdir: Path, *, loss: float = 0.05,
     (a byte stream cannot drop a packet; see ``proxy``), for ``duration`` s."""
 
     async def inject(proxy: FaultProxy, load: Load, faults: list[str]) -> Window:
-        begun = time.time()
-        proxy.loss = loss
-        await asyncio.sleep(duration)
-        proxy.loss = 0.0
-        ended = time.time()
+        begun, ended = await _hold(proxy, "loss", loss, duration)
         faults.append(f"{loss:.0%} emulated loss (chunk stalls of 0.2-1 s) at "
                       f"+{begun - load.start:.1f} s for {ended - begun:.1f} s")
         return begun, ended
