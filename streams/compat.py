@@ -33,7 +33,7 @@ PRIVATE_ATTRIBUTES = {
     "faust.transport.consumer.Consumer (instance)": (
         "_committed_offset", "_acked_index", "_acked", "_n_acked", "_unacked_messages",
         "_read_offset", "_commit_every", "_wait_next_records", "_add_gap", "_waiting_for_ack",
-        "_to_message", "_buffered_partitions", "scheduler",
+        "_to_message", "_buffered_partitions", "scheduler", "_new_offset",
     ),
     "faust.transport.consumer (module)": ("ack_lock", "notify"),
     "faust.sensors.monitor.Monitor (instance)": ("stream_inbound_time",),
@@ -137,6 +137,13 @@ def committed_offset(app: faust.App, tp: TP) -> int | None:
 def acknowledged_offsets(consumer: Any, tp: TP) -> set[int]:
     """Offsets of ``tp`` acknowledged since Faust's last commit of it."""
     return consumer._acked_index.get(tp, set())
+
+
+def forget_acknowledgements(consumer: Any, tps: Iterable[TP]) -> None:
+    """Drop what was acknowledged of ``tps`` and not committed yet (they are read again)."""
+    for tp in tps:
+        consumer._acked.pop(tp, None)
+        consumer._acked_index.pop(tp, None)
 
 
 async def earliest_offsets(consumer: Any, partitions: Iterable[TP]) -> Mapping[TP, int]:

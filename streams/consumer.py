@@ -31,6 +31,7 @@ from streams.compat import (
     deliverable,
     earliest_offsets,
     fetch_records,
+    forget_acknowledgements,
     mark_inbound,
     read_offset,
     round_robin,
@@ -156,6 +157,7 @@ class RewindingConsumer(Consumer):
         if self.batches is not None:
             await self.batches.flush()
         await self.commit()
+        self._sought.difference_update(revoked)
         await super().on_partitions_revoked(revoked)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -163,6 +165,21 @@ class RewindingConsumer(Consumer):
         self._positions = asyncio.Lock()
         """Held while a batch is fetched and handed on, and while partitions are sought: see
         ``_drain_messages``."""
+        self._sought: set[TP] = set()
+        """Partitions sought to their committed offsets since they were assigned."""
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """The offset to commit for ``tp``, once it was sought to its committed offset.
+
+        Faust forgets a partition's committed offset when it is revoked and learns it again
+        only in the seek that ends the rebalance; meanwhile it commits any run of
+        acknowledged offsets. Records acknowledged without being processed (Faust's streams
+        acknowledge the events they skip during a rebalance) then carried the commit past
+        records never read: a kill -9 test lost cart events that way.
+        """
+        if tp not in self._sought:
+            return None
+        return super()._new_offset(tp)
 
     async def perform_seek(self) -> None:
         """Seek to committed offsets, never while fetched records are being handed on."""
@@ -292,6 +309,12 @@ class RewindingConsumer(Consumer):
                 position = first_unacknowledged(starts[tp], acknowledged_offsets(self, tp))
                 seek(self, tp, position)
                 self._tell_seek_listeners({tp: position})
+        # What follows the new positions is read again: an acknowledgement from before (of a
+        # record processed, or skipped by a stream during the rebalance) must not commit it.
+        sought = {TP(tp.topic, tp.partition) for tp in assigned
+                  if tp.topic not in self.app.tables.changelog_topics}
+        forget_acknowledgements(self, sought)
+        self._sought |= sought
         return committed
 
 

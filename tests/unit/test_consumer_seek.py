@@ -2,10 +2,12 @@
 reaches every partition of the app's consumer, also those never committed."""
 
 import asyncio
+from collections import defaultdict
 from types import SimpleNamespace
 
 from aiokafka.structs import TopicPartition
 from faust.types import TP
+from intervaltree import IntervalTree
 
 from streams.app import app
 from streams.consumer import first_unacknowledged, never_committed
@@ -44,6 +46,8 @@ def app_consumer(thread: FakeConsumerThread):  # noqa: ANN201
     consumer._committed_offset = {}
     consumer._acked_index = {}
     consumer._positions = asyncio.Lock()
+    consumer._acked = {}
+    consumer._sought = set()
     consumer.app = app
     return consumer
 
@@ -188,3 +192,23 @@ async def test_a_seek_waits_for_the_batch_being_handed_on():
     await drain
 
     assert happened == ["handing on", "handed on", "seek"]
+
+
+async def test_nothing_is_committed_before_the_seek_and_earlier_acknowledgements_are_forgotten():
+    """Between an assignment and its seek Faust does not know the committed offset and would
+    commit any acknowledged run, such as the events a stream skipped (and acknowledged)
+    during the rebalance: the commit jumped past records never processed."""
+    tp = TopicPartition("cart-events", 0)
+    key = TP(tp.topic, tp.partition)
+    consumer = app_consumer(FakeConsumerThread({tp: 407}))
+    consumer._committed_offset = defaultdict(lambda: None)
+    consumer._gap = defaultdict(IntervalTree)
+    consumer._acked = defaultdict(list, {key: [407, 408, 433]})
+    consumer._acked_index = defaultdict(set, {key: {407, 408, 433}})
+
+    assert consumer._new_offset(key) is None
+
+    await consumer.perform_seek()
+    assert consumer._new_offset(key) is None  # 407 onwards is read again
+    consumer._acked[key].extend([407, 408, 409])
+    assert consumer._new_offset(key) == 410
