@@ -31,7 +31,7 @@ demo: $(INSTALLED)
 	$(BIN)/cartwatch demo
 
 # The whole suite on the stack's default broker (Kafka 4.x), then the compatibility leg: the
-# pipeline, notifier and operator tests again on Kafka 2.3 (ZooKeeper); kill -9 is out of it for now (README).
+# pipeline, notifier, operator and kill -9 tests again on Kafka 2.3 (ZooKeeper).
 test: lint
 	$(BIN)/python -m pytest
 	CARTWATCH_STACK_KAFKA=2.3 $(BIN)/python -m pytest -m compat

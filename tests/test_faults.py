@@ -39,8 +39,7 @@ async def deployment(kafka_bootstrap: str, unique_names, tmp_path: Path
         mail.down()
 
 
-# Not in the Kafka 2.3 compat leg for now: there, the last run missed 3 of 64 reminders (all
-# abandonments exact; issue #13/#17 note). It runs on Kafka 4 in every CI run.
+@pytest.mark.compat
 async def test_kill9_five_times_under_load_loses_nothing(deployment: Deployment) -> None:
     result = await kill9(deployment, carts=500, kills=5)
     assert [fault.split(" at ")[0] for fault in result.faults] == [

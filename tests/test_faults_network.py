@@ -44,9 +44,6 @@ def assert_recovered(result: ScenarioResult) -> None:
     assert result.recovery <= RECOVERY_BOUND, f"recovered only after {result.recovery:.1f} s"
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open (issue #17, README 'Known problems'): after resets and the rebalance that follows, "
-    "some carts' state goes back (abandonments with lines missing); 2 failures in 3 runs"))
 async def test_connection_resets_under_load_lose_nothing(stack: PrivateStack, tmp_path) -> None:
     result = await net_reset(stack, tmp_path, resets=2, every=4.0)
     # each reset hit live worker connections (both workers: consumer, producer, coordinator)
@@ -55,10 +52,6 @@ async def test_connection_resets_under_load_lose_nothing(stack: PrivateStack, tm
     assert_recovered(result)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open (issue #17, README 'Known problems'): failed once in a fresh-clone CI with the "
-    "state regression net-reset shows (abandonments with lines missing, reactivations lost) "
-    "after the blackhole's rebalance; passed in other runs"))
 async def test_blackhole_longer_than_the_session_then_workers_rejoin_by_themselves(
     stack: PrivateStack, tmp_path,
 ) -> None:
