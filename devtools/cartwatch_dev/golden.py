@@ -181,6 +181,7 @@ def read_model_records() -> list[object]:
         NotificationLogEntry(abandonment_id=abandoned.abandonment_id,
                              cart_id=abandoned.cart_id, store_id=STORE, step=1,
                              channel="email", status="sent", attempt=1,
+                             campaign="default", variant="control",
                              idempotency_key=idempotency_key(abandoned.abandonment_id, 1,
                                                              "email"), at=at),
         OperatorNotification(store_id=STORE, event="sent",

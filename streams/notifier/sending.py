@@ -13,6 +13,7 @@ from decimal import Decimal
 from email.header import Header
 from email.utils import format_datetime, formataddr
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from config.campaigns import MAX_REENTRY_COUNT, MAX_REENTRY_PERIOD, ReentryLimit
 from config.notifier import ReminderPolicy
@@ -182,6 +183,10 @@ def reminder_context(due: ReminderDue, policy: ReminderPolicy, secret: bytes, no
         "unsubscribe_link": unsubscribe_link,
         "step": due.step,
         "steps": due.steps,
+        "locale": customer.locale if customer else None,
+        # in the customer's time zone (else the store's), as their calendar shows the day
+        "abandoned_at": due.abandoned_at.astimezone(
+            ZoneInfo((customer.timezone if customer else None) or policy.timezone)),
     }
 
 

@@ -131,7 +131,21 @@ def _schema_1(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS notifications_by_time ON notifications (at)")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_schema_1,)
+def _schema_2(db: sqlite3.Connection) -> None:
+    """Version 2: the campaign and variant of each log entry and of each abandonment, for the
+    results per campaign and variant (``streams.operator.results``). Both are decided once,
+    when the abandonment is planned, and carried by every log entry; the abandonment's copy
+    is what the results group by. Rows written before stay NULL: the entries they came from
+    are behind the stored offsets (``CARTWATCH_READ_MODEL=memory`` or deleting the file
+    rebuilds them)."""
+    for table in ("notifications", "abandonments"):
+        for name in ("campaign", "variant"):
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} TEXT")
+    db.execute("CREATE INDEX IF NOT EXISTS abandonments_by_campaign "
+               "ON abandonments (store_id, campaign, variant)")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_schema_1, _schema_2)
 """``MIGRATIONS[n]`` turns a database of schema version n (``PRAGMA user_version``) into
 version n+1. A schema change appends one; an existing one never changes, since databases in
 the field already ran it. Only add columns that may be NULL (or have a default): a worker of
@@ -229,13 +243,20 @@ class ReadModel:
         elif isinstance(record, NotificationLogEntry):
             self.db.execute(
                 "INSERT OR IGNORE INTO notifications (abandonment_id, step, channel, status, "
-                "attempt, at, cart_id, store_id, reason, error, deferred_until) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "attempt, at, cart_id, store_id, reason, error, deferred_until, campaign, "
+                "variant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (record.abandonment_id, record.step, record.channel or "", record.status,
                  record.attempt, record.at.timestamp(), record.cart_id, record.store_id,
                  record.reason, record.error,
-                 record.deferred_until.timestamp() if record.deferred_until else None),
+                 record.deferred_until.timestamp() if record.deferred_until else None,
+                 record.campaign, record.variant),
             )
+            if record.campaign is not None:
+                self.db.execute(
+                    "UPDATE abandonments SET campaign = ?, variant = ? "
+                    "WHERE abandonment_id = ? AND campaign IS NULL",
+                    (record.campaign, record.variant, record.abandonment_id),
+                )
         elif isinstance(record, OperatorNotification):
             self.db.execute(
                 "INSERT OR IGNORE INTO operator_notices (store_id, event, abandonment_id, step, "
@@ -312,6 +333,14 @@ class ReadModel:
             f"VALUES ({', '.join('?' * len(columns))}) "
             f"ON CONFLICT (abandonment_id) DO UPDATE SET {updates}",
             values,
+        )
+        # The log entries that name the campaign may have been read before this abandonment's
+        # first record (topics arrive in any order): take the campaign from them.
+        self.db.execute(
+            "UPDATE abandonments SET (campaign, variant) = (SELECT n.campaign, n.variant FROM "
+            "notifications n WHERE n.abandonment_id = abandonments.abandonment_id AND "
+            "n.campaign IS NOT NULL LIMIT 1) WHERE abandonment_id = ? AND campaign IS NULL",
+            (abandonment_id,),
         )
 
     def _transaction(self) -> "_Transaction":

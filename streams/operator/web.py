@@ -26,7 +26,7 @@ from faust.web import Request, Response, View, Web
 from streams import pipeline
 from streams.app import app, settings, unsubscribes_topic
 from streams.compat import page
-from streams.operator import attempts, notifications
+from streams.operator import attempts, notifications, results
 from streams.operator import query as q
 from streams.operator.export import (
     CART_COLUMNS,
@@ -262,6 +262,15 @@ def insight_facts(
     return created, facts
 
 
+def campaign_results(model: ReadModel, query: q.CartQuery) -> dict[str, Any]:
+    """Results per campaign, variant and step of the abandonments in the query's scope."""
+    where, params = q.where_clause(query)
+    entries = results.entries(model.query(*results.facts_sql(where, params)))
+    attempts = results.attempts(model.query(*results.steps_sql(where, params)))
+    pending = model.query(*results.pending_sql(where, params))[0][0]
+    return results.results(results.aggregate(entries, attempts), pending)
+
+
 # -- views --------------------------------------------------------------------------------
 
 
@@ -358,6 +367,34 @@ class InsightsView(View):
         query = parse(request)
         created, facts = await shared_model().run(insight_facts, query)
         return self.json({"period": period, "buckets": aggregate(created, facts, period)})
+
+
+@app.page("/cartwatch/api/insights/campaigns/")
+class CampaignResultsView(View):
+    """Per store, campaign and variant (and each step): entered, sent, skipped by reason,
+    clicked, recovered, recovery rate, revenue, revenue per reminder, and each variant's
+    uplift in recovery rate over the holdout with a 95 % interval."""
+
+    @api
+    async def get(self, request: Request) -> Response:
+        return self.json(await shared_model().run(campaign_results, parse(request)))
+
+
+@app.page("/cartwatch/api/insights/campaigns.csv")
+class CampaignResultsCsvView(View):
+    """The campaign results as CSV: one line per variant (its totals and uplift), then one
+    per step of it."""
+
+    @api
+    async def get(self, request: Request) -> aioweb.StreamResponse:
+        answer = await shared_model().run(campaign_results, parse(request))
+        response = csv_response("campaign-results.csv")
+        await response.prepare(request)  # type: ignore[arg-type]
+        for chunk in csv_chunks([name for name, _ in results.CSV_COLUMNS],
+                                results.csv_rows(answer)):
+            await response.write(chunk.encode())
+        await response.write_eof()
+        return response
 
 
 @app.page("/cartwatch/api/log/")
