@@ -152,7 +152,10 @@ def test_version_0_records_read() -> None:
 
 def test_version_0_records_are_written_in_the_current_version() -> None:
     cart = decode_state(json.dumps(V0_CART).encode())
-    assert json.loads(encode_state(cart)) == {VERSION_KEY: CART_FORMAT.version, **V0_CART}
+    # version 3 added the attribution fields; a v0 cart gets their defaults (none known)
+    assert json.loads(encode_state(cart)) == {
+        VERSION_KEY: CART_FORMAT.version, **V0_CART, "campaign": None, "variant": None,
+        "last_step": None, "clicked_at": None, "clicked_step": None}
     plan = ReminderPlan.from_dict(dict(V0_PLAN))
     # version 2 added campaign and variant; a v0 plan gets their defaults (no campaign yet)
     assert plan.to_dict() == {VERSION_KEY: PLAN_FORMAT.version, **V0_PLAN,
