@@ -263,8 +263,8 @@ def on_click(state: CartState | None, click: LinkClick) -> Transition:
     at = click.clicked_at.timestamp()
     before = (state.clicked_at, state.clicked_step, state.last_step, state.campaign,
               state.variant)
-    if state.clicked_at is None or at < state.clicked_at:
-        state.clicked_at, state.clicked_step = at, click.step
+    if state.clicked_at is None or (at, click.step) < (state.clicked_at, state.clicked_step):
+        state.clicked_at, state.clicked_step = at, click.step  # ties: the lower step
     _note_reminder(state, click.step, click.campaign, click.variant)  # its link was sent
     after = (state.clicked_at, state.clicked_step, state.last_step, state.campaign,
              state.variant)
