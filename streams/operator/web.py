@@ -485,7 +485,7 @@ async def follow_link(request: Request, token: str) -> Response:
     try:
         claims = verify_token(token, secret=secret, purpose="click", now=now)
     except InvalidToken as exc:
-        worker_counters["click_refused"] += 1
+        worker_counters["link:refused"] += 1
         log.info("click link refused: %s", exc)
         expired = str(exc) == "token expired"
         return page_response(410 if expired else 400,
@@ -501,7 +501,7 @@ async def follow_link(request: Request, token: str) -> Response:
         record = clicks.click_record(claims, headers.get("User-Agent", ""), now)
         await publish_click(claims.subject.encode(), record.model_dump_json().encode())
     else:
-        worker_counters[f"click_ignored:{verdict}"] += 1
+        worker_counters[f"link:{verdict}"] += 1
     return aioweb.Response(  # type: ignore[return-value]
         status=302, headers={"Location": target, "Cache-Control": "no-store",
                              "Referrer-Policy": "no-referrer"})
@@ -514,10 +514,10 @@ async def publish_click(key: bytes, value: bytes) -> None:
         acked = await clicks_topic.send(key=key, value=value)
         await asyncio.wait_for(asyncio.shield(acked), CLICK_PUBLISH_TIMEOUT)
     except (TimeoutError, KafkaError) as exc:
-        worker_counters["click_unrecorded"] += 1
+        worker_counters["link:unrecorded"] += 1
         log.warning("a click was not recorded (%s); redirecting anyway", type(exc).__name__)
         return
-    worker_counters["clicks"] += 1
+    worker_counters["link:click"] += 1
 
 
 def link_secret() -> bytes | None:

@@ -308,3 +308,13 @@ def test_a_cart_or_unsubscribe_token_is_no_click_token(endpoint):
         token = sign_token(SECRET, LinkClaims(purpose, "c-1", "tea", int(T0) + 60, "c-1:1"))
         assert follow(web, "/cartwatch/r/" + token).status == 400
     assert published == []
+
+
+def test_link_outcomes_are_a_metric_family():
+    from streams.operator.metrics import counter_families
+    from streams.operator.prometheus import render
+
+    text = render(counter_families({"link:click": 2, "link:robot": 1, "in:t": 5}))
+
+    assert 'cartwatch_link_requests_total{outcome="click"} 2' in text
+    assert 'cartwatch_link_requests_total{outcome="robot"} 1' in text
