@@ -119,6 +119,8 @@ class LinkClick(Contract):
     click rule refuses (``HEAD``, prefetches, robots and mail scanners) are not recorded."""
 
     type: Literal["link_click"] = "link_click"
+    click_id: str = Field(description="Unique per counted request: a producer's retry repeats "
+                                      "it, so consumers that count clicks de-duplicate on it")
     abandonment_id: AbandonmentId
     cart_id: Identifier
     store_id: Identifier

@@ -78,13 +78,15 @@ def verdict(request: ClickRequest) -> Verdict:
     return "click"
 
 
-def click_record(claims: LinkClaims, user_agent: str, now: float) -> LinkClick:
-    """The ``LinkClick`` of a counted request with a valid click token."""
+def click_record(claims: LinkClaims, user_agent: str, now: float, click_id: str) -> LinkClick:
+    """The ``LinkClick`` of a counted request with a valid click token (``click_id``: a fresh
+    random id, so that consumers can tell a producer's retry from a second click)."""
     assert claims.purpose == "click" and claims.abandonment_id is not None
     ua_class = user_agent_class(user_agent)
     assert ua_class != "robot"
     return LinkClick(
-        abandonment_id=claims.abandonment_id, cart_id=claims.subject, store_id=claims.store_id,
+        click_id=click_id, abandonment_id=claims.abandonment_id, cart_id=claims.subject,
+        store_id=claims.store_id,
         step=claims.step or 1, channel="webhook" if claims.channel == "webhook" else "email",
         campaign=claims.campaign, variant=claims.variant, clicked_at=utc_from_epoch(now),
         user_agent_class=ua_class,

@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import html
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
@@ -498,7 +499,8 @@ async def follow_link(request: Request, token: str) -> Response:
     headers = {key: value for key, value in request.headers.items()}
     verdict = clicks.verdict(clicks.ClickRequest(request.method, headers))
     if verdict == "click":
-        record = clicks.click_record(claims, headers.get("User-Agent", ""), now)
+        record = clicks.click_record(claims, headers.get("User-Agent", ""), now,
+                                     secrets.token_hex(16))
         await publish_click(claims.subject.encode(), record.model_dump_json().encode())
     else:
         worker_counters[f"link:{verdict}"] += 1

@@ -42,7 +42,8 @@ def sent(step: int, at: float, abandonment_id: str = "cart-1:1") -> ReminderSent
 
 
 def click(step: int, at: float, abandonment_id: str = "cart-1:1") -> LinkClick:
-    return LinkClick(abandonment_id=abandonment_id, cart_id="cart-1", store_id="store-1",
+    return LinkClick(click_id=f"k-{step}-{at}", abandonment_id=abandonment_id, cart_id="cart-1",
+                     store_id="store-1",
                      step=step, channel="email", campaign="big-carts", variant="discount",
                      clicked_at=utc_from_epoch(at), user_agent_class="desktop")
 

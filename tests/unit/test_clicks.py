@@ -95,9 +95,10 @@ def test_a_click_records_the_reminder_of_the_token_and_the_browser_kind_only():
                         target="https://tea.example/cart/c-1", step=2, channel="email",
                         campaign="big-carts", variant="discount")
 
-    record = clicks.click_record(claims, IPHONE, T0)
+    record = clicks.click_record(claims, IPHONE, T0, "k-1")
 
-    assert record == LinkClick(abandonment_id="c-1:2", cart_id="c-1", store_id="tea", step=2,
+    assert record == LinkClick(click_id="k-1", abandonment_id="c-1:2", cart_id="c-1",
+                               store_id="tea", step=2,
                                channel="email", campaign="big-carts", variant="discount",
                                clicked_at=iso(T0), user_agent_class="mobile")
     assert "iPhone" not in record.model_dump_json()  # never the User-Agent itself
@@ -256,7 +257,7 @@ def test_a_click_is_recorded_keyed_by_cart_and_redirected_to_the_cart(endpoint):
     assert response.headers["Cache-Control"] == "no-store"
     [(key, value)] = published
     click = LinkClick.model_validate_json(value)
-    assert key == b"c-1"
+    assert key == b"c-1" and len(click.click_id) == 32
     assert (click.abandonment_id, click.step, click.channel, click.campaign, click.variant,
             click.user_agent_class, click.clicked_at.timestamp()) == (
         "c-1:1", 2, "email", "big-carts", "discount", "desktop", T0 + 10)
