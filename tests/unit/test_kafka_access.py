@@ -44,6 +44,7 @@ def test_pipeline_only_worker_needs_its_topics_its_changelog_and_its_group():
         ("pipeline", "topic", "p.purchase-events", "Read,Create"),
         ("pipeline", "topic", "p.cartwatch-timer-ticks", "Read,Write,Create"),
         ("pipeline", "topic", "p.cartwatch-reminders-sent", "Read,Create"),
+        ("pipeline", "topic", "p.cartwatch-clicks", "Read,Write,Create"),
         ("pipeline", "topic", "p.cart-abandoned", "Write,Create"),
         ("pipeline", "topic", "p.cart-reactivated", "Write,Create"),
         ("pipeline", "topic", "p.cart-recovered", "Write,Create"),
