@@ -207,7 +207,8 @@ def records() -> dict[str, list[Record]]:
 
 
 def read_model_records() -> list[object]:
-    """What a read model of the scenario holds: abandonments, a log entry, a notice, a cart."""
+    """What a read model of the scenario holds: abandonments, a log entry, a notice, a cart,
+    and (from schema version 3 on) a click on the reminder's link."""
     _, abandoned = abandoned_cart("golden-reminded", "reminded@example.com")
     at = abandoned.abandoned_at
     return [
@@ -222,6 +223,11 @@ def read_model_records() -> list[object]:
                              abandonment_id=abandoned.abandonment_id, step=1, channel="email",
                              detail=None, at=at),
         cart_event("golden-past", STORE, 1, BASE - 60, "past@example.com"),
+        LinkClick(click_id="golden-reminded-click", abandonment_id=abandoned.abandonment_id,
+                  cart_id=abandoned.cart_id, store_id=STORE, step=1, channel="email",
+                  campaign="default", variant="control",
+                  clicked_at=utc_from_epoch(at.timestamp() + 600),
+                  user_agent_class="desktop"),
     ]
 
 

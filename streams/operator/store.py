@@ -4,7 +4,7 @@ Each worker keeps its own copy, fed from the output topics of *all* partitions (
 ``streams.operator.feed``), so any worker answers any query completely; there is no
 scatter-gather and no dependency on which worker owns which partition.
 
-Messages of one abandonment arrive on three topics in no guaranteed order (a recovery may be
+Messages of one abandonment arrive on several topics in no guaranteed order (a recovery may be
 read before the abandonment it recovers), so every write is an idempotent upsert and a status
 only moves forward: abandoned < reactivated < recovered. Replaying a topic changes nothing.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.events import CartEvent
-from schemas.notifications import NotificationLogEntry, OperatorNotification
+from schemas.notifications import LinkClick, NotificationLogEntry, OperatorNotification
 from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,23 @@ def _schema_2(db: sqlite3.Connection) -> None:
                "ON abandonments (store_id, campaign, variant)")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_schema_1, _schema_2)
+def _schema_3(db: sqlite3.Connection) -> None:
+    """Version 3: the counted clicks on reminder links (``cartwatch-clicks``), one row per
+    ``click_id``, for the ``clicked`` figure of the results per campaign. The click_id is the
+    key because a producer's retry repeats it while a second click gets a new one: a retried
+    or replayed click is one row, a person clicking twice is two. A database migrated here
+    has no offsets of the click topic, so the feed reads it from its beginning: the clicks
+    made before the upgrade are counted too."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS clicks (click_id TEXT PRIMARY KEY, "
+        "abandonment_id TEXT NOT NULL, cart_id TEXT, store_id TEXT, step INTEGER NOT NULL, "
+        "channel TEXT, campaign TEXT, variant TEXT, clicked_at REAL NOT NULL)")
+    db.execute("CREATE INDEX IF NOT EXISTS clicks_by_abandonment "
+               "ON clicks (abandonment_id, step)")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _schema_1, _schema_2, _schema_3)
 """``MIGRATIONS[n]`` turns a database of schema version n (``PRAGMA user_version``) into
 version n+1. A schema change appends one; an existing one never changes, since databases in
 the field already ran it. Only add columns that may be NULL (or have a default): a worker of
@@ -192,7 +208,7 @@ class Offsets:
 
 class ReadModel:
     """SQLite tables of abandonments, their lines, reminder attempts (with the reasons of
-    skips and failures), operator notifications and created carts.
+    skips and failures), clicks on reminder links, operator notifications and created carts.
 
     Not thread-safe by itself: ``streams.operator.feed.SharedReadModel`` serialises access.
     Writes of one consumed batch go in one transaction together with the batch's offsets, so
@@ -257,6 +273,15 @@ class ReadModel:
                     "WHERE abandonment_id = ? AND campaign IS NULL",
                     (record.campaign, record.variant, record.abandonment_id),
                 )
+        elif isinstance(record, LinkClick):
+            self.db.execute(
+                "INSERT OR IGNORE INTO clicks (click_id, abandonment_id, cart_id, store_id, "
+                "step, channel, campaign, variant, clicked_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.click_id, record.abandonment_id, record.cart_id, record.store_id,
+                 record.step, record.channel, record.campaign, record.variant,
+                 record.clicked_at.timestamp()),
+            )
         elif isinstance(record, OperatorNotification):
             self.db.execute(
                 "INSERT OR IGNORE INTO operator_notices (store_id, event, abandonment_id, step, "
@@ -383,7 +408,8 @@ class ReadModel:
         """Row counts per table, for the metrics."""
         return {
             table: self.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            for table in ("abandonments", "lines", "notifications", "operator_notices", "carts")
+            for table in ("abandonments", "lines", "notifications", "operator_notices", "carts",
+                          "clicks")
         }
 
     def notification_counts(self) -> dict[str, int]:

@@ -266,10 +266,17 @@ def test_golden_databases_open_with_their_rows(version: Path, tmp_path: Path) ->
         [row] = model.query("SELECT abandonment_id, status, abandoned_at, campaign, variant "
                             "FROM abandonments")
         # schema 2 (release 3) added the campaign; an older database has the column, empty
-        campaign = ("default", "control") if int(version.name[1:]) >= 3 else (None, None)
+        release_3 = int(version.name[1:]) >= 3
+        campaign = ("default", "control") if release_3 else (None, None)
         assert tuple(row) == ("golden-reminded:1", "abandoned", BASE + 1800, *campaign)
+        # schema 3 (release 3 too) added the clicks; an older database gains the table, empty
         assert model.sizes() == {"abandonments": 1, "lines": 2, "notifications": 1,
-                                 "operator_notices": 1, "carts": 1}
+                                 "operator_notices": 1, "carts": 1, "clicks": int(release_3)}
+        if release_3:
+            [click] = model.query("SELECT click_id, abandonment_id, step, campaign, variant "
+                                  "FROM clicks")
+            assert tuple(click) == ("golden-reminded-click", "golden-reminded:1", 1,
+                                    "default", "control")
         assert model.offsets().positions == {("golden.cart-abandoned", 0): 1}
     finally:
         model.close()

@@ -84,7 +84,7 @@ def test_replayed_abandonment_keeps_one_row_and_its_lines(model: ReadModel) -> N
     record = abandoned("a", lines=(("MUG", "Mug", 2, "5.00"), ("TEA", "Tea", 1, "3.50")))
     model.write_batch([record, record], {})
     assert model.sizes() == {"abandonments": 1, "lines": 2, "notifications": 0,
-                             "operator_notices": 0, "carts": 0}
+                             "operator_notices": 0, "carts": 0, "clicks": 0}
     assert [line["sku"] for line in model.lines_of(["a:1"])["a:1"]] == ["MUG", "TEA"]
 
 
