@@ -188,7 +188,8 @@ class StepResult(BaseModel):
     sent: int
     failed: int = Field(description="Steps that failed for good")
     skipped: dict[str, int] = Field(description="Skipped steps per reason")
-    clicked: int = Field(description="0 until click tracking exists")
+    clicked: int = Field(description="Abandonments with at least one counted click on a "
+                                     "reminder link (of a step: on that step's link)")
     recovered: int = Field(description="Recoveries whose last reminder before the order was "
                                        "this step (of a variant: all its recoveries)")
     recovery_rate: float | None = Field(description="recovered / entered")

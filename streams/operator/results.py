@@ -17,7 +17,14 @@ What is counted (the README's "Results per campaign" says the same):
   reminded or not (intention to treat: the only comparison with the holdout that chance made
   fair). Per step, a recovery counts toward the last step sent before the order (last touch),
   so the steps' recoveries add up to the variant's recoveries after a reminder.
-- **clicked** is 0 until the click topic exists (it is reserved so the columns do not change).
+- **clicked** counts abandonments, not clicks: those of the variant with at least one counted
+  click on a reminder link (``cartwatch-clicks``, which holds only the clicks of people: the
+  click rule of ``streams.notifier.clicks`` drops robots and prefetches before the topic), and
+  per step those with a click on that step's link. A person clicking three times, or a click
+  read again, is one clicked abandonment, so ``clicked <= entered`` and the figure compares
+  with ``recovered``. A click counts toward the variant of its abandonment (the same one the
+  click's token names). Per step it is counted once the step has a log entry: a click read
+  before the entry of the step it came from is in the variant's total only until then.
 
 Uplift is the difference of recovery rates, variant minus holdout, with Newcombe's hybrid score
 interval (method 10 of Newcombe 1998, from two Wilson score intervals). The Wald interval
@@ -110,6 +117,14 @@ class Attempt:
     at: float
 
 
+@dataclass(frozen=True, slots=True)
+class Click:
+    """One counted click of an abandonment in a campaign, as ``clicks_sql`` selects it."""
+
+    abandonment_id: str
+    step: int
+
+
 @dataclass
 class Figures:
     """Counts of one variant, or of one step of it."""
@@ -118,6 +133,7 @@ class Figures:
     sent: int = 0
     failed: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    clicked: int = 0
     recovered: int = 0
     revenue: dict[str, Decimal] = field(default_factory=dict)
 
@@ -132,7 +148,7 @@ class Figures:
             "sent": self.sent,
             "failed": self.failed,
             "skipped": dict(sorted(self.skipped.items())),
-            "clicked": 0,
+            "clicked": self.clicked,
             "recovered": self.recovered,
             "recovery_rate": rate(self.recovered, self.entered),
             "revenue": {currency: format(amount, "f")
@@ -170,12 +186,19 @@ def step_outcome(attempts: Iterable[Attempt]) -> tuple[str, str | None] | None:
     return None
 
 
-def aggregate(entries: Iterable[Entry], attempts: Iterable[Attempt]) -> list[Arm]:
-    """The arms of every campaign, sorted by store, campaign, variant; steps by number."""
+def aggregate(entries: Iterable[Entry], attempts: Iterable[Attempt],
+              clicks: Iterable[Click]) -> list[Arm]:
+    """The arms of every campaign, sorted by store, campaign, variant; steps by number.
+
+    ``clicks`` has no default: a caller that forgot them would report 0 clicked, which looks
+    like a real figure."""
     by_abandonment: dict[str, dict[int, list[Attempt]]] = {}
     for attempt in attempts:
         by_abandonment.setdefault(attempt.abandonment_id, {}).setdefault(
             attempt.step, []).append(attempt)
+    clicked_steps: dict[str, set[int]] = {}
+    for click in clicks:
+        clicked_steps.setdefault(click.abandonment_id, set()).add(click.step)
     arms: dict[tuple[str, str, str], Arm] = {}
     for entry in entries:
         key = (entry.store_id, entry.campaign, entry.variant)
@@ -185,11 +208,14 @@ def aggregate(entries: Iterable[Entry], attempts: Iterable[Attempt]) -> list[Arm
         if recovered:
             arm.total.recovered += 1
             arm.total.add_revenue(entry)
+        clicked = clicked_steps.get(entry.abandonment_id, set())
+        arm.total.clicked += bool(clicked)
         last_touch: tuple[float, int] | None = None
         reminded = False
         for number, step_attempts in sorted(by_abandonment.get(entry.abandonment_id, {}).items()):
             step = arm.steps.setdefault(number, Figures())
             step.entered += 1
+            step.clicked += number in clicked
             outcome = step_outcome(step_attempts)
             if outcome is None:
                 continue
@@ -268,6 +294,15 @@ def steps_sql(where: str, params: list[Any]) -> tuple[str, list[Any]]:
         f"WHERE {where} AND a.campaign IS NOT NULL AND n.step IS NOT NULL", params)
 
 
+def clicks_sql(where: str, params: list[Any]) -> tuple[str, list[Any]]:
+    """The steps clicked of those abandonments, once per (abandonment, step) however often
+    that step's link was clicked."""
+    return (
+        "SELECT DISTINCT c.abandonment_id, c.step FROM clicks c "
+        "JOIN abandonments a ON a.abandonment_id = c.abandonment_id "
+        f"WHERE {where} AND a.campaign IS NOT NULL", params)
+
+
 def pending_sql(where: str, params: list[Any]) -> tuple[str, list[Any]]:
     """Abandonments in scope without any log entry: their campaign is not known yet."""
     return (
@@ -285,6 +320,10 @@ def attempts(rows: Iterable[Any]) -> list[Attempt]:
     return [Attempt(row[0], row[1], row[2], row[3], row[4]) for row in rows]
 
 
+def clicks(rows: Iterable[Any]) -> list[Click]:
+    return [Click(row[0], row[1]) for row in rows]
+
+
 # -- CSV -----------------------------------------------------------------------------------
 
 CSV_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -299,7 +338,7 @@ CSV_COLUMNS: tuple[tuple[str, str], ...] = (
     ("failed", "steps that failed for good"),
     ("skipped", "steps skipped"),
     ("skipped_reasons", "skipped steps per reason, e.g. holdout=10;no_consent=2"),
-    ("clicked", "reminders clicked (0 until click tracking exists)"),
+    ("clicked", "abandonments with a counted click on a reminder link (of a step: on its link)"),
     ("recovered", "recovered abandonments (of a step: last reminder before the order)"),
     ("recovery_rate", "recovered / entered"),
     ("revenue", "revenue of those recoveries, per currency, e.g. 120.00 EUR"),

@@ -273,8 +273,9 @@ def campaign_results(model: ReadModel, query: q.CartQuery) -> dict[str, Any]:
     where, params = q.where_clause(query)
     entries = results.entries(model.query(*results.facts_sql(where, params)))
     attempts = results.attempts(model.query(*results.steps_sql(where, params)))
+    clicks = results.clicks(model.query(*results.clicks_sql(where, params)))
     pending = model.query(*results.pending_sql(where, params))[0][0]
-    return results.results(results.aggregate(entries, attempts), pending)
+    return results.results(results.aggregate(entries, attempts, clicks), pending)
 
 
 # -- views --------------------------------------------------------------------------------

@@ -9,11 +9,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.common import utc_from_epoch
-from schemas.notifications import NotificationLogEntry
+from schemas.notifications import LinkClick, NotificationLogEntry
 from streams.operator import query as q
 from streams.operator import results, web
 from streams.operator.export import csv_chunks
-from streams.operator.results import Attempt, step_outcome, uplift, wilson_interval
+from streams.operator.results import (
+    Attempt,
+    Click,
+    Entry,
+    aggregate,
+    step_outcome,
+    uplift,
+    wilson_interval,
+)
 from streams.operator.store import ReadModel
 from tests.unit.factories import DAY, HOUR, T0
 from tests.unit.test_operator_readmodel import abandoned, recovered
@@ -119,6 +127,14 @@ def entry(abandonment_id: str, step: int, status: str, at: float, reason: str | 
         reason=reason, at=utc_from_epoch(at), campaign=campaign, variant=variant)
 
 
+def click(abandonment_id: str, step: int, click_id: str, at: float, store: str = "s1",
+          variant: str = "a") -> LinkClick:
+    return LinkClick(
+        click_id=click_id, abandonment_id=abandonment_id, cart_id=abandonment_id.split(":")[0],
+        store_id=store, step=step, channel="email", campaign="big", variant=variant,
+        clicked_at=utc_from_epoch(at), user_agent_class="mobile")
+
+
 def shop() -> ReadModel:
     """Campaign "big" of store s1 with variants a, b and holdout h, two steps (1 h, 24 h):
 
@@ -131,6 +147,9 @@ def shop() -> ReadModel:
       purchase had not reached the scheduler yet), step 2 skipped cart_recovered
     - h1..h4: holdout, both steps skipped holdout at once; h1 recovered by itself, 10.00 EUR
     - p1, p2: abandoned, no log entry yet (pending); n1: no campaign matched; o1: another store
+
+    Clicks: a1 clicked step 1's link twice (and one of those clicks is read twice), a2 the
+    links of both steps, b1 step 1's, o1 its step 1's; n1 has a click but no campaign.
     """
     model = ReadModel()
     records: list[object] = []
@@ -162,6 +181,14 @@ def shop() -> ReadModel:
     for cart in ("h1", "h2", "h3", "h4"):
         records += [entry(f"{cart}:1", step, "skipped", a, "holdout", variant="h")
                     for step in (1, 2)]
+    twice = click("a1:1", 1, "a1-x", step1 + 60)
+    records += [
+        twice, click("a1:1", 1, "a1-y", step1 + 90), twice,
+        click("a2:1", 1, "a2-x", step1 + 60), click("a2:1", 2, "a2-y", step2 + 60),
+        click("b1:1", 1, "b1-x", step1 + 9 * HOUR, variant="b"),
+        click("o1:1", 1, "o1-x", step1 + 60, store="s2"),
+        click("n1:1", 1, "n1-x", a + 60),
+    ]
     model.write_batch(records, {})
     return model
 
@@ -184,16 +211,16 @@ def test_results_per_variant() -> None:
     a, b, h = found["a"], found["b"], found["h"]
     assert {name: a[name] for name in a if name not in ("steps", "uplift")} == {
         "variant": "a", "holdout": False, "entered": 4, "reminded": 3, "sent": 4, "failed": 1,
-        "skipped": {"cart_recovered": 1, "no_consent": 2}, "clicked": 0, "recovered": 2,
+        "skipped": {"cart_recovered": 1, "no_consent": 2}, "clicked": 2, "recovered": 2,
         "recovery_rate": 0.5, "revenue": {"EUR": "150.00"},
         "revenue_per_reminder": {"EUR": "37.50"},
     }
-    assert (b["entered"], b["reminded"], b["sent"], b["recovered"], b["recovery_rate"],
-            b["skipped"], b["revenue"], b["revenue_per_reminder"]) == (
-        2, 2, 2, 1, 0.5, {"cart_recovered": 1}, {"EUR": "20.00"}, {"EUR": "10.00"})
-    assert (h["holdout"], h["entered"], h["sent"], h["skipped"], h["recovered"],
+    assert (b["entered"], b["reminded"], b["sent"], b["clicked"], b["recovered"],
+            b["recovery_rate"], b["skipped"], b["revenue"], b["revenue_per_reminder"]) == (
+        2, 2, 2, 1, 1, 0.5, {"cart_recovered": 1}, {"EUR": "20.00"}, {"EUR": "10.00"})
+    assert (h["holdout"], h["entered"], h["sent"], h["skipped"], h["clicked"], h["recovered"],
             h["recovery_rate"], h["revenue"], h["revenue_per_reminder"], h["uplift"]) == (
-        True, 4, 0, {"holdout": 8}, 1, 0.25, {"EUR": "10.00"}, {}, None)
+        True, 4, 0, {"holdout": 8}, 0, 1, 0.25, {"EUR": "10.00"}, {}, None)
     expected = uplift(2, 4, 1, 4).as_dict()
     assert a["uplift"] == expected and expected["difference"] == 0.25
     assert expected["low"] < 0 < expected["high"]  # four carts each prove nothing
@@ -217,6 +244,49 @@ def test_results_per_step_count_recoveries_toward_the_last_reminder_before_the_o
     assert steps[("h", 1)]["skipped"] == steps[("h", 2)]["skipped"] == {"holdout": 4}
 
 
+def test_clicked_counts_abandonments_with_a_click_per_variant_and_per_step() -> None:
+    """a1's three click records (two clicks, one read twice) are one clicked abandonment; a2
+    clicked both steps: once in the variant, once in each step; n1 has no campaign."""
+    result = answer()
+    found = variants(result)
+    clicked = {(name, step["step"]): step["clicked"] for name, variant in found.items()
+               for step in variant["steps"]}  # type: ignore[attr-defined]
+    assert {name: variant["clicked"] for name, variant in found.items()} == {
+        "a": 2, "b": 1, "h": 0}
+    assert clicked == {("a", 1): 2, ("a", 2): 1, ("b", 1): 1, ("b", 2): 0,
+                       ("h", 1): 0, ("h", 2): 0}
+    [s2] = [c for c in result["campaigns"] if c["store_id"] == "s2"]  # type: ignore[attr-defined]
+    assert s2["variants"][0]["clicked"] == 1
+
+
+def test_a_replayed_click_changes_nothing_and_a_second_click_adds_no_abandonment() -> None:
+    model = shop()
+    before = web.campaign_results(model, q.parse_query({}, 500))
+    rows = model.query("SELECT click_id, abandonment_id, step, channel, campaign, variant "
+                       "FROM clicks WHERE abandonment_id = 'a1:1' ORDER BY click_id")
+    assert [tuple(row) for row in rows] == [("a1-x", "a1:1", 1, "email", "big", "a"),
+                                            ("a1-y", "a1:1", 1, "email", "big", "a")]
+    model.write_batch([click("a1:1", 1, "a1-x", T0), click("b1:1", 1, "b1-z", T0, variant="b")],
+                      {})
+    assert web.campaign_results(model, q.parse_query({}, 500)) == before
+    assert model.sizes()["clicks"] == 8
+
+
+def test_aggregate_counts_clicks_of_the_abandonments_in_the_campaign_only() -> None:
+    """Pure: distinct abandonments per variant and per step; a click of an abandonment
+    outside the entries counts nowhere; a click on a step with no log entry yet counts in the
+    variant's total only (the step is not in the step view until its entry is read)."""
+    entries = [Entry("x:1", "s", "c", "v", "abandoned"), Entry("y:1", "s", "c", "v", "abandoned"),
+               Entry("z:1", "s", "c", "w", "abandoned")]
+    log = [Attempt("x:1", 1, "sent", None, 1.0), Attempt("y:1", 1, "sent", None, 1.0),
+           Attempt("z:1", 1, "sent", None, 1.0)]
+    clicks = [Click("x:1", 1), Click("x:1", 1), Click("y:1", 2), Click("other:1", 1)]
+    v, w = aggregate(entries, log, clicks)
+    assert (v.variant, v.total.clicked, v.steps[1].clicked, sorted(v.steps)) == ("v", 2, 1, [1])
+    assert (w.variant, w.total.clicked, w.steps[1].clicked) == ("w", 0, 0)
+    assert [arm.total.clicked for arm in aggregate(entries, log, [])] == [0, 0]
+
+
 def test_results_take_the_scope_filters() -> None:
     assert [c["store_id"] for c in answer(store="s2")["campaigns"]] == ["s2"]  # type: ignore[attr-defined]
     later = answer(since="2024-01-02")
@@ -238,9 +308,10 @@ def test_csv_has_a_total_line_per_variant_then_its_steps() -> None:
         ("h", ""), ("h", "1"), ("h", "2")]
     total = rows[0]
     assert (total["entered"], total["reminded"], total["skipped"], total["skipped_reasons"],
-            total["revenue"], total["revenue_per_reminder"], total["holdout"],
-            total["uplift"]) == ("4", "3", "3", "cart_recovered=1;no_consent=2", "150.00 EUR",
-                                 "37.50 EUR", "false", "0.25")
+            total["clicked"], total["revenue"], total["revenue_per_reminder"], total["holdout"],
+            total["uplift"]) == ("4", "3", "3", "cart_recovered=1;no_consent=2", "2",
+                                 "150.00 EUR", "37.50 EUR", "false", "0.25")
+    assert [row["clicked"] for row in rows] == ["2", "2", "1", "1", "1", "0", "0", "0", "0"]
     assert rows[1]["uplift"] == "" and rows[1]["reminded"] == ""
     assert rows[6]["holdout"] == "true" and rows[6]["uplift"] == ""
 
