@@ -4,10 +4,15 @@ HTTP requests to the redirect link taken from the received email.
 Three carts of one store: ann is reminded and clicks her link (``clicked``), bob is reminded
 and only a mail scanner opens his link (``reminded``), dan gave no consent and gets nothing
 (``self``). Before ann's click: a HEAD, a scanner, a prefetch, a forged and an expired token,
-none of which may leave a click on ``cartwatch-clicks``.
+none of which may leave a click on ``cartwatch-clicks``. Ann and bob are in campaign
+``default``, dan in ``no-consent`` (its segment), so the read model's results per campaign show
+one clicked abandonment of two in the first and none in the second.
 """
 
+import csv
+import io
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,7 @@ from aiohttp import ClientSession
 from kafka_helpers import create_topics, free_ports
 from pipeline_harness import PARTITIONS, Pipeline, Shop, parse_metrics
 from test_notifier import SECRET, MailServer, configure, customer, read_topic, wait_for_mail
+from test_operator import poll
 
 from streams.notifier.tokens import LinkClaims, sign_token, verify_token
 
@@ -35,6 +41,11 @@ store_name = "Tea & Co"
 from_address = "hello@tea.example"
 unsubscribe_url = "http://127.0.0.1:{port}/cartwatch/unsubscribe/"
 steps = [{{after = "1s", template = "reminder"}}]
+[[notifier.reminders.campaigns]]
+name = "no-consent"
+segment = {{marketing_consent = false}}
+[[notifier.reminders.campaigns]]
+name = "default"
 """
 
 
@@ -45,6 +56,12 @@ def mail_server(tmp_path: Path):
         yield server
     finally:
         server.stop()
+
+
+def arms_of(answer: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The campaign results' variants by (campaign, variant)."""
+    return {(campaign["campaign"], variant["variant"]): variant
+            for campaign in answer["campaigns"] for variant in campaign["variants"]}
 
 
 def cart_link_of(message: Any, base: str) -> str:
@@ -135,6 +152,36 @@ async def test_clicks_are_recorded_robots_are_not_and_recoveries_are_attributed(
             click["step"], click["channel"], click["user_agent_class"]) == (
         "link_click", "c-ann:1", "c-ann", "tea", 1, "email", "desktop")
     assert click["campaign"] == "default" and click["variant"] == "control"
+
+    # the read model counts ann's click: one clicked abandonment in her variant, none in dan's
+    async with ClientSession() as http:
+        answer: dict[str, Any] = {}
+
+        async def click_counted() -> bool | dict[str, Any]:
+            nonlocal answer
+            async with http.get(f"{worker.web_url}/cartwatch/api/insights/campaigns/") as got:
+                assert got.status == 200, await got.text()
+                answer = await got.json()
+            arms = arms_of(answer)
+            counted = arms.get(("default", "control"), {}).get("clicked") == 1
+            return (counted and ("no-consent", "control") in arms) or answer
+
+        await poll(click_counted, 30, "ann's click in the campaign results")
+        arms = arms_of(answer)
+        clicked, nobody = arms[("default", "control")], arms[("no-consent", "control")]
+        assert (clicked["entered"], clicked["sent"], clicked["clicked"]) == (2, 2, 1), clicked
+        assert [(step["step"], step["clicked"]) for step in clicked["steps"]] == [(1, 1)]
+        assert (nobody["entered"], nobody["sent"], nobody["clicked"]) == (1, 0, 0), nobody
+        assert [(step["step"], step["clicked"]) for step in nobody["steps"]] == [(1, 0)]
+        async with http.get(f"{worker.web_url}/cartwatch/api/insights/campaigns.csv") as got:
+            rows = list(csv.DictReader(io.StringIO(await got.text())))
+        assert {(row["campaign"], row["step"]): row["clicked"] for row in rows} == {
+            ("default", ""): "1", ("default", "1"): "1",
+            ("no-consent", ""): "0", ("no-consent", "1"): "0"}
+        async with http.get(f"{worker.web_url}/metrics") as got:
+            metrics = parse_metrics(await got.text())
+        # the scanner, HEAD, prefetch and refused requests left no row; the invalid record none
+        assert metrics['cartwatch_read_model_rows{table="clicks"}'] == 1
 
     # the click and the feedback are in the carts' state before the purchases are read
     await pipeline.wait_committed(topics=["cartwatch-clicks", "cartwatch-reminders-sent"])
