@@ -34,6 +34,9 @@ from config.secrets import read_secret
 from schemas.common import Email, TimeZone, Url
 
 MIN_SECRET_BYTES = 16
+UNSUBSCRIBE_ROUTE = "/cartwatch/unsubscribe/"
+CLICK_ROUTE = "/cartwatch/r/"
+"""The worker's routes of the unsubscribe and click links (``streams.operator.web``)."""
 ENV_PREFIX = "CARTWATCH_"
 
 
@@ -90,6 +93,11 @@ class ReminderPolicy(BaseModel):
     """The shop's home page: the email's link when the cart has none, so every reminder leads
     somewhere (a shop that sends no ``cart_url`` would otherwise get emails without a button)."""
     unsubscribe_url: Url = "http://127.0.0.1:6066/cartwatch/unsubscribe/"
+    click_url: Url | None = None
+    """Where reminders' cart links lead: the worker's ``/cartwatch/r/`` at its public address
+    (the click token is appended). None: derived from ``unsubscribe_url`` when that is the
+    worker's own unsubscribe endpoint (so a deployment that already publishes the worker for
+    unsubscribes needs no new setting); else links lead straight to the cart, uncounted."""
     link_ttl: Duration = 30 * 86_400.0
     webhook_url: Url | None = None
     webhook_fallback: bool = True
@@ -151,6 +159,15 @@ class ReminderPolicy(BaseModel):
                             f"campaign {campaign.name!r}: variants.{variant.name}.steps.{number}:"
                             f" no such step (the campaign has {len(steps)})")
         return self
+
+    def click_base(self) -> str | None:
+        """The URL the click token is appended to, or None when clicks cannot be tracked."""
+        if self.click_url is not None:
+            return self.click_url if self.click_url.endswith("/") else self.click_url + "/"
+        base, found, rest = self.unsubscribe_url.partition(UNSUBSCRIBE_ROUTE)
+        if found and not rest:
+            return base + CLICK_ROUTE
+        return None
 
     def campaign_list(self) -> list[Campaign]:
         """The campaigns in order, or the implicit ``default`` one of a policy without any."""

@@ -40,6 +40,7 @@ class TopicNames(BaseModel):
     reminders_due: str = "cartwatch-reminders-due"
     reminders_sent: str = "cartwatch-reminders-sent"
     unsubscribes: str = "cartwatch-unsubscribes"
+    clicks: str = "cartwatch-clicks"
     notification_log: str = "cartwatch-notification-log"
     operator_notifications: str = "cartwatch-operator-notifications"
 

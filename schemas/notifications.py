@@ -7,7 +7,10 @@
 - ``cartwatch-reminders-due`` (internal, keyed by the recipient key): a reminder the scheduler
   found due, handed to the sender's partition of that recipient.
 - ``cartwatch-reminders-sent`` (internal, keyed by cart_id): tells the cart lifecycle that a
-  reminder went out, so ``CartRecovered.reminder_sent`` can say so.
+  reminder went out, so ``CartRecovered.reminder_sent`` and ``attribution`` can say so.
+- ``cartwatch-clicks`` (output, keyed by cart_id): a counted click on a reminder's cart link
+  (``LinkClick``), written by the worker's ``/cartwatch/r/<token>`` endpoint; the cart
+  lifecycle reads it for ``CartRecovered.attribution``.
 """
 
 from typing import Literal
@@ -19,6 +22,7 @@ from schemas.outputs import AbandonmentId, CartSnapshot
 
 Channel = Literal["email", "webhook"]
 LogStatus = Literal["sent", "skipped", "deferred", "failed"]
+UserAgentClass = Literal["desktop", "mobile", "robot"]
 
 
 def unsubscribe_key(email: str) -> bytes:
@@ -105,6 +109,28 @@ class ReminderSent(Contract):
     step: int = Field(ge=1)
     channel: Channel
     sent_at: Timestamp
+    campaign: str | None = Field(None, description="The campaign of the reminder (null: none, "
+                                                   "or sent by a release before attribution)")
+    variant: str | None = Field(None, description="Its variant in the campaign's experiment")
+
+
+class LinkClick(Contract):
+    """A person followed a reminder's cart link (``/cartwatch/r/<token>``); requests that the
+    click rule refuses (``HEAD``, prefetches, robots and mail scanners) are not recorded."""
+
+    type: Literal["link_click"] = "link_click"
+    click_id: str = Field(description="Unique per counted request: a producer's retry repeats "
+                                      "it, so consumers that count clicks de-duplicate on it")
+    abandonment_id: AbandonmentId
+    cart_id: Identifier
+    store_id: Identifier
+    step: int = Field(ge=1, description="The reminder step whose link was followed")
+    channel: Channel
+    campaign: str | None = Field(None, description="The campaign of the reminder")
+    variant: str | None = Field(None, description="Its variant in the campaign's experiment")
+    clicked_at: Timestamp = Field(description="When the worker answered the request")
+    user_agent_class: Literal["desktop", "mobile"] = Field(
+        description="The browser's kind, from its User-Agent (never the User-Agent itself)")
 
 
 class ManualReminder(Contract):
@@ -153,4 +179,5 @@ NOTIFICATION_MODELS: tuple[type[Contract], ...] = (
     ReminderSent,
     WebhookReminder,
     ManualReminder,
+    LinkClick,
 )

@@ -21,6 +21,7 @@ from schemas.common import (
     Url,
 )
 
+Attribution = Literal["clicked", "reminded", "self"]
 AbandonmentId = str
 """``<cart_id>:<n>``: the cart id and the n-th abandonment of that cart, stable across replays."""
 
@@ -88,6 +89,20 @@ class CartRecovered(Contract):
     recovered_at: Timestamp
     seconds_to_recover: float = Field(ge=0, description="recovered_at - abandoned_at")
     reminder_sent: bool = Field(description="A reminder was sent for this abandonment before")
+    attribution: Attribution | None = Field(
+        None,
+        description=(
+            "clicked: a reminder link of this abandonment was clicked before the purchase; "
+            "reminded: a reminder went out, no click; self: no reminder went out. Null only in "
+            "records of releases before attribution"
+        ),
+    )
+    campaign: str | None = Field(None, description="The campaign of the reminders (null: self)")
+    variant: str | None = Field(None, description="Its variant in the campaign's experiment")
+    last_step: int | None = Field(
+        None, ge=1, description="The last reminder step sent before the purchase (null: self)")
+    clicked_step: int | None = Field(
+        None, ge=1, description="The step whose link was clicked first (null unless clicked)")
 
 
 class DeadLetter(Contract):

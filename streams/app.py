@@ -126,6 +126,9 @@ reactivated_topic = _topic("reactivated")
 dead_letter_topic = _topic("dead_letter")
 reminders_sent_topic = _topic("reminders_sent")
 """Feedback from the notifier (keyed by cart_id): sets ``CartState.reminder_sent``."""
+clicks_topic = _topic("clicks")
+"""Counted clicks on reminder links (keyed by cart_id), written by the worker's web server
+(``/cartwatch/r/<token>``): the cart lifecycle reads them for ``CartRecovered.attribution``."""
 reminder_ticks_topic = _topic("reminder_ticks", retention=3600.0)
 reminders_due_topic = _topic("reminders_due")
 unsubscribes_topic = _topic("unsubscribes")
@@ -137,6 +140,7 @@ pipeline_source = app.topic(
     settings.topic("purchase_events"),
     settings.topic("timer_ticks"),
     settings.topic("reminders_sent"),
+    settings.topic("clicks"),
     internal=True,
     partitions=settings.partitions,
     key_serializer="raw",

@@ -4,8 +4,9 @@ The single description of cartwatch's use of Kafka, for ``cartwatch acls`` (the 
 and for the start-up check of partition counts. It mirrors what the code does:
 
 - **pipeline**: the Faust worker's agents (``streams/pipeline.py``) in the consumer group
-  ``app_id``; it reads the inputs, its timer ticks and the notifier's feedback, writes the
-  outputs, and keeps the cart table in the changelog ``<app_id>-carts-changelog``. Faust's
+  ``app_id``; it reads the inputs, its timer ticks, the notifier's feedback and the clicks,
+  writes the outputs (and the clicks, from the worker's ``/cartwatch/r/`` endpoint), and keeps
+  the cart table in the changelog ``<app_id>-carts-changelog``. Faust's
   partition assignor also subscribes to ``<app_id>-__assignor-__leader``.
 - **notifier** (``notifier.enabled``): more agents of the same Faust app and group, with three
   tables of their own; the unsubscribe endpoint of the worker's web server writes
@@ -76,6 +77,8 @@ def grants(settings: Settings, *, create_topics: bool = True) -> list[Grant]:
         _topic(settings, "pipeline", "timer_ticks", rw, "the worker's own deadline ticks", c),
         _topic(settings, "pipeline", "reminders_sent", ("Read",),
                "notifier feedback (reminder_sent)", c),
+        _topic(settings, "pipeline", "clicks", ("Read", "Write"),
+               "reminder link clicks: written by /cartwatch/r/, read for attribution", c),
         *(_topic(settings, "pipeline", name, ("Write",), "output", c)
           for name in ("abandoned", "reactivated", "recovered", "dead_letter")),
         *(Grant("pipeline", "topic", changelog(settings, table), (*rw, *(("Create",) if c else ())),

@@ -13,12 +13,14 @@ import bisect
 import math
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from config.settings import Settings
 from schemas.common import MAX_QUANTITY, Contract, Customer, utc_from_epoch
 from schemas.events import CartEvent, PurchaseEvent
+from schemas.notifications import LinkClick, ReminderSent
 from schemas.outputs import (
+    Attribution,
     CartAbandoned,
     CartLine,
     CartReactivated,
@@ -58,6 +60,16 @@ class CartState:
     them, so events are folded in event-time order even when the inputs are read unevenly."""
     scheduled_at: float | None = None
     """Deadline the timer index holds for this cart; lets the index skip its stale entries."""
+    campaign: str | None = None
+    """Campaign and variant of the latest abandonment's reminders, as the notifier's feedback
+    or a click told them (None: no reminder known), for ``CartRecovered.attribution``."""
+    variant: str | None = None
+    last_step: int | None = None
+    """The highest reminder step of the latest abandonment known to be sent."""
+    clicked_at: float | None = None
+    """The earliest counted click on a reminder link of the latest abandonment."""
+    clicked_step: int | None = None
+    """The step of that click."""
 
     def to_dict(self) -> dict[str, Any]:
         """The stored form: the current format version (``streams.stored``) and every field."""
@@ -77,11 +89,15 @@ class CartState:
         return f"{self.cart_id}:{self.abandonments}"
 
 
-CART_FORMAT = StoredFormat.of_dataclass("cart", CartState, version=1, migrations=[
+CART_FORMAT = StoredFormat.of_dataclass("cart", CartState, version=3, migrations=[
     lambda v0: v0,  # 1 = the un-versioned dicts of earlier releases, plus "v"
-])
+    lambda v1: v1,  # 2 = 1: the release of golden fixtures v2 changed other formats only
+    lambda v2: v2,  # 3 = 2 plus campaign, variant, last_step, clicked_at, clicked_step
+])                  #     (attribution; missing: None)
 """The stored cart's format. A change of the fields bumps the version and appends the
-migration from the previous one (see ``streams.stored``, and add golden fixtures)."""
+migration from the previous one (see ``streams.stored``, and add golden fixtures). Versions
+are numbered with the golden fixtures (``tests/fixtures/golden/v<N>``, one per release that
+changed any format), so a format may skip a number, as the cart skipped 2."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -199,18 +215,95 @@ def mark_abandoned(state: CartState, due: float) -> None:
     state.status = "abandoned"
     state.abandonments += 1
     state.abandoned_at = due
+    _forget_reminders(state)
+
+
+def _forget_reminders(state: CartState) -> None:
+    """A new abandonment (or a new cart) starts without reminders or clicks."""
     state.reminder_sent = False
+    state.campaign = state.variant = None
+    state.last_step = state.clicked_at = state.clicked_step = None
 
 
-def on_reminder_sent(state: CartState | None, abandonment_id: str) -> Transition:
-    """The notifier delivered a reminder: remember it for the abandonment's ``CartRecovered``.
+def on_reminder_sent(state: CartState | None, feedback: ReminderSent | str) -> Transition:
+    """The notifier delivered a reminder: remember it for the abandonment's ``CartRecovered``
+    (``reminder_sent``, and the campaign, variant and last step of its ``attribution``).
 
-    Feedback for an earlier abandonment (or a forgotten cart) changes nothing.
+    Feedback for an earlier abandonment (or a forgotten cart) changes nothing, and so does a
+    repeat (the state keeps the highest step, so feedback read again or out of order leaves
+    it as it is): replays and redeliveries are harmless. A plain abandonment id is feedback
+    without step or campaign (as tests and older callers give it).
     """
-    if state is None or state.abandonment_id != abandonment_id or state.reminder_sent:
+    if isinstance(feedback, str):
+        abandonment_id, step, campaign, variant = feedback, None, None, None
+    else:
+        abandonment_id, step = feedback.abandonment_id, feedback.step
+        campaign, variant = feedback.campaign, feedback.variant
+    if state is None or state.abandonment_id != abandonment_id or state.abandoned_at is None:
         return Transition(state, changed=False)
+    before = (state.reminder_sent, state.last_step, state.campaign, state.variant)
     state.reminder_sent = True
+    _note_reminder(state, step, campaign, variant)
+    if (state.reminder_sent, state.last_step, state.campaign, state.variant) == before:
+        return Transition(state, changed=False)
     return Transition(state)
+
+
+def on_click(state: CartState | None, click: LinkClick) -> Transition:
+    """A counted click on a reminder link (``cartwatch-clicks``): remember the earliest click
+    of the latest abandonment, for ``CartRecovered.attribution``.
+
+    A click of an earlier abandonment, of a forgotten cart, or after the purchase changes
+    nothing (the recovery it could have counted for is already published). Keeping the
+    earliest click makes repeats and any reading order give the same state.
+    """
+    if (state is None or state.abandonment_id != click.abandonment_id
+            or state.abandoned_at is None or state.status == "purchased"):
+        return Transition(state, changed=False)
+    at = click.clicked_at.timestamp()
+    before = (state.clicked_at, state.clicked_step, state.last_step, state.campaign,
+              state.variant)
+    if state.clicked_at is None or (at, click.step) < (state.clicked_at, state.clicked_step):
+        state.clicked_at, state.clicked_step = at, click.step  # ties: the lower step
+    _note_reminder(state, click.step, click.campaign, click.variant)  # its link was sent
+    after = (state.clicked_at, state.clicked_step, state.last_step, state.campaign,
+             state.variant)
+    return Transition(state, changed=after != before)
+
+
+def _note_reminder(state: CartState, step: int | None, campaign: str | None,
+                   variant: str | None) -> None:
+    if step is not None and (state.last_step is None or step > state.last_step):
+        state.last_step = step
+    if state.campaign is None and campaign is not None:
+        state.campaign, state.variant = campaign, variant
+
+
+class AttributionFacts(NamedTuple):
+    """``CartRecovered``'s attribution fields."""
+
+    attribution: Attribution
+    campaign: str | None
+    variant: str | None
+    last_step: int | None
+    clicked_step: int | None
+
+
+def attribution(state: CartState, purchased_at: float) -> AttributionFacts:
+    """Why the abandonment was recovered, from what the cart knows when the purchase applies.
+
+    ``clicked``: a counted click of this abandonment's reminder link at or before the
+    purchase's time; ``reminded``: a reminder of it was sent (no such click); ``self``: no
+    reminder is known (then no campaign either: a held-out abandonment gets none, and the
+    notification log says which campaign held it out).
+    """
+    if state.clicked_at is not None and state.clicked_at <= purchased_at:
+        return AttributionFacts("clicked", state.campaign, state.variant, state.last_step,
+                                state.clicked_step)
+    if state.reminder_sent or state.last_step is not None:
+        return AttributionFacts("reminded", state.campaign, state.variant, state.last_step,
+                                None)
+    return AttributionFacts("self", None, None, None, None)
 
 
 def _remember(state: CartState, event_id: str) -> None:
@@ -224,6 +317,7 @@ def _complete_purchase(state: CartState, event: PurchaseEvent) -> tuple[Contract
     occurred = event.occurred_at.timestamp()
     outputs: tuple[Contract, ...] = ()
     if state.abandoned_at is not None:  # abandoned, or came back (e.g. by the reminder link)
+        facts = attribution(state, occurred)
         outputs = (
             CartRecovered(
                 abandonment_id=state.abandonment_id,
@@ -235,7 +329,8 @@ def _complete_purchase(state: CartState, event: PurchaseEvent) -> tuple[Contract
                 abandoned_at=utc_from_epoch(state.abandoned_at),
                 recovered_at=event.occurred_at,
                 seconds_to_recover=max(0.0, occurred - state.abandoned_at),
-                reminder_sent=state.reminder_sent,
+                reminder_sent=state.reminder_sent or facts.attribution != "self",
+                **facts._asdict(),
             ),
         )
     _merge_customer(state, event.customer)
@@ -283,7 +378,7 @@ def _start_new_cart(state: CartState) -> None:
     state.last_activity_at = None
     state.abandoned_at = None
     state.purchased_at = None
-    state.reminder_sent = False
+    _forget_reminders(state)
 
 
 def _apply_content(state: CartState, event: CartEvent) -> None:

@@ -17,7 +17,7 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Iterable, Iterator
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from aiokafka.errors import KafkaError
 from faust import Stream, Table
@@ -26,7 +26,7 @@ from faust.web import Request, Response, Web
 from pydantic import ValidationError
 
 from schemas.common import Contract
-from schemas.notifications import ReminderSent
+from schemas.notifications import LinkClick, ReminderSent
 from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered, DeadLetter
 from streams.app import (
     abandoned_topic,
@@ -55,6 +55,7 @@ from streams.lifecycle import (
     apply_event,
     mark_abandoned,
     next_deadline,
+    on_click,
     on_deadline,
     on_reminder_sent,
 )
@@ -80,6 +81,7 @@ CART_TOPIC = settings.topic("cart_events")
 PURCHASE_TOPIC = settings.topic("purchase_events")
 TICK_TOPIC = settings.topic("timer_ticks")
 REMINDER_SENT_TOPIC = settings.topic("reminders_sent")
+CLICKS_TOPIC = settings.topic("clicks")
 INPUT_KIND: dict[str, InputKind] = {CART_TOPIC: "cart", PURCHASE_TOPIC: "purchase"}
 ABANDONED_TOPIC = abandoned_topic.get_topic_name()
 OUTPUT_TOPICS: dict[type[Contract], str] = {
@@ -200,16 +202,37 @@ async def processing_failed(checkpoint: Checkpoint, tp: TP, message: RefusedMess
 
 async def handle_reminder_sent(checkpoint: Checkpoint, event: EventT) -> None:
     """The notifier's feedback that a reminder went out for the cart's abandonment."""
+    feedback = await decode_feedback(checkpoint, event, ReminderSent)
+    if feedback is not None:
+        state = checkpoint.load(feedback.cart_id)
+        await checkpoint.apply(feedback.cart_id, on_reminder_sent(state, feedback))
+
+
+async def handle_click(checkpoint: Checkpoint, event: EventT) -> None:
+    """A counted click on a reminder link of the cart (``cartwatch-clicks``, keyed by cart,
+    so on this partition): the state remembers it for the recovery's attribution. The event
+    is acknowledged with the checkpoint that writes the state, so a click counts once even
+    after a crash, and reading it again changes nothing (``on_click`` keeps the earliest)."""
+    click = await decode_feedback(checkpoint, event, LinkClick)
+    if click is not None:
+        await checkpoint.apply(click.cart_id, on_click(checkpoint.load(click.cart_id), click))
+
+
+Feedback = TypeVar("Feedback", ReminderSent, LinkClick)
+
+
+async def decode_feedback(
+        checkpoint: Checkpoint, event: EventT, model: type[Feedback]) -> Feedback | None:
+    """The message as ``model`` (None: dead-lettered), after the due deadlines fired: the
+    abandonment it is about may be out but not yet decided."""
     message = event.message
-    await fire_due(checkpoint)  # the abandonment it is about may be out but not yet decided
+    await fire_due(checkpoint)
     try:
-        feedback = ReminderSent.model_validate_json(message.value or b"")
+        return model.model_validate_json(message.value or b"")
     except ValidationError as exc:
         await reject(checkpoint, message.tp, message, Rejected("invalid", str(exc)[:1000]),
                      time.time())
-        return
-    state = checkpoint.load(feedback.cart_id)
-    await checkpoint.apply(feedback.cart_id, on_reminder_sent(state, feedback.abandonment_id))
+        return None
 
 
 async def fire_due(checkpoint: Checkpoint, horizon: float | None = None) -> None:
@@ -369,6 +392,8 @@ async def cart_lifecycle(stream: StreamT) -> None:
                 prepare_due(checkpoint)
             elif message.topic == REMINDER_SENT_TOPIC:
                 await handle_reminder_sent(checkpoint, event)
+            elif message.topic == CLICKS_TOPIC:
+                await handle_click(checkpoint, event)
             else:
                 await handle_input(checkpoint, message.tp, message)
             checkpoint.events.append(event)

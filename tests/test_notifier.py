@@ -318,8 +318,14 @@ async def test_quiet_hours_defer_and_webhook_fallback(
             assert headers["Idempotency-Key"] == body["idempotency_key"]
             assert headers["X-Cartwatch-Signature"].startswith("sha256=")
         by_cart = {body["cart_id"]: body for _, body in received}
-        assert by_cart["c-noconsent"]["cart_link"].startswith(
-            "https://hook.example/cart/1?cw_token=")
+        # the cart link leads through the worker's click endpoint (the default click URL,
+        # derived from the default unsubscribe URL), which redirects to the cart
+        click_base, _, click_token = by_cart["c-noconsent"]["cart_link"].rpartition("/")
+        assert click_base == "http://127.0.0.1:6066/cartwatch/r"
+        claims = verify_token(click_token, secret=SECRET.encode(), purpose="click",
+                              now=time.time())
+        assert claims.channel == "webhook" and claims.target is not None
+        assert claims.target.startswith("https://hook.example/cart/1?cw_token=")
         assert by_cart["c-anon"]["cart"]["total"] == "99.00"
         assert by_cart["c-anon"]["unsubscribe_link"] is None
 

@@ -1,11 +1,13 @@
 """Campaigns end to end (issue #16): real broker, real `cartwatch worker`, real SMTP, and a real
 local HTTP server as the webhook (SMS gateway) of a campaign's second step."""
 
+import asyncio
 import hashlib
 import itertools
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from kafka_helpers import free_ports
@@ -102,14 +104,16 @@ async def test_two_campaigns_two_variants_and_a_holdout(
     try:
         mail_server.start()
         configure(pipeline, tmp_path, CAMPAIGNS.format(hook_port=hook_port), mail_server.port)
-        pipeline.worker("w1").start().wait_ready()
+        worker = pipeline.worker("w1").start()
+        worker.wait_ready()
         shop = Shop("tea")
         big = big_carts()
         small = ["c-small0", "c-small1"]
         await pipeline.send(
             [shop.add(cart, "LAMP", price="60.00", customer=customer(f"{cart}@example.com"))
              for cart in big]
-            + [shop.add(cart, "MUG", price="10.00", customer=customer(f"{cart}@example.com"))
+            + [shop.add(cart, "MUG", price="10.00", customer=customer(
+                f"{cart}@example.com", **({"locale": "de-DE"} if cart == "c-small0" else {})))
                for cart in small])
 
         sending = [cart for cart, variant in big.items() if variant != "holdout"]
@@ -141,10 +145,52 @@ async def test_two_campaigns_two_variants_and_a_holdout(
                 big[cart] == "b")
         for cart in small:
             assert not by_cart[cart]["Subject"].startswith("Subject ")
+        # a customer with locale de-DE gets the built-in German variant, amounts by Babel
+        german = by_cart["c-small0"]
+        assert german["Subject"] == "Ihr Warenkorb bei tea wartet auf Sie"
+        assert "Summe: 10,00\xa0€" in german.get_body(("plain",)).get_content()
+        assert "Total: 10.00 EUR" in by_cart["c-small1"].get_body(("plain",)).get_content()
 
         assert sorted(post["cart_id"] for post in posts) == sorted(sending)
         for post in posts:
             assert post["step"] == 2
             assert post["discount_code"] == ("BCODE" if big[post["cart_id"]] == "b" else None)
+
+        await check_results(worker.web_url)
     finally:
         await runner.cleanup()
+
+
+async def check_results(base: str) -> None:
+    """The results per campaign and variant from the worker's read model (issue #16): nobody
+    bought, so every rate is 0 and the uplift 0 with the interval of 0/2 against 0/2."""
+    figures = ("entered", "reminded", "sent", "skipped", "recovered", "holdout")
+    expected = {
+        ("big", "a"): (2, 2, 4, {}, 0, False), ("big", "b"): (2, 2, 4, {}, 0, False),
+        ("big", "holdout"): (2, 0, 0, {"holdout": 4}, 0, True),
+        ("small", "control"): (2, 2, 2, {}, 0, False),
+    }
+    async with aiohttp.ClientSession() as http:
+        found: dict[tuple[str, str], Any] = {}
+        for _ in range(100):  # the read model follows the log: wait until it has all of it
+            async with http.get(f"{base}/cartwatch/api/insights/campaigns/",
+                                params={"store": "tea"}) as response:
+                assert response.status == 200, await response.text()
+                answer = await response.json()
+            found = {(c["campaign"], v["variant"]): v for c in answer["campaigns"]
+                     for v in c["variants"]}
+            if {key: tuple(v[name] for name in figures) for key, v in found.items()} == expected:
+                break
+            await asyncio.sleep(0.3)
+        assert {key: tuple(v[name] for name in figures) for key, v in found.items()} == expected
+        assert answer["pending"] == 0
+        assert found[("big", "a")]["uplift"] == {"difference": 0.0, "low": -0.6576,
+                                                 "high": 0.6576}
+        assert found[("big", "holdout")]["uplift"] is None
+        assert [step["sent"] for step in found[("big", "b")]["steps"]] == [2, 2]
+        async with http.get(f"{base}/cartwatch/api/insights/campaigns.csv",
+                            params={"store": "tea"}) as response:
+            assert response.status == 200 and response.content_type == "text/csv"
+            rows = (await response.text()).splitlines()
+        assert rows[0].startswith("store_id,campaign,variant,holdout,step,entered")
+        assert len(rows) == 1 + 3 * 3 + 2  # each variant's total and steps

@@ -18,7 +18,8 @@ its deadline long gone, ``golden-future`` is active in store ``STORE_LATER`` (wh
 test chooses with a per-store ``abandon_after``), ``golden-abandoned`` is abandoned with its
 first reminder pending, ``golden-reminded`` is abandoned with a pending step whose delivery is
 already recorded as sent (the plan's write was lost), ``golden-unsubscribed`` is abandoned for
-an address that unsubscribed, and ``golden-purchased`` was bought.
+an address that unsubscribed, ``golden-purchased`` was bought, and (from format version 3 on)
+``golden-clicked`` is abandoned with its first reminder sent and its link clicked.
 """
 
 import argparse
@@ -36,11 +37,25 @@ from config.notifier import ReminderPolicy
 from config.settings import Settings
 from schemas.common import utc_from_epoch
 from schemas.events import CartEvent, PurchaseEvent
-from schemas.notifications import NotificationLogEntry, OperatorNotification, unsubscribe_key
+from schemas.notifications import (
+    LinkClick,
+    NotificationLogEntry,
+    OperatorNotification,
+    ReminderSent,
+    unsubscribe_key,
+)
 from schemas.outputs import CartAbandoned
 from streams.app import app, carts_table
 from streams.cartstore import encode_state
-from streams.lifecycle import CartState, abandoned_message, apply_event, next_deadline, on_deadline
+from streams.lifecycle import (
+    CartState,
+    abandoned_message,
+    apply_event,
+    next_deadline,
+    on_click,
+    on_deadline,
+    on_reminder_sent,
+)
 from streams.notifier.planning import ReminderPlan, idempotency_key, plan_reminders
 from streams.notifier.sending import Contact, delivery_record
 from streams.operator.store import ReadModel
@@ -126,6 +141,24 @@ def purchased_cart(cart_id: str) -> CartState:
     return purchased
 
 
+def clicked_cart(cart_id: str, email: str) -> CartState:
+    """An abandoned cart whose first reminder was sent and its link clicked (format 3's
+    attribution fields set)."""
+    state, abandoned = abandoned_cart(cart_id, email)
+    sent_at = utc_from_epoch(abandoned.abandoned_at.timestamp() + 86_400)
+    feedback = ReminderSent(abandonment_id=abandoned.abandonment_id, cart_id=cart_id, step=1,
+                            channel="email", sent_at=sent_at, campaign="default",
+                            variant="control")
+    click = LinkClick(click_id="golden-click", abandonment_id=abandoned.abandonment_id,
+                      cart_id=cart_id, store_id=STORE, step=1, channel="email",
+                      campaign="default", variant="control",
+                      clicked_at=utc_from_epoch(sent_at.timestamp() + 600),
+                      user_agent_class="mobile")
+    for transition in (on_reminder_sent(state, feedback), on_click(state, click)):
+        assert transition.state is state and transition.changed
+    return state
+
+
 def plan_of(abandoned: CartAbandoned) -> ReminderPlan:
     decision = plan_reminders(None, abandoned, POLICY, partition_of(abandoned.cart_id.encode()),
                               abandoned.abandoned_at.timestamp())
@@ -145,7 +178,8 @@ def records() -> dict[str, list[Record]]:
     unsubscribed, unsubscribed_message = abandoned_cart("golden-unsubscribed",
                                                         "unsub@example.com")
     purchased = purchased_cart("golden-purchased")
-    carts = [past, future, pending, reminded, unsubscribed, purchased]
+    clicked = clicked_cart("golden-clicked", "clicked@example.com")  # from format 3 on
+    carts = [past, future, pending, reminded, unsubscribed, purchased, clicked]
     plans = [plan_of(message) for message in
              (pending_message, reminded_message, unsubscribed_message)]
     reminded_key = unsubscribe_key("reminded@example.com")
@@ -173,7 +207,8 @@ def records() -> dict[str, list[Record]]:
 
 
 def read_model_records() -> list[object]:
-    """What a read model of the scenario holds: abandonments, a log entry, a notice, a cart."""
+    """What a read model of the scenario holds: abandonments, a log entry, a notice, a cart,
+    and (from schema version 3 on) a click on the reminder's link."""
     _, abandoned = abandoned_cart("golden-reminded", "reminded@example.com")
     at = abandoned.abandoned_at
     return [
@@ -181,12 +216,18 @@ def read_model_records() -> list[object]:
         NotificationLogEntry(abandonment_id=abandoned.abandonment_id,
                              cart_id=abandoned.cart_id, store_id=STORE, step=1,
                              channel="email", status="sent", attempt=1,
+                             campaign="default", variant="control",
                              idempotency_key=idempotency_key(abandoned.abandonment_id, 1,
                                                              "email"), at=at),
         OperatorNotification(store_id=STORE, event="sent",
                              abandonment_id=abandoned.abandonment_id, step=1, channel="email",
                              detail=None, at=at),
         cart_event("golden-past", STORE, 1, BASE - 60, "past@example.com"),
+        LinkClick(click_id="golden-reminded-click", abandonment_id=abandoned.abandonment_id,
+                  cart_id=abandoned.cart_id, store_id=STORE, step=1, channel="email",
+                  campaign="default", variant="control",
+                  clicked_at=utc_from_epoch(at.timestamp() + 600),
+                  user_agent_class="desktop"),
     ]
 
 

@@ -13,6 +13,7 @@ from decimal import Decimal
 from email.header import Header
 from email.utils import format_datetime, formataddr
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from config.campaigns import MAX_REENTRY_COUNT, MAX_REENTRY_PERIOD, ReentryLimit
 from config.notifier import ReminderPolicy
@@ -140,10 +141,13 @@ def record_sent(contact: Contact, due: ReminderDue, now: float) -> Contact:
 
 def links(due: ReminderDue, policy: ReminderPolicy, secret: bytes, now: float
           ) -> tuple[str | None, str | None]:
-    """The signed cart link and unsubscribe link (None where there is nothing to link).
+    """The cart link and the signed unsubscribe link (None where there is nothing to link).
 
-    A cart without a URL links to the store's ``shop_url`` instead, unsigned: the token
-    restores a cart, and that page restores none.
+    The cart link leads to the cart URL with a signed ``cw_token`` (the shop may restore the
+    cart with it); a cart without a URL links to the store's ``shop_url`` instead, unsigned:
+    the token restores a cart, and that page restores none. Either goes through the worker's
+    click endpoint (``click_link``) when the policy has a click URL, so that a click on it is
+    counted for the abandonment's attribution.
     """
     expires = int(now + policy.link_ttl)
     cart_link = policy.shop_url
@@ -151,12 +155,28 @@ def links(due: ReminderDue, policy: ReminderPolicy, secret: bytes, now: float
         token = sign_token(secret, LinkClaims("cart", due.cart_id, due.store_id, expires,
                                               due.abandonment_id))
         cart_link = link_with_token(due.cart.cart_url, token, "cw_token")
+    if cart_link is not None:
+        cart_link = click_link(due, policy, secret, cart_link, expires)
     unsubscribe_link = None
     if due.recipient:
         token = sign_token(secret, LinkClaims("unsubscribe", due.recipient.strip().lower(),
                                               due.store_id, expires, due.abandonment_id))
         unsubscribe_link = link_with_token(policy.unsubscribe_url, token)
     return cart_link, unsubscribe_link
+
+
+def click_link(due: ReminderDue, policy: ReminderPolicy, secret: bytes, target: str,
+               expires: int) -> str:
+    """``<click base><click token>``: the worker records the click and redirects to ``target``
+    (signed into the token, so the link cannot be bent into an open redirect); ``target``
+    itself when the policy has no click URL."""
+    base = policy.click_base()
+    if base is None:
+        return target
+    token = sign_token(secret, LinkClaims(
+        "click", due.cart_id, due.store_id, expires, due.abandonment_id, target=target,
+        step=due.step, channel=due.channel, campaign=due.campaign, variant=due.variant))
+    return base + token
 
 
 def reminder_context(due: ReminderDue, policy: ReminderPolicy, secret: bytes, now: float
@@ -182,6 +202,10 @@ def reminder_context(due: ReminderDue, policy: ReminderPolicy, secret: bytes, no
         "unsubscribe_link": unsubscribe_link,
         "step": due.step,
         "steps": due.steps,
+        "locale": customer.locale if customer else None,
+        # in the customer's time zone (else the store's), as their calendar shows the day
+        "abandoned_at": due.abandoned_at.astimezone(
+            ZoneInfo((customer.timezone if customer else None) or policy.timezone)),
     }
 
 

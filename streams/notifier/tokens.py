@@ -1,10 +1,16 @@
 """Signed link tokens for the cart link and the unsubscribe link.
 
 A token is ``<payload>.<signature>``, both base64url without padding: the payload is compact
-JSON with the purpose (``cart`` or ``unsubscribe``), the subject (the cart id or the email
-address), the store and the expiry; the signature is HMAC-SHA256 over the payload text with the
-link secret. The purpose is signed too, so a cart-link token cannot be replayed as an
-unsubscribe token. Pure functions: the unsubscribe endpoint calls ``verify_token``.
+JSON with the purpose (``cart``, ``click`` or ``unsubscribe``), the subject (the cart id or
+the email address), the store and the expiry; the signature is HMAC-SHA256 over the payload text
+with the link secret. The purpose is signed too, so a cart-link token cannot be replayed as an
+unsubscribe token. Pure functions: the unsubscribe and click endpoints call ``verify_token``.
+
+A ``click`` token is the path of a reminder's cart link through the worker
+(``/cartwatch/r/<token>``): it also signs where the link leads (``target``) and which reminder
+it came from (step, channel, campaign, variant), so the worker can record the click and
+redirect without reading any state, and cannot be made to redirect anywhere else (no open
+redirect).
 """
 
 import base64
@@ -15,8 +21,10 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
-Purpose = Literal["cart", "unsubscribe"]
-MAX_TOKEN_LENGTH = 4096
+Purpose = Literal["cart", "click", "unsubscribe"]
+MAX_TOKEN_LENGTH = 8192
+"""A click token carries its target URL (up to 2048 characters, itself with a ``cw_token``):
+about 3.5 KB at most, base64 included."""
 
 
 class InvalidToken(ValueError):
@@ -32,6 +40,18 @@ class LinkClaims:
     store_id: str
     expires_at: int
     abandonment_id: str | None = None
+    target: str | None = None
+    """Click tokens: the URL the link redirects to."""
+    step: int | None = None
+    channel: str | None = None
+    campaign: str | None = None
+    variant: str | None = None
+
+
+_OPTIONAL = (("abandonment_id", "a"), ("target", "u"), ("step", "n"), ("channel", "ch"),
+             ("campaign", "cp"), ("variant", "va"))
+"""Optional claims and their short names in the payload (absent when None, so the tokens of
+cart and unsubscribe links are what they were before click tokens existed)."""
 
 
 def _b64(raw: bytes) -> str:
@@ -50,8 +70,10 @@ def sign_token(secret: bytes, claims: LinkClaims) -> str:
     """A URL-safe token for ``claims``."""
     document = {"p": claims.purpose, "s": claims.subject, "st": claims.store_id,
                 "exp": claims.expires_at}
-    if claims.abandonment_id is not None:
-        document["a"] = claims.abandonment_id
+    for name, short in _OPTIONAL:
+        value = getattr(claims, name)
+        if value is not None:
+            document[short] = value
     payload = _b64(json.dumps(document, separators=(",", ":"), sort_keys=True).encode())
     return f"{payload}.{_signature(secret, payload)}"
 
@@ -77,8 +99,10 @@ def verify_token(token: str, *, secret: bytes, purpose: Purpose, now: float) -> 
             subject=str(document["s"]),
             store_id=str(document["st"]),
             expires_at=int(document["exp"]),
-            abandonment_id=document.get("a"),
+            **{name: document.get(short) for name, short in _OPTIONAL},
         )
+        if claims.step is not None and type(claims.step) is not int:
+            raise TypeError("step")
     except (binascii.Error, ValueError, KeyError, TypeError):
         raise InvalidToken("malformed token") from None
     if claims.purpose != purpose:

@@ -441,7 +441,8 @@ async def handle_due(event: EventT) -> None:
     entry = log_entry(due, "sent", sent_at, attempt=attempts,
                       message_id=message_id(due, policy) if due.channel == "email" else None)
     feedback = ReminderSent(abandonment_id=due.abandonment_id, cart_id=due.cart_id,
-                            step=due.step, channel=due.channel, sent_at=utc_from_epoch(sent_at))
+                            step=due.step, channel=due.channel, sent_at=utc_from_epoch(sent_at),
+                            campaign=due.campaign, variant=due.variant)
     await publish([*operator_messages(entry, policy),
                    (reminders_sent_topic, due.cart_id.encode(), feedback)])
     deliveries[due.idempotency_key] = delivery_record("sent", sent_at)

@@ -124,6 +124,49 @@ def insight_rows(buckets: Iterable[Mapping[str, Any]]) -> list[list[str]]:
     return [[text(bucket[name]) for name in INSIGHT_COLUMNS] for bucket in buckets]
 
 
+CAMPAIGN_HEADER = ("store", "campaign", "variant", "step", "entered", "sent", "skipped",
+                   "clicked", "recovered", "rate", "revenue", "per reminder",
+                   "uplift [95 % CI]")
+
+
+def percent(value: float | None) -> str:
+    return "" if value is None else f"{value * 100:.1f} %"
+
+
+def uplift_text(lift: Mapping[str, float] | None) -> str:
+    """``+12.5 pp [+3.1, +21.0]``: percentage points, the interval's bounds."""
+    if not lift:
+        return ""
+
+    def points(value: float) -> str:
+        return f"{value * 100:+.1f}"
+
+    return f"{points(lift['difference'])} pp [{points(lift['low'])}, {points(lift['high'])}]"
+
+
+def campaign_rows(answer: Mapping[str, Any], steps: bool) -> list[list[str]]:
+    """One row per variant (``step`` empty; the holdout marked), then its steps if asked."""
+    def money(amounts: Mapping[str, str]) -> str:
+        return " ".join(f"{amount} {currency}" for currency, amount in amounts.items())
+
+    rows = []
+    for campaign in answer["campaigns"]:
+        for variant in campaign["variants"]:
+            name = variant["variant"] + (" (holdout)" if variant["holdout"] else "")
+            for figures in [variant, *(variant["steps"] if steps else [])]:
+                total = figures is variant
+                skipped = " ".join(f"{reason}:{n}" for reason, n in figures["skipped"].items())
+                rows.append([
+                    campaign["store_id"], campaign["campaign"], name,
+                    "all" if total else str(figures["step"]), str(figures["entered"]),
+                    str(figures["sent"]), skipped or "0", str(figures["clicked"]),
+                    str(figures["recovered"]), percent(figures["recovery_rate"]),
+                    money(figures["revenue"]), money(figures["revenue_per_reminder"]),
+                    uplift_text(variant["uplift"]) if total else "",
+                ])
+    return rows
+
+
 def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The filters of the carts list, shared by the list and export commands."""
     options = [
@@ -187,13 +230,34 @@ def customers_command(url: str | None, **filters: Any) -> None:
 
 @click.command()
 @click.option("--url", help="Worker API base URL")
+@click.option("--by", type=click.Choice(["period", "campaign"]), default="period",
+              show_default=True,
+              help="period: per store and day or week; campaign: per campaign and variant, "
+                   "with uplift over the holdout")
 @click.option("--period", type=click.Choice(["day", "week"]), default="day", show_default=True)
 @click.option("--store", multiple=True, help="Store id; repeat for several")
 @click.option("--since", help="Abandoned/created at or after (date or RFC 3339 time)")
 @click.option("--until", help="Abandoned/created before (date or RFC 3339 time)")
+@click.option("--steps", is_flag=True, help="--by campaign: a line per step too")
+@click.option("--csv", "as_csv", is_flag=True, help="--by campaign: the API's CSV")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON")
-def insights(url: str | None, as_json: bool, **options: Any) -> None:
-    """Abandonment and recovery figures per store and day or week."""
-    result = get_json(api_url(url), "/cartwatch/api/insights/", options)
-    echo_result(result, as_json,
-                lambda: format_table(insight_rows(result["buckets"]), INSIGHT_COLUMNS))
+def insights(url: str | None, by: str, period: str, steps: bool, as_csv: bool, as_json: bool,
+             **options: Any) -> None:
+    """Abandonment and recovery figures per store and day or week, or per campaign."""
+    base = api_url(url)
+    if by == "period":
+        result = get_json(base, "/cartwatch/api/insights/", {"period": period, **options})
+        echo_result(result, as_json,
+                    lambda: format_table(insight_rows(result["buckets"]), INSIGHT_COLUMNS))
+        return
+    if as_csv:
+        stream_to(base, "/cartwatch/api/insights/campaigns.csv", options, sys.stdout.buffer)
+        return
+    answer = get_json(base, "/cartwatch/api/insights/campaigns/", options)
+    echo_result(answer, as_json,
+                lambda: format_table(campaign_rows(answer, steps), CAMPAIGN_HEADER))
+    if not as_json and answer["pending"]:
+        click.echo(f"\n{answer['pending']} abandonment(s) in this range have no reminder logged "
+                   "yet, so their campaign is not known: the variants that send miss them, the "
+                   "holdout does not. Compare with --until before the first step's delay.",
+                   err=True)

@@ -75,9 +75,12 @@ def cell(column: str, value: Any) -> str:
     if column in _FLAGS:
         return "true" if value else "false"
     text = str(value)
-    if column in _FREE_TEXT and text.startswith(_FORMULA_START):
-        return "'" + text
-    return text
+    return defuse(text) if column in _FREE_TEXT else text
+
+
+def defuse(text: str) -> str:
+    """Text a spreadsheet would run as a formula, with a leading quote so it stays text."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def cart_row(abandonment: Record, line: Record) -> list[str]:

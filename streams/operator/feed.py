@@ -20,7 +20,7 @@ from config.bootstrap import parse_bootstrap
 from config.kafka import client_options
 from config.settings import Settings
 from schemas.events import CartEvent
-from schemas.notifications import NotificationLogEntry, OperatorNotification
+from schemas.notifications import LinkClick, NotificationLogEntry, OperatorNotification
 from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered
 from streams.compat import cluster_metadata
 from streams.operator.store import ReadModel
@@ -50,13 +50,14 @@ DECODERS: dict[str, Callable[[bytes | None], object | None]] = {
     "cart_events": _contract(CartEvent),
     "notification_log": _contract(NotificationLogEntry),
     "operator_notifications": _contract(OperatorNotification),
+    "clicks": _contract(LinkClick),
 }
 
 
 def feed_topics(settings: Settings) -> dict[str, str]:
     """Full topic name -> decoder name, for the topics the read model is built from."""
     names = ("abandoned", "reactivated", "recovered", "notification_log",
-             "operator_notifications")
+             "operator_notifications", "clicks")
     topics = {settings.topic(name): name for name in names}
     if settings.operator.track_created_carts:
         topics[settings.topic("cart_events")] = "cart_events"

@@ -37,6 +37,10 @@ def counter_families(counters: dict[str, int]) -> list[Family]:
     dead = Family("cartwatch_dead_lettered_total", "counter",
                   "Input messages sent to the dead-letter topic")
     dead.add(counters.get("dead_lettered", 0))
+    links = Family("cartwatch_link_requests_total", "counter",
+                   "Requests of reminder cart links (/cartwatch/r/), per outcome: click "
+                   "(recorded), robot, prefetch, not_get, refused (bad token), unrecorded "
+                   "(the broker did not take the click)")
     for name, value in sorted(counters.items()):
         kind, _, detail = name.partition(":")
         if kind == "in":
@@ -45,7 +49,9 @@ def counter_families(counters: dict[str, int]) -> list[Family]:
             events_out.add(value, {"type": detail})
             if detail in TRANSITIONS:
                 transitions.add(value, {"to": TRANSITIONS[detail]})
-    return [events_in, events_out, transitions, dead]
+        elif kind == "link":
+            links.add(value, {"outcome": detail})
+    return [events_in, events_out, transitions, dead, links]
 
 
 def consumer_lag() -> Family:

@@ -80,6 +80,8 @@ class Abandonment(Open):
     revenue_currency: str | None
     seconds_to_recover: float | None
     reminder_sent: bool | None
+    campaign: str | None = Field(None, description="The campaign it entered (once logged)")
+    variant: str | None = None
     lines: list[Line]
 
 
@@ -179,6 +181,56 @@ class Insights(BaseModel):
     buckets: list[InsightBucket]
 
 
+class StepResult(BaseModel):
+    """Counts of one step of a variant (see the README, "Results per campaign")."""
+
+    entered: int = Field(description="Abandonments of the variant that reached the step")
+    sent: int
+    failed: int = Field(description="Steps that failed for good")
+    skipped: dict[str, int] = Field(description="Skipped steps per reason")
+    clicked: int = Field(description="Abandonments with at least one counted click on a "
+                                     "reminder link (of a step: on that step's link)")
+    recovered: int = Field(description="Recoveries whose last reminder before the order was "
+                                       "this step (of a variant: all its recoveries)")
+    recovery_rate: float | None = Field(description="recovered / entered")
+    revenue: dict[str, str] = Field(description="Revenue of those recoveries per currency")
+    revenue_per_reminder: dict[str, str] = Field(description="revenue / sent per currency")
+
+
+class Step(StepResult):
+    step: int
+
+
+class Uplift(BaseModel):
+    difference: float = Field(description="Recovery rate minus the holdout's")
+    low: float = Field(description="Lower bound of the 95 % interval (Newcombe)")
+    high: float
+
+
+class VariantResult(StepResult):
+    variant: str
+    holdout: bool
+    reminded: int = Field(description="Abandonments sent at least one reminder")
+    uplift: Uplift | None = Field(description="Over the campaign's holdout variants (none: "
+                                              "a holdout, or a campaign without one)")
+    steps: list[Step]
+
+
+class CampaignResult(BaseModel):
+    store_id: str
+    campaign: str
+    holdout_variants: list[str]
+    variants: list[VariantResult]
+
+
+class CampaignResults(BaseModel):
+    uplift_method: Literal["newcombe-wilson"]
+    confidence: float
+    pending: int = Field(description="Abandonments in scope without a log entry yet, so "
+                                     "without a known campaign")
+    campaigns: list[CampaignResult]
+
+
 def _param(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "description": description,
             "schema": schema or {"type": "string"}}
@@ -229,6 +281,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("/cartwatch/api/insights/", "get"): {
         "parameters": [_param("period", "bucket size", {"enum": ["day", "week"]}), *SCOPE],
         "json": Insights},
+    ("/cartwatch/api/insights/campaigns/", "get"): {"parameters": SCOPE,
+                                                    "json": CampaignResults},
+    ("/cartwatch/api/insights/campaigns.csv", "get"): {"parameters": SCOPE, "csv": True},
     ("/cartwatch/api/log/", "get"): {"parameters": [*LOG_FILTERS, *PAGING], "json": LogPage},
     ("/cartwatch/api/log.csv", "get"): {"parameters": LOG_FILTERS, "csv": True},
     ("/cartwatch/api/operator-notifications/", "get"): {

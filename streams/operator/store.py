@@ -4,7 +4,7 @@ Each worker keeps its own copy, fed from the output topics of *all* partitions (
 ``streams.operator.feed``), so any worker answers any query completely; there is no
 scatter-gather and no dependency on which worker owns which partition.
 
-Messages of one abandonment arrive on three topics in no guaranteed order (a recovery may be
+Messages of one abandonment arrive on several topics in no guaranteed order (a recovery may be
 read before the abandonment it recovers), so every write is an idempotent upsert and a status
 only moves forward: abandoned < reactivated < recovered. Replaying a topic changes nothing.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.events import CartEvent
-from schemas.notifications import NotificationLogEntry, OperatorNotification
+from schemas.notifications import LinkClick, NotificationLogEntry, OperatorNotification
 from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,37 @@ def _schema_1(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS notifications_by_time ON notifications (at)")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_schema_1,)
+def _schema_2(db: sqlite3.Connection) -> None:
+    """Version 2: the campaign and variant of each log entry and of each abandonment, for the
+    results per campaign and variant (``streams.operator.results``). Both are decided once,
+    when the abandonment is planned, and carried by every log entry; the abandonment's copy
+    is what the results group by. Rows written before stay NULL: the entries they came from
+    are behind the stored offsets (``CARTWATCH_READ_MODEL=memory`` or deleting the file
+    rebuilds them)."""
+    for table in ("notifications", "abandonments"):
+        for name in ("campaign", "variant"):
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} TEXT")
+    db.execute("CREATE INDEX IF NOT EXISTS abandonments_by_campaign "
+               "ON abandonments (store_id, campaign, variant)")
+
+
+def _schema_3(db: sqlite3.Connection) -> None:
+    """Version 3: the counted clicks on reminder links (``cartwatch-clicks``), one row per
+    ``click_id``, for the ``clicked`` figure of the results per campaign. The click_id is the
+    key because a producer's retry repeats it while a second click gets a new one: a retried
+    or replayed click is one row, a person clicking twice is two. A database migrated here
+    has no offsets of the click topic, so the feed reads it from its beginning: the clicks
+    made before the upgrade are counted too."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS clicks (click_id TEXT PRIMARY KEY, "
+        "abandonment_id TEXT NOT NULL, cart_id TEXT, store_id TEXT, step INTEGER NOT NULL, "
+        "channel TEXT, campaign TEXT, variant TEXT, clicked_at REAL NOT NULL)")
+    db.execute("CREATE INDEX IF NOT EXISTS clicks_by_abandonment "
+               "ON clicks (abandonment_id, step)")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _schema_1, _schema_2, _schema_3)
 """``MIGRATIONS[n]`` turns a database of schema version n (``PRAGMA user_version``) into
 version n+1. A schema change appends one; an existing one never changes, since databases in
 the field already ran it. Only add columns that may be NULL (or have a default): a worker of
@@ -178,7 +208,7 @@ class Offsets:
 
 class ReadModel:
     """SQLite tables of abandonments, their lines, reminder attempts (with the reasons of
-    skips and failures), operator notifications and created carts.
+    skips and failures), clicks on reminder links, operator notifications and created carts.
 
     Not thread-safe by itself: ``streams.operator.feed.SharedReadModel`` serialises access.
     Writes of one consumed batch go in one transaction together with the batch's offsets, so
@@ -229,12 +259,28 @@ class ReadModel:
         elif isinstance(record, NotificationLogEntry):
             self.db.execute(
                 "INSERT OR IGNORE INTO notifications (abandonment_id, step, channel, status, "
-                "attempt, at, cart_id, store_id, reason, error, deferred_until) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "attempt, at, cart_id, store_id, reason, error, deferred_until, campaign, "
+                "variant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (record.abandonment_id, record.step, record.channel or "", record.status,
                  record.attempt, record.at.timestamp(), record.cart_id, record.store_id,
                  record.reason, record.error,
-                 record.deferred_until.timestamp() if record.deferred_until else None),
+                 record.deferred_until.timestamp() if record.deferred_until else None,
+                 record.campaign, record.variant),
+            )
+            if record.campaign is not None:
+                self.db.execute(
+                    "UPDATE abandonments SET campaign = ?, variant = ? "
+                    "WHERE abandonment_id = ? AND campaign IS NULL",
+                    (record.campaign, record.variant, record.abandonment_id),
+                )
+        elif isinstance(record, LinkClick):
+            self.db.execute(
+                "INSERT OR IGNORE INTO clicks (click_id, abandonment_id, cart_id, store_id, "
+                "step, channel, campaign, variant, clicked_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.click_id, record.abandonment_id, record.cart_id, record.store_id,
+                 record.step, record.channel, record.campaign, record.variant,
+                 record.clicked_at.timestamp()),
             )
         elif isinstance(record, OperatorNotification):
             self.db.execute(
@@ -313,6 +359,14 @@ class ReadModel:
             f"ON CONFLICT (abandonment_id) DO UPDATE SET {updates}",
             values,
         )
+        # The log entries that name the campaign may have been read before this abandonment's
+        # first record (topics arrive in any order): take the campaign from them.
+        self.db.execute(
+            "UPDATE abandonments SET (campaign, variant) = (SELECT n.campaign, n.variant FROM "
+            "notifications n WHERE n.abandonment_id = abandonments.abandonment_id AND "
+            "n.campaign IS NOT NULL LIMIT 1) WHERE abandonment_id = ? AND campaign IS NULL",
+            (abandonment_id,),
+        )
 
     def _transaction(self) -> "_Transaction":
         return _Transaction(self.db)
@@ -354,7 +408,8 @@ class ReadModel:
         """Row counts per table, for the metrics."""
         return {
             table: self.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            for table in ("abandonments", "lines", "notifications", "operator_notices", "carts")
+            for table in ("abandonments", "lines", "notifications", "operator_notices", "carts",
+                          "clicks")
         }
 
     def notification_counts(self) -> dict[str, int]:

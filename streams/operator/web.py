@@ -13,6 +13,8 @@ import asyncio
 import hmac
 import html
 import logging
+import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from importlib import resources
@@ -20,13 +22,17 @@ from pathlib import Path
 from typing import Any, cast
 
 from aiohttp import web as aioweb
+from aiokafka.errors import KafkaError
 from faust.tables.manager import TableManager
 from faust.web import Request, Response, View, Web
 
 from streams import pipeline
-from streams.app import app, settings, unsubscribes_topic
+from streams.app import app, clicks_topic, settings, unsubscribes_topic
 from streams.compat import page
-from streams.operator import attempts, notifications
+from streams.counters import worker_counters
+from streams.notifier import clicks
+from streams.notifier.tokens import InvalidToken, verify_token
+from streams.operator import attempts, notifications, results
 from streams.operator import query as q
 from streams.operator.export import (
     CART_COLUMNS,
@@ -262,6 +268,16 @@ def insight_facts(
     return created, facts
 
 
+def campaign_results(model: ReadModel, query: q.CartQuery) -> dict[str, Any]:
+    """Results per campaign, variant and step of the abandonments in the query's scope."""
+    where, params = q.where_clause(query)
+    entries = results.entries(model.query(*results.facts_sql(where, params)))
+    attempts = results.attempts(model.query(*results.steps_sql(where, params)))
+    clicks = results.clicks(model.query(*results.clicks_sql(where, params)))
+    pending = model.query(*results.pending_sql(where, params))[0][0]
+    return results.results(results.aggregate(entries, attempts, clicks), pending)
+
+
 # -- views --------------------------------------------------------------------------------
 
 
@@ -360,6 +376,34 @@ class InsightsView(View):
         return self.json({"period": period, "buckets": aggregate(created, facts, period)})
 
 
+@app.page("/cartwatch/api/insights/campaigns/")
+class CampaignResultsView(View):
+    """Per store, campaign and variant (and each step): entered, sent, skipped by reason,
+    clicked, recovered, recovery rate, revenue, revenue per reminder, and each variant's
+    uplift in recovery rate over the holdout with a 95 % interval."""
+
+    @api
+    async def get(self, request: Request) -> Response:
+        return self.json(await shared_model().run(campaign_results, parse(request)))
+
+
+@app.page("/cartwatch/api/insights/campaigns.csv")
+class CampaignResultsCsvView(View):
+    """The campaign results as CSV: one line per variant (its totals and uplift), then one
+    per step of it."""
+
+    @api
+    async def get(self, request: Request) -> aioweb.StreamResponse:
+        answer = await shared_model().run(campaign_results, parse(request))
+        response = csv_response("campaign-results.csv")
+        await response.prepare(request)  # type: ignore[arg-type]
+        for chunk in csv_chunks([name for name, _ in results.CSV_COLUMNS],
+                                results.csv_rows(answer)):
+            await response.write(chunk.encode())
+        await response.write_eof()
+        return response
+
+
 @app.page("/cartwatch/api/log/")
 class LogView(View):
     """The execution log: every reminder attempt, newest first, with status, reason, channel,
@@ -452,6 +496,70 @@ class UnsubscribeView(View):
         return self.json(result.body, status=result.status)
 
 
+CLICK_PUBLISH_TIMEOUT = 2.0
+"""Seconds the click endpoint waits for the broker to take a click before it redirects anyway:
+the shopper must reach the cart even while Kafka is away (that click is then not counted)."""
+
+
+@app.page("/cartwatch/r/{token}")
+class ClickView(View):
+    """The target of every reminder's cart link: records a click, answers 302 to the cart.
+
+    The signed click token says where to go and which reminder the link was in
+    (``streams.notifier.tokens``). A forged, expired or malformed token gets a plain error page
+    and records nothing. A request that the click rule refuses (``HEAD``, a prefetch, a robot
+    or mail scanner: ``streams.notifier.clicks``) is redirected too, but not recorded.
+    """
+
+    async def get(self, request: Request, token: str) -> Response:
+        return await follow_link(request, token)
+
+
+async def follow_link(request: Request, token: str) -> Response:
+    secret = link_secret()
+    if secret is None:
+        return page_response(503, "Reminder links are not set up on this server.",
+                             title="Link")
+    now = time.time()
+    try:
+        claims = verify_token(token, secret=secret, purpose="click", now=now)
+    except InvalidToken as exc:
+        worker_counters["link:refused"] += 1
+        log.info("click link refused: %s", exc)
+        expired = str(exc) == "token expired"
+        return page_response(410 if expired else 400,
+                             "This link has expired." if expired else "This link is not valid.",
+                             title="Link")
+    target = claims.target
+    if claims.abandonment_id is None or not target or not target.startswith(("https://",
+                                                                             "http://")):
+        return page_response(400, "This link is not valid.", title="Link")
+    headers = {key: value for key, value in request.headers.items()}
+    verdict = clicks.verdict(clicks.ClickRequest(request.method, headers))
+    if verdict == "click":
+        record = clicks.click_record(claims, headers.get("User-Agent", ""), now,
+                                     secrets.token_hex(16))
+        await publish_click(claims.subject.encode(), record.model_dump_json().encode())
+    else:
+        worker_counters[f"link:{verdict}"] += 1
+    return aioweb.Response(  # type: ignore[return-value]
+        status=302, headers={"Location": target, "Cache-Control": "no-store",
+                             "Referrer-Policy": "no-referrer"})
+
+
+async def publish_click(key: bytes, value: bytes) -> None:
+    """Send a click keyed by cart (on the cart's partition, for the lifecycle), waiting for the
+    broker's acknowledgement at most ``CLICK_PUBLISH_TIMEOUT``."""
+    try:
+        acked = await clicks_topic.send(key=key, value=value)
+        await asyncio.wait_for(asyncio.shield(acked), CLICK_PUBLISH_TIMEOUT)
+    except (TimeoutError, KafkaError) as exc:
+        worker_counters["link:unrecorded"] += 1
+        log.warning("a click was not recorded (%s); redirecting anyway", type(exc).__name__)
+        return
+    worker_counters["link:click"] += 1
+
+
 def link_secret() -> bytes | None:
     try:
         return settings.notifier.secret
@@ -463,13 +571,15 @@ async def publish_unsubscribe(key: bytes, value: bytes) -> None:
     await (await unsubscribes_topic.send(key=key, value=value))
 
 
-def page_response(status: int, message: str, token: str | None = None) -> Response:
+def page_response(status: int, message: str, token: str | None = None,
+                  title: str = "Unsubscribe") -> Response:
     """A minimal HTML page for people following a link from an email."""
     form = ""
     if token is not None:
         form = ('<form method="post"><input type="hidden" name="token" value="'
                 f'{html.escape(token)}"><button type="submit">Unsubscribe</button></form>')
-    body = (f'<!doctype html><html lang="en"><meta charset="utf-8"><title>Unsubscribe</title>'
+    body = (f'<!doctype html><html lang="en"><meta charset="utf-8">'
+            f"<title>{html.escape(title)}</title>"
             f"<p>{html.escape(message)}</p>{form}</html>")
     return aioweb.Response(  # type: ignore[return-value]
         status=status, body=body.encode(), content_type="text/html", charset="utf-8"

@@ -78,6 +78,28 @@ def test_carts_of_every_version_read_and_keep_their_deadlines(version: Path) -> 
     assert carts["golden-purchased"].purchased_at == BASE + 600
 
 
+@pytest.mark.parametrize("version", [v for v in VERSIONS if int(v.name[1:]) >= 3],
+                         ids=lambda path: path.name)
+def test_a_clicked_cart_keeps_its_attribution(version: Path) -> None:
+    """Format 3 on: the reminder and click a cart learnt still attribute its recovery."""
+    from schemas.events import PurchaseEvent
+    from schemas.outputs import CartRecovered
+    from streams.lifecycle import apply_event
+
+    state = decode_state(fixture_records(version, "carts")["golden-clicked"])
+    assert (state.campaign, state.variant, state.last_step, state.clicked_step) == (
+        "default", "control", 1, 1)
+    assert state.clicked_at == BASE + 1800 + 86_400 + 600 and state.reminder_sent is True
+    purchase = PurchaseEvent.model_validate({
+        "event_id": "p", "type": "order_completed", "cart_id": "golden-clicked",
+        "store_id": golden.STORE, "occurred_at": "2025-01-03T00:00:00Z", "order_id": "o",
+        "total": "1.00", "currency": "EUR"})
+    [recovered] = apply_event(state, purchase, golden.SETTINGS, state.partition).outputs
+    assert isinstance(recovered, CartRecovered)
+    assert (recovered.attribution, recovered.campaign, recovered.clicked_step) == (
+        "clicked", "default", 1)
+
+
 @pytest.mark.parametrize("version", VERSIONS, ids=lambda path: path.name)
 def test_notifier_records_of_every_version_read(version: Path) -> None:
     plans = {key: ReminderPlan.from_dict(json.loads(value))
@@ -152,7 +174,10 @@ def test_version_0_records_read() -> None:
 
 def test_version_0_records_are_written_in_the_current_version() -> None:
     cart = decode_state(json.dumps(V0_CART).encode())
-    assert json.loads(encode_state(cart)) == {VERSION_KEY: CART_FORMAT.version, **V0_CART}
+    # version 3 added the attribution fields; a v0 cart gets their defaults (none known)
+    assert json.loads(encode_state(cart)) == {
+        VERSION_KEY: CART_FORMAT.version, **V0_CART, "campaign": None, "variant": None,
+        "last_step": None, "clicked_at": None, "clicked_step": None}
     plan = ReminderPlan.from_dict(dict(V0_PLAN))
     # version 2 added campaign and variant; a v0 plan gets their defaults (no campaign yet)
     assert plan.to_dict() == {VERSION_KEY: PLAN_FORMAT.version, **V0_PLAN,
@@ -238,10 +263,20 @@ def test_golden_databases_open_with_their_rows(version: Path, tmp_path: Path) ->
     model = ReadModel(path)
     try:
         assert model.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION
-        [row] = model.query("SELECT abandonment_id, status, abandoned_at FROM abandonments")
-        assert tuple(row) == ("golden-reminded:1", "abandoned", BASE + 1800)
+        [row] = model.query("SELECT abandonment_id, status, abandoned_at, campaign, variant "
+                            "FROM abandonments")
+        # schema 2 (release 3) added the campaign; an older database has the column, empty
+        release_3 = int(version.name[1:]) >= 3
+        campaign = ("default", "control") if release_3 else (None, None)
+        assert tuple(row) == ("golden-reminded:1", "abandoned", BASE + 1800, *campaign)
+        # schema 3 (release 3 too) added the clicks; an older database gains the table, empty
         assert model.sizes() == {"abandonments": 1, "lines": 2, "notifications": 1,
-                                 "operator_notices": 1, "carts": 1}
+                                 "operator_notices": 1, "carts": 1, "clicks": int(release_3)}
+        if release_3:
+            [click] = model.query("SELECT click_id, abandonment_id, step, campaign, variant "
+                                  "FROM clicks")
+            assert tuple(click) == ("golden-reminded-click", "golden-reminded:1", 1,
+                                    "default", "control")
         assert model.offsets().positions == {("golden.cart-abandoned", 0): 1}
     finally:
         model.close()

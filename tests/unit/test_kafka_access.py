@@ -44,6 +44,7 @@ def test_pipeline_only_worker_needs_its_topics_its_changelog_and_its_group():
         ("pipeline", "topic", "p.purchase-events", "Read,Create"),
         ("pipeline", "topic", "p.cartwatch-timer-ticks", "Read,Write,Create"),
         ("pipeline", "topic", "p.cartwatch-reminders-sent", "Read,Create"),
+        ("pipeline", "topic", "p.cartwatch-clicks", "Read,Write,Create"),
         ("pipeline", "topic", "p.cart-abandoned", "Write,Create"),
         ("pipeline", "topic", "p.cart-reactivated", "Write,Create"),
         ("pipeline", "topic", "p.cart-recovered", "Write,Create"),
@@ -63,7 +64,8 @@ def test_read_model_reads_without_a_group_and_creates_nothing():
     rows = [g for g in grants(settings()) if g.role == "read model"]
     assert {g.name for g in rows} == {"p.cart-abandoned", "p.cart-reactivated",
                                       "p.cart-recovered", "p.cartwatch-notification-log",
-                                      "p.cartwatch-operator-notifications", "p.cart-events"}
+                                      "p.cartwatch-operator-notifications", "p.cartwatch-clicks",
+                                      "p.cart-events"}
     assert all(g.resource == "topic" and g.operations == ("Read",) for g in rows)
     assert "p.cartwatch-notification-log" not in created_topics(settings())
 

@@ -256,6 +256,7 @@ def test_purchase_of_an_abandoned_cart_is_a_recovery():
             recovered_at=at(T0 + 3 * HOUR),
             seconds_to_recover=3 * HOUR - ABANDON,
             reminder_sent=False,
+                attribution="self",
         ),
     ]
     assert state.status == "purchased"

@@ -126,3 +126,119 @@ def test_money(amount, text):
     from decimal import Decimal
 
     assert money(Decimal(amount)) == text
+
+
+# -- locales ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "tag", "candidates"), [
+    ("de-DE", "de-DE", ["de-DE", "de"]),
+    ("de_de", "de-DE", ["de-DE", "de"]),
+    ("DE", "de", ["de"]),
+    ("zh_hant_tw", "zh-Hant-TW", ["zh-Hant-TW", "zh-Hant", "zh"]),
+    ("es-419", "es-419", ["es-419", "es"]),
+    (None, None, []), ("", None, []), ("--", None, []), ("12-DE", None, []),
+])
+def test_locale_tags_and_the_fallback_order(text, tag, candidates):
+    from streams.notifier.rendering import locale_candidates, locale_tag
+
+    assert locale_tag(text) == tag
+    assert locale_candidates(text) == candidates
+
+
+@pytest.mark.parametrize(("amount", "currency", "locale", "expected"), [
+    ("1234.5", "EUR", "de-DE", "1.234,50\xa0€"),
+    ("1234.5", "EUR", "de", "1.234,50\xa0€"),
+    ("1234.5", "EUR", "en-US", "€1,234.50"),
+    ("1234.5", "EUR", None, "€1,234.50"),  # no locale: English
+    ("1234.5", "CHF", "de-CH", "CHF\xa01'234.50"),
+    ("1234.5", "EUR", "fr-FR", "1\u202f234,50\xa0€"),
+    ("1234", "JPY", "ja-JP", "￥1,234"),  # the currency's own decimals: none
+    ("1234.5", "EUR", "xx-YY", "€1,234.50"),  # a tag CLDR does not know: English
+    ("1234.5", "EUR", "de-ZZ", "1.234,50\xa0€"),  # an unknown region: the language's
+    ("1234.5", "", "de-DE", "1.234,50"),  # no currency: the number alone
+])
+def test_money_is_formatted_for_the_locale_by_babel(amount, currency, locale, expected):
+    from streams.notifier.rendering import format_money
+
+    assert format_money(amount, currency, locale) == expected
+
+
+def test_dates_are_formatted_for_the_locale():
+    from datetime import date
+
+    from streams.notifier.rendering import format_day
+
+    assert format_day(date(2026, 12, 3), "de-DE") == "3. Dezember 2026"
+    assert format_day(date(2026, 12, 3), None) == "December 3, 2026"
+    assert format_day(date(2026, 12, 3), "fr", "short") == "03/12/2026"
+
+
+def write_variants(root: Path) -> Path:
+    for folder, word in (("greet", "base"), ("greet/de", "de"), ("greet/de-DE", "de-DE"),
+                         ("greet/pt-BR", "pt-BR")):
+        write_template(root, folder, subject=word,
+                       text="{{ total|money }} {{ abandoned_at|date }}")
+    return root
+
+
+@pytest.mark.parametrize(("locale", "chosen"), [
+    ("de-DE", "de-DE"), ("de_de", "de-DE"), ("de-AT", "de"), ("de", "de"), ("pt-BR", "pt-BR"),
+    ("pt-PT", "base"), ("fr-FR", "base"), (None, "base"), ("not a locale!", "base"),
+])
+def test_the_most_specific_locale_variant_is_chosen(tmp_path, locale, chosen):
+    root = write_variants(tmp_path)
+    env = check_templates([("s", policy(root, "greet"))])[root]
+    rendered = render(env, "greet", {**SAMPLE_CONTEXT, "locale": locale, "total": "1234.50"})
+    assert rendered.subject == chosen
+    if chosen.startswith("de"):  # the folder is the language's, the format the locale's
+        amount = "€\xa01.234,50" if locale == "de-AT" else "1.234,50\xa0€"
+        assert rendered.text == f"{amount} 3. Dezember 2026"
+
+
+def test_the_german_reminder_is_built_in():
+    env = check_templates([("defaults", policy(None, "reminder"))])[None]
+    context = {**SAMPLE_CONTEXT, "locale": "de-DE", "total": "1234.50"}
+    rendered = render(env, "reminder", context)
+
+    assert rendered.subject == "Ada, Ihr Warenkorb bei Example Shop wartet auf Sie"
+    assert "am 3. Dezember 2026 haben Sie 2 Artikel" in rendered.text
+    assert "2 x Mug (MUG-1)  9,50\xa0€ = 19,00\xa0€" in rendered.text
+    assert "Summe: 1.234,50\xa0€" in rendered.text
+    assert '<html lang="de">' in rendered.html and "Zurück zum Warenkorb" in rendered.html
+    assert "1.234,50\xa0€</td>" in rendered.html and "9,50\xa0€</span>" in rendered.html
+    for english in ("Total", "Unsubscribe", "Return to your cart", "Use the code", "EUR"):
+        assert english not in rendered.text + rendered.html, english
+    # without a discount code or a cart link, a guest: still German, still well-formed
+    guest = render(env, "reminder", {**context, "customer_name": None, "discount_code": None,
+                                     "links_to_cart": False})
+    assert guest.text.startswith("Guten Tag,") and "Example Shop besuchen" in guest.html
+    austrian = render(env, "reminder", {**context, "locale": "de-AT"})  # reminder/de
+    assert "Summe: €\xa01.234,50" in austrian.text
+
+
+def test_a_store_template_without_a_german_variant_is_not_replaced_by_the_built_in_one(
+        tmp_path):
+    root = write_template(tmp_path, "reminder", subject="Our own")
+    env = check_templates([("s", policy(root, "reminder"))])[root]
+    assert render(env, "reminder", {**SAMPLE_CONTEXT, "locale": "de-DE"}).subject == "Our own"
+
+
+@pytest.mark.parametrize(("folder", "files", "message"), [
+    ("greet/de", {"body.html": None}, r"greet/de/body.html not found"),
+    ("greet/german", {}, r"greet/german: not a locale tag"),
+    ("greet/de_DE", {}, r"greet/de_DE: not a locale tag"),
+    ("greet/de", {"body.txt": "{{ totl|money }}"}, r"unknown parameter\(s\) totl"),
+    ("greet/de", {"body.txt": "{{ total|money(2) }}"}, r"greet/de/body.txt"),
+])
+def test_broken_locale_variants_stop_start_up(tmp_path, folder, files, message):
+    write_template(tmp_path, "greet")
+    write_template(tmp_path, folder)
+    for name, content in files.items():
+        path = tmp_path / folder / name
+        if content is None:
+            path.unlink()
+        else:
+            path.write_text(content)
+    with pytest.raises(TemplateError, match=message):
+        check_templates([("s", policy(tmp_path, "greet"))])

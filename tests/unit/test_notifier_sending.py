@@ -286,3 +286,14 @@ def test_a_silent_server_is_a_transient_failure_naming_the_wait(exc):
     failure = smtp_failure(exc, 2.5)
     assert failure.transient
     assert str(failure) == f"SMTP server did not answer within 2.5 s ({type(exc).__name__})"
+
+
+def test_context_carries_the_locale_and_the_abandonment_day_in_the_customers_zone():
+    """T0 is midnight UTC on 1 January 2024: in New York it is still 31 December."""
+    customer = {"name": "Ann", "email": "ann@example.com", "locale": "de-DE",
+                "timezone": "America/New_York"}
+    context = reminder_context(due(customer=customer), POLICY, SECRET, T0)
+    assert context["locale"] == "de-DE"
+    assert context["abandoned_at"].date().isoformat() == "2023-12-31"
+    plain = reminder_context(due(), POLICY, SECRET, T0)  # no locale, the store's zone (UTC)
+    assert plain["locale"] is None and plain["abandoned_at"].date().isoformat() == "2024-01-01"

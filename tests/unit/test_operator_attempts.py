@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from schemas.common import utc_from_epoch
-from schemas.notifications import NotificationLogEntry, OperatorNotification
+from schemas.notifications import LinkClick, NotificationLogEntry, OperatorNotification
 from streams.operator import attempts as log
 from streams.operator import query as q
 from streams.operator.feed import DECODERS, feed_topics
@@ -124,10 +124,18 @@ def test_a_database_of_the_previous_version_gains_the_log_columns(tmp_path: Path
     model.close()
 
 
-def test_the_feed_reads_the_operator_notifications_topic() -> None:
+@pytest.mark.parametrize(("name", "record"), [
+    ("operator_notifications", OperatorNotification(
+        store_id="s1", event="failed", abandonment_id="c1:1", step=1, channel="email",
+        detail="timeout", at=utc_from_epoch(T0))),
+    ("clicks", LinkClick(
+        click_id="k", abandonment_id="c1:1", cart_id="c1", store_id="s1", step=1,
+        channel="email", campaign="big", variant="a", clicked_at=utc_from_epoch(T0),
+        user_agent_class="desktop")),
+])
+def test_the_feed_reads_the_topic_of(name: str,
+                                     record: OperatorNotification | LinkClick) -> None:
     settings = make_settings()
-    topics = feed_topics(settings)
-    assert topics[settings.topic("operator_notifications")] == "operator_notifications"
-    note = OperatorNotification(store_id="s1", event="failed", abandonment_id="c1:1", step=1,
-                                channel="email", detail="timeout", at=utc_from_epoch(T0))
-    assert DECODERS["operator_notifications"](note.model_dump_json().encode()) == note
+    assert feed_topics(settings)[settings.topic(name)] == name
+    assert DECODERS[name](record.model_dump_json().encode()) == record
+    assert DECODERS[name](b'{"type": "link_click"}') is None  # dead-lettered input: skipped

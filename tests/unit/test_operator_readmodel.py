@@ -84,7 +84,7 @@ def test_replayed_abandonment_keeps_one_row_and_its_lines(model: ReadModel) -> N
     record = abandoned("a", lines=(("MUG", "Mug", 2, "5.00"), ("TEA", "Tea", 1, "3.50")))
     model.write_batch([record, record], {})
     assert model.sizes() == {"abandonments": 1, "lines": 2, "notifications": 0,
-                             "operator_notices": 0, "carts": 0}
+                             "operator_notices": 0, "carts": 0, "clicks": 0}
     assert [line["sku"] for line in model.lines_of(["a:1"])["a:1"]] == ["MUG", "TEA"]
 
 
@@ -243,3 +243,35 @@ def test_created_carts_in_scope(model: ReadModel) -> None:
     query = q.parse_query({"store": "s1", "since": "2024-01-01", "until": "2024-01-02"}, 100)
     assert [tuple(row) for row in model.query(*q.created_sql(query))] == [("s1", T0)]
     assert len(model.query(*q.created_sql(q.parse_query({}, 100)))) == 3
+
+
+def log_entry(abandonment_id: str, step: int = 1, status: str = "sent", at: float = T0 + HOUR,
+              reason: str | None = None, campaign: str | None = "big",
+              variant: str | None = "a") -> NotificationLogEntry:
+    cart_id = abandonment_id.split(":")[0]
+    return NotificationLogEntry(abandonment_id=abandonment_id, cart_id=cart_id, store_id="s1",
+                                step=step, channel="email" if status == "sent" else None,
+                                status=status, reason=reason, at=utc_from_epoch(at),
+                                campaign=campaign, variant=variant)
+
+
+def campaigns(model: ReadModel) -> dict[str, tuple[str | None, str | None]]:
+    return {row[0]: (row[1], row[2]) for row in model.query(
+        "SELECT abandonment_id, campaign, variant FROM abandonments")}
+
+
+@pytest.mark.parametrize("log_first", [False, True], ids=["abandonment-first", "log-first"])
+def test_an_abandonment_gets_the_campaign_its_log_entries_name(model: ReadModel,
+                                                               log_first: bool) -> None:
+    """The log and the abandonment come from different topics, read in any order."""
+    records: list[object] = [abandoned("c1"), abandoned("c2"), recovered("c3")]
+    logs: list[object] = [log_entry("c1:1"), log_entry("c3:1", reason="cart_recovered",
+                                                       status="skipped", variant="holdout"),
+                          log_entry("c2:1", reason="no_campaign", status="skipped",
+                                    campaign=None, variant=None)]
+    model.write_batch(logs + records if log_first else records + logs, {})
+    assert campaigns(model) == {"c1:1": ("big", "a"), "c2:1": (None, None),
+                                "c3:1": ("big", "holdout")}
+    [entry] = model.query("SELECT campaign, variant FROM notifications WHERE step = 1 AND "
+                          "abandonment_id = 'c1:1'")
+    assert tuple(entry) == ("big", "a")
