@@ -11,7 +11,7 @@ Checked against the versions ``constraints.txt`` pins: faust-streaming 0.15.x, a
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from time import monotonic
 from typing import Any, cast
 
@@ -37,7 +37,7 @@ PRIVATE_ATTRIBUTES = {
     "faust.transport.consumer (module)": ("ack_lock", "notify"),
     "faust.sensors.monitor.Monitor (instance)": ("stream_inbound_time",),
     "faust.transport.drivers.aiokafka.Consumer (instance)": ("_thread",),
-    "faust.stores.rocksdb.Store": ("_db_for_partition",),
+    "faust.stores.rocksdb.Store": ("_db_for_partition", "_iteritems"),
     "aiokafka.AIOKafkaConsumer (instance)": ("_client",),
 }
 """What ``tests/unit/test_compat.py`` checks on the installed libraries."""
@@ -77,6 +77,12 @@ def seek(consumer: Any, tp: TP, offset: int) -> None:
 def table_partition_db(table: faust.Table, partition: int) -> Any:
     """The partition's RocksDB (``rocksdict.Rdict``), opened on first use as Faust's reads do."""
     return table.data._db_for_partition(partition)  # type: ignore[attr-defined]
+
+
+def table_stored_items(table: Any) -> Iterator[tuple[bytes, bytes]]:
+    """The raw (key, value) bytes of a table's active partitions, undecoded: ``Table.items()``
+    decodes inside its iterator, so one undecodable entry ended the whole iteration."""
+    return cast(Iterator[tuple[bytes, bytes]], table.data._iteritems())
 
 
 async def refresh_metadata(consumer: AIOKafkaConsumer) -> None:
