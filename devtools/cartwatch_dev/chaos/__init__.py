@@ -4,8 +4,9 @@
 - ``deployment``: a scenario's private topics, workers, live producer and output reader.
 - ``stack``: a private local stack whose broker may be stopped and started.
 - ``hostile``: bad input messages with the dead-letter kind each must get.
-- ``scenarios``: kill -9, rebalance, broker restart, SMTP outage, hostile input; each returns
-  a result.
+- ``scenarios``: kill -9, rebalance, broker restart, SMTP outage, hostile input, soak; each
+  returns a result.
+- ``soak``: the soak's samples (RSS, descriptors, lags), its pure verdict, CSV and plot.
 - ``emails``: each due reminder received once, none twice (from the scenario's Maildir).
 - ``report``: expected versus seen, and the table the command prints.
 """
@@ -19,6 +20,7 @@ from cartwatch_dev.chaos.scenarios import (
     live_load,
     rebalance,
     smtp_outage,
+    soak,
 )
 from cartwatch_dev.chaos.stack import MailSink, PrivateStack
 from cartwatch_dev.chaos.workers import WorkerError, WorkerProcess
@@ -38,4 +40,5 @@ __all__ = [
     "rebalance",
     "render",
     "smtp_outage",
+    "soak",
 ]
