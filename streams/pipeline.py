@@ -100,7 +100,7 @@ timers = PartitionTimers(
 )
 store = CartStore(app, cast(Table, carts_table))  # app.Table is annotated TableT
 prepared = PreparedAbandonments()
-install_quarantine(app, carts_table, carts_guard, dead_letter_topic.get_topic_name())
+install_quarantine(app, carts_table, carts_guard, dead_letter_topic)
 
 
 class FaustOutputProducer:

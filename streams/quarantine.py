@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from aiokafka.errors import KafkaError
 from pydantic_core import from_json
 
 from schemas.outputs import DeadLetter
@@ -165,18 +166,30 @@ class ChangelogGuard:
         return released
 
 
-def install(app: Any, table: Any, guard: ChangelogGuard, dead_letter_topic: str) -> None:
+def install(app: Any, table: Any, guard: ChangelogGuard, dead_letter_topic: Any) -> None:
     """Quarantine what ``guard`` found each time ``table``'s restore completes, through the
-    worker's producer (dead letter and tombstone each acknowledged before the next step)."""
+    worker's producer (dead letter and tombstone each acknowledged before the next step).
+    ``dead_letter_topic`` is the Faust topic: the first restore may run before the agents
+    declared it."""
+    topic_name = dead_letter_topic.get_topic_name()
 
     async def send_dead_letter(key: bytes, letter: DeadLetter) -> None:
-        await (await app.producer.send(dead_letter_topic, key,
-                                       letter.model_dump_json().encode(), None, None, None))
+        await (await app.producer.send(topic_name, key, letter.model_dump_json().encode(),
+                                       None, None, None))
 
     async def send_tombstone(topic: str, partition: int, key: bytes) -> None:
         await (await app.producer.send(topic, key, None, partition, None, None))
 
     async def release() -> None:
-        await guard.release(send_dead_letter, send_tombstone)
+        if not guard.pending:
+            return
+        try:
+            await dead_letter_topic.maybe_declare()
+            await guard.release(send_dead_letter, send_tombstone)
+        except (KafkaError, TimeoutError) as exc:
+            # The store is clean already; what is left pending goes at the next restore's end
+            # rather than failing this one (which would stop the worker).
+            log.warning("quarantine of %d %s records postponed to the next rebalance: %s",
+                        len(guard.pending), guard.table, exc)
 
     table.on_recover(release)

@@ -152,7 +152,7 @@ def _table(name: str, help: str, read: Callable[[Any], object]) -> Any:
     guard = ChangelogGuard(name, read, counters)
     table = app.Table(name, default=None, partitions=settings.partitions, help=help,
                       on_changelog_event=guard.on_changelog_event)
-    install_quarantine(app, table, guard, dead_letter_topic.get_topic_name())
+    install_quarantine(app, table, guard, dead_letter_topic)
     return table
 
 
