@@ -1,14 +1,16 @@
 """Quarantine of changelog records that cannot be decoded, so a poison record never stops a worker.
 
 A table's changelog is written by cartwatch only, but a record can still be unreadable: bytes
-corrupted on the way, a tool that wrote to the topic by hand, a release with a bug. Faust
-restores a RocksDB table by copying changelog values verbatim (``Store.apply_changelog_batch``
-decodes nothing), so the poison surfaced later: iterating the table to rebuild the deadline and
-reminder indexes decodes every entry and stopped at the first undecodable one, failing the
-recovery callback on every restart (a crash loop); and each event for that cart failed.
+corrupted on the way, a tool that wrote to the topic by hand, a release with a bug. Before this
+module, a record that is not JSON stopped Faust's restore itself: the recovery decodes each
+changelog record with the table's JSON codec, and one it cannot decode is thrown out of its
+queue uncounted, so the restore waited for that offset forever and the worker never became
+ready. JSON of the wrong shape got into RocksDB (the store copies values verbatim), where it was
+skipped by the index rebuilds and failed every later event of that cart.
 
-``ChangelogGuard`` checks each record a table restores (Faust's public ``on_changelog_event``
-hook, called before the buffered record is written to RocksDB). An unreadable value or key is
+The restore now hands records on undecoded (``compat.restore_undecoded``), and
+``ChangelogGuard`` checks each one (Faust's public ``on_changelog_event`` hook, called before
+the buffered record is written to RocksDB). An unreadable value or key is
 turned into a delete there, so the poison never reaches the store. Once the restore is complete
 (the table's ``on_recover`` callback), every poisoned key that no later record superseded is
 quarantined, once:
@@ -42,6 +44,7 @@ from aiokafka.errors import KafkaError
 from pydantic_core import from_json
 
 from schemas.outputs import DeadLetter
+from streams.compat import restore_undecoded
 from streams.intake import Rejected, dead_letter
 
 log = logging.getLogger(__name__)
@@ -172,6 +175,7 @@ def install(app: Any, table: Any, guard: ChangelogGuard, dead_letter_topic: Any)
     ``dead_letter_topic`` is the Faust topic: the first restore may run before the agents
     declared it."""
     topic_name = dead_letter_topic.get_topic_name()
+    restore_undecoded(table)
 
     async def send_dead_letter(key: bytes, letter: DeadLetter) -> None:
         await (await app.producer.send(topic_name, key, letter.model_dump_json().encode(),
