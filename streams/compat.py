@@ -93,13 +93,15 @@ def restore_undecoded(table: Any) -> None:
     schema, and a record that schema cannot decode is thrown out of the recovery's queue and
     never counted, so the restore waits for its offset forever (the worker never gets ready).
     The RocksDB store writes the message's raw bytes anyway; with "raw" the record reaches the
-    ``on_changelog_event`` hook (``streams.quarantine``) as it was. Writes are unchanged:
+    ``on_changelog_event`` hook (``streams.quarantine``) as it was. (Only RocksDB tables: the
+    memory store would keep the bytes as values.) Writes are unchanged:
     ``Table.send_changelog`` passes the table's own (JSON) serializers explicitly. Call before
     the app starts (the recovery clones the topic then).
     """
-    schema = table.changelog_topic.schema
-    schema.key_serializer = "raw"
-    schema.value_serializer = "raw"
+    topic = table.changelog_topic
+    # the topic's own attributes too: a clone passes them to its schema again
+    topic.key_serializer = topic.value_serializer = "raw"
+    topic.schema.key_serializer = topic.schema.value_serializer = "raw"
 
 
 async def refresh_metadata(consumer: AIOKafkaConsumer) -> None:
