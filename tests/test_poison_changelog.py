@@ -89,10 +89,10 @@ async def test_poisoned_changelog_records_are_quarantined_once_and_the_worker_ca
     assert by_id["poisoned:1"]["cart"]["item_count"] == 3  # a fresh cart: only the new event
     lines = quarantine_lines(first.log())
     assert len(lines) == 3, lines
-    carts_line = next(line for line in lines if "poisoned" in line)
+    carts_line = next(line for line in lines if """key b'"poisoned"'""" in line)
     assert (f"table carts: changelog {pipeline.changelog('carts')} partition "
             f"{partition_for('poisoned', parts)} offset {written['carts'][1]}") in carts_line
-    assert first.alive()
+    assert first.alive
 
     # a second worker restoring from scratch reads the poison, then the tombstone: no new
     # quarantine, and the fresh cart's state is what it restores
@@ -105,4 +105,4 @@ async def test_poisoned_changelog_records_are_quarantined_once_and_the_worker_ca
         lambda out: "other-3:1" in {r["abandonment_id"] for r in out["cart-abandoned"]},
         timeout=30.0, settle=2.0)
     assert len(unreadable_letters(again)) == 3
-    assert second.alive()
+    assert second.alive
