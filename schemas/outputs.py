@@ -106,7 +106,9 @@ class CartRecovered(Contract):
 
 
 class DeadLetter(Contract):
-    """An input message that could not be accepted, kept whole so it can be fixed and replayed."""
+    """An input message that could not be accepted, kept whole so it can be fixed and replayed;
+    or (``error_kind`` ``unreadable_state``) a changelog record of a table that could not be
+    decoded, quarantined at restore (``source_topic`` is the changelog)."""
 
     type: Literal["dead_letter"] = "dead_letter"
     source_topic: str
@@ -119,7 +121,8 @@ class DeadLetter(Contract):
     )
     error: str = Field(description="Why it was refused, readable by a person")
     error_kind: Literal[
-        "not_json", "invalid", "unknown_type", "out_of_range_time", "processing_failed"
+        "not_json", "invalid", "unknown_type", "out_of_range_time", "processing_failed",
+        "unreadable_state",
     ]
     failed_at: Timestamp
 

@@ -16,6 +16,9 @@ from config.kafka import broker_credentials
 from config.settings import load_settings
 from streams.compat import use_consumer_class
 from streams.consumer import RewindingConsumer
+from streams.counters import worker_counters
+from streams.lifecycle import CartState
+from streams.quarantine import ChangelogGuard
 
 settings = load_settings()
 
@@ -147,10 +150,13 @@ pipeline_source = app.topic(
     value_serializer="raw",
 )
 
+carts_guard = ChangelogGuard("carts", CartState.from_dict, worker_counters)
+"""Quarantines undecodable records of the carts changelog (``streams.quarantine``)."""
 carts_table = app.Table(
     "carts",
     default=None,
     partitions=settings.partitions,
     help="Per-cart state (streams.lifecycle.CartState), keyed by cart_id",
     options=table_options(),
+    on_changelog_event=carts_guard.on_changelog_event,
 )

@@ -22,7 +22,8 @@ log = logging.getLogger("streams.intake")
 
 InputKind = Literal["cart", "purchase"]
 ErrorKind = Literal[
-    "not_json", "invalid", "unknown_type", "out_of_range_time", "processing_failed"
+    "not_json", "invalid", "unknown_type", "out_of_range_time", "processing_failed",
+    "unreadable_state",
 ]
 KEPT_RAW_BYTES = 256 * 1024
 """A dead letter must itself fit in a Kafka message (1 MB by default)."""

@@ -31,6 +31,7 @@ from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered, DeadL
 from streams.app import (
     abandoned_topic,
     app,
+    carts_guard,
     carts_table,
     dead_letter_topic,
     pipeline_source,
@@ -42,7 +43,7 @@ from streams.app import (
 from streams.batch import PartitionBatches
 from streams.cartstore import CartStore
 from streams.checkpoint import Checkpoint, CheckpointContext
-from streams.compat import page, raw_producer
+from streams.compat import page, raw_producer, table_stored_items
 from streams.consumer import on_seek, use_batches
 from streams.counters import worker_counters
 from streams.firing import BatchSender, Prepared, PreparedAbandonments
@@ -59,8 +60,9 @@ from streams.lifecycle import (
     on_deadline,
     on_reminder_sent,
 )
+from streams.quarantine import install as install_quarantine
 from streams.scheduling import PartitionTimers
-from streams.stored import readable
+from streams.stored import json_entries, readable
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,7 @@ timers = PartitionTimers(
 )
 store = CartStore(app, cast(Table, carts_table))  # app.Table is annotated TableT
 prepared = PreparedAbandonments()
+install_quarantine(app, carts_table, carts_guard, dead_letter_topic)
 
 
 class FaustOutputProducer:
@@ -459,7 +462,7 @@ def scheduled_carts(stored: Iterable[tuple[str, dict[str, Any]]]
 async def rebuild_deadlines() -> None:
     """After a rebalance, rebuild the deadline index of the owned partitions from the table."""
     owned = set(timers.owned_partitions())
-    timers.rebuild(owned, scheduled_carts(carts_table.items()))
+    timers.rebuild(owned, scheduled_carts(json_entries(table_stored_items(carts_table), "cart")))
     prepared.clear()
     for partition in set(checkpoints) - owned:
         # Committed before the rebalance (it waits for every acknowledgement); what is left

@@ -112,6 +112,32 @@ class Pipeline:
             kafka=self.kafka,
         )
 
+    def changelog(self, table: str) -> str:
+        """The changelog topic Faust gives a table of this deployment."""
+        return f"{self.app_id}-{table}-changelog"
+
+    async def write_changelogs(
+        self, records: Mapping[str, Iterable[tuple[bytes, bytes | None, int]]]
+    ) -> dict[str, list[int]]:
+        """Create the named tables' changelog topics (compacted) and write ``(key, value,
+        partition)`` records into them, before a worker restores them. Returns the offsets
+        written, per table, in order."""
+        topics = {table: self.changelog(table) for table in records}
+        await create_topics(self.bootstrap, topics.values(), self.partitions,
+                            config={"cleanup.policy": "compact"}, kafka=self.kafka)
+        producer = AIOKafkaProducer(acks="all", **self.client_options())
+        await producer.start()
+        offsets: dict[str, list[int]] = {table: [] for table in records}
+        try:
+            for table, table_records in records.items():
+                for key, value, partition in table_records:
+                    sent = await (await producer.send(topics[table], value, key=key,
+                                                      partition=partition))
+                    offsets[table].append(sent.offset)
+        finally:
+            await producer.stop()
+        return offsets
+
     def worker(self, name: str, **overrides: str) -> Worker:
         """A new (not yet started) worker with its own data dir and web port."""
         env = worker_environment(

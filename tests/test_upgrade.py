@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from cartwatch_dev import golden
 from conftest import SmtpServer
 from kafka_helpers import create_topics
@@ -46,23 +45,16 @@ default, so the test lets them go out, as they would after a short upgrade."""
 async def write_changelogs(pipeline: Pipeline, version: Path) -> int:
     """Create the tables' changelog topics and write one golden version's records into them,
     each to the partition Faust's table would have written it to."""
-    topics = {table: f"{pipeline.app_id}-{table}-changelog" for table in golden.TABLES}
-    await create_topics(pipeline.bootstrap, topics.values(), pipeline.partitions,
-                        config={"cleanup.policy": "compact"}, kafka=pipeline.kafka)
-    producer = AIOKafkaProducer(acks="all", **pipeline.client_options())
-    await producer.start()
-    written = 0
-    try:
-        for table, topic in topics.items():
-            for line in (version / f"{table}.jsonl").read_text(encoding="utf-8").splitlines():
-                record = json.loads(line)
-                value = None if record["value"] is None else record["value"].encode()
-                await (await producer.send(topic, value, key=record["key"].encode(),
-                                           partition=record["partition"]))
-                written += 1
-    finally:
-        await producer.stop()
-    return written
+    records: dict[str, list[tuple[bytes, bytes | None, int]]] = {}
+    for table in golden.TABLES:
+        lines = (version / f"{table}.jsonl").read_text(encoding="utf-8").splitlines()
+        records[table] = []
+        for line in lines:
+            record = json.loads(line)
+            value = None if record["value"] is None else record["value"].encode()
+            records[table].append((record["key"].encode(), value, record["partition"]))
+    offsets = await pipeline.write_changelogs(records)
+    return sum(len(written) for written in offsets.values())
 
 
 @pytest.mark.parametrize("version", sorted(GOLDEN.glob("v*")), ids=lambda path: path.name)

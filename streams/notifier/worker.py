@@ -56,6 +56,7 @@ from streams.app import (
     reminders_sent_topic,
     settings,
 )
+from streams.compat import table_stored_items
 from streams.consumer import on_seek
 from streams.counters import worker_counters
 from streams.intake import Rejected, refuse
@@ -90,8 +91,10 @@ from streams.notifier.sending import (
     webhook_body,
     webhook_signature,
 )
+from streams.quarantine import ChangelogGuard
+from streams.quarantine import install as install_quarantine
 from streams.scheduling import PartitionTimers
-from streams.stored import readable
+from streams.stored import json_entries, readable
 
 log = logging.getLogger(__name__)
 KAFKA_RETRY_INITIAL = 0.5
@@ -139,16 +142,26 @@ retry_policy = RetryPolicy(notifier.retry_initial, notifier.retry_max, notifier.
 
 
 
-def _table(name: str, help: str) -> Any:
-    """A table when the notifier runs; otherwise a plain dict (no changelog topic is created)."""
+def _table(name: str, help: str, read: Callable[[Any], object]) -> Any:
+    """A table when the notifier runs; otherwise a plain dict (no changelog topic is created).
+
+    ``read`` is how its values are read: its restore quarantines records that ``read`` refuses
+    (``streams.quarantine``)."""
     if not notifier.enabled:
         return {}
-    return app.Table(name, default=None, partitions=settings.partitions, help=help)
+    guard = ChangelogGuard(name, read, counters)
+    table = app.Table(name, default=None, partitions=settings.partitions, help=help,
+                      on_changelog_event=guard.on_changelog_event)
+    install_quarantine(app, table, guard, dead_letter_topic)
+    return table
 
 
-reminder_plans = _table("reminder_plans", "Pending reminder steps per cart (ReminderPlan)")
-contacts = _table("notifier_contacts", "Unsubscribes and last send per address (Contact)")
-deliveries = _table("notifier_deliveries", "Delivery record per idempotency key")
+reminder_plans = _table("reminder_plans", "Pending reminder steps per cart (ReminderPlan)",
+                        ReminderPlan.from_dict)
+contacts = _table("notifier_contacts", "Unsubscribes and last send per address (Contact)",
+                  Contact.from_dict)
+deliveries = _table("notifier_deliveries", "Delivery record per idempotency key",
+                    read_delivery)
 
 
 # --- shared -----------------------------------------------------------------------------------
@@ -343,7 +356,8 @@ async def request_reminder_ticks() -> None:
 async def rebuild_reminder_index() -> None:
     """After a rebalance, rebuild the reminder deadline index of the owned partitions."""
     owned = set(timers.owned_partitions())
-    plans = readable(reminder_plans.items(), ReminderPlan.from_dict, "reminder plan")
+    entries = json_entries(table_stored_items(reminder_plans), "reminder plan")
+    plans = readable(entries, ReminderPlan.from_dict, "reminder plan")
     timers.rebuild(owned, ((cart_id, plan.partition, plan.scheduled_at)
                            for cart_id, plan in plans))
     log.info("reminder index rebuilt: %d plans on partitions %s", len(timers.deadlines),

@@ -6,8 +6,9 @@
 - ``hostile``: bad input messages with the dead-letter kind each must get.
 - ``proxy``: a TCP proxy between workers and broker that resets, blackholes, delays and stalls.
 - ``network``: the network fault scenarios, on a stack whose workers connect through the proxy.
-- ``scenarios``: kill -9, rebalance, broker restart, SMTP outage, hostile input; each returns
-  a result.
+- ``scenarios``: kill -9, rebalance, broker restart, SMTP outage, hostile input, soak; each
+  returns a result.
+- ``soak``: the soak's samples (RSS, descriptors, lags), its pure verdict, CSV and plot.
 - ``emails``: each due reminder received once, none twice (from the scenario's Maildir).
 - ``report``: expected versus seen, and the table the command prints.
 """
@@ -23,6 +24,7 @@ from cartwatch_dev.chaos.scenarios import (
     live_load,
     rebalance,
     smtp_outage,
+    soak,
 )
 from cartwatch_dev.chaos.stack import MailSink, PrivateStack
 from cartwatch_dev.chaos.workers import WorkerError, WorkerProcess
@@ -47,4 +49,5 @@ __all__ = [
     "rebalance",
     "render",
     "smtp_outage",
+    "soak",
 ]

@@ -20,6 +20,7 @@ from cartwatch_dev.chaos.scenarios import (
     kill9,
     rebalance,
     smtp_outage,
+    soak,
 )
 from cartwatch_dev.chaos.stack import PrivateStack
 from cartwatch_dev.stack.kafka import broker_reachable
@@ -33,7 +34,7 @@ ON_DEPLOYMENT: dict[str, Callable[[Deployment], Awaitable[ScenarioResult]]] = {
     "rebalance": rebalance,
     "hostile-input": hostile_input,
 }
-WITH_MAIL = ("kill9", "rebalance")
+WITH_MAIL = ("kill9", "rebalance", "soak")
 NETWORK: dict[str, Callable[[PrivateStack, Path], Awaitable[ScenarioResult]]] = {
     "net-reset": net_reset,
     "net-blackhole": net_blackhole,
@@ -42,10 +43,13 @@ NETWORK: dict[str, Callable[[PrivateStack, Path], Awaitable[ScenarioResult]]] = 
 }
 """On one private stack whose broker the workers reach only through the fault proxy."""
 SCENARIOS = (*ON_DEPLOYMENT, "smtp-outage", "broker-restart", *NETWORK)
+"""What ``cartwatch chaos`` runs by default; the soak only when asked (it takes minutes)."""
+CHOICES = (*SCENARIOS, "soak")
 
 
 async def run_scenarios(names: list[str], bootstrap: str | None, workdir: Path,
-                        kafka: KafkaSettings | None = None) -> list[str]:
+                        kafka: KafkaSettings | None = None, minutes: float = 3.0
+                        ) -> list[str]:
     """Run ``names`` in order; returns the report lines of each as soon as it is done.
 
     ``kafka``: how to connect to ``bootstrap`` (a private stack is always plaintext)."""
@@ -82,6 +86,9 @@ async def run_scenarios(names: list[str], bootstrap: str | None, workdir: Path,
             try:
                 if name == "smtp-outage":
                     results.append(await smtp_outage(deployment, mail))
+                elif name == "soak":
+                    deployment.mail = mail.smtp
+                    results.append(await soak(deployment, minutes=minutes, out_dir=workdir))
                 else:
                     deployment.mail = mail.smtp if name in WITH_MAIL else None
                     results.append(await ON_DEPLOYMENT[name](deployment))
@@ -108,15 +115,18 @@ def _answers(bootstrap: str, kafka: KafkaSettings) -> bool:
 
 
 @click.command("chaos")
-@click.option("--scenario", "scenarios", multiple=True, type=click.Choice(SCENARIOS),
-              help="Run only these (repeatable) [default: all].")
+@click.option("--scenario", "scenarios", multiple=True, type=click.Choice(CHOICES),
+              help="Run only these (repeatable) [default: all but soak].")
+@click.option("--minutes", type=click.FloatRange(min=1.0), default=3.0, show_default=True,
+              help="How long the soak scenario's load runs.")
 @click.option("--broker", default=None,
               help="kafka://host:port for the scenarios that do not restart the broker "
                    "[default: the configured broker if it answers, else a private stack].")
 @click.option("--out-dir", "workdir", type=click.Path(file_okay=False, path_type=Path),
               default=None,
               help="Where worker logs and data go [default: a new temporary directory].")
-def chaos(scenarios: tuple[str, ...], broker: str | None, workdir: Path | None) -> None:
+def chaos(scenarios: tuple[str, ...], broker: str | None, workdir: Path | None,
+          minutes: float) -> None:
     """Inject faults into real workers under seeded load and report what was lost or repeated.
 
     kill -9 a worker 5 times, kill one of two workers (rebalance), hostile input, stop the
@@ -125,6 +135,8 @@ def chaos(scenarios: tuple[str, ...], broker: str | None, workdir: Path | None) 
     (connection resets, a blackhole longer than the session, 500 ms latency, emulated 5 %
     loss; on a private stack whose workers connect through a fault-injecting proxy).
     Reminders go to a private SMTP server per scenario.
+    ``--scenario soak --minutes N``: steady load with a rebalance every few minutes, RSS, open
+    descriptors and lags sampled every 10 s into soak.csv and soak.png in the out dir.
     Exits non-zero unless every scenario emitted exactly the expected outputs.
     """
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # outages are the point here
@@ -142,7 +154,7 @@ def chaos(scenarios: tuple[str, ...], broker: str | None, workdir: Path | None) 
     workdir = workdir or Path(tempfile.mkdtemp(prefix="cartwatch-chaos-"))
     click.echo(f"cartwatch chaos: workers' logs in {workdir}", err=True)
     lines = asyncio.run(run_scenarios(list(scenarios or SCENARIOS), bootstrap, workdir,
-                                      settings.kafka))
+                                      settings.kafka, minutes))
     click.echo("\n".join(lines))
     if lines[-1] != "ALL OK: nothing lost, no duplicate email":
         raise SystemExit(1)

@@ -15,6 +15,7 @@ the expectations never depend on how long the outage lasted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections import Counter
@@ -27,6 +28,17 @@ from cartwatch_dev.chaos.deployment import REMINDERS, Deployment, OutputLog
 from cartwatch_dev.chaos.emails import judge_emails
 from cartwatch_dev.chaos.hostile import hostile_messages
 from cartwatch_dev.chaos.report import ScenarioResult
+from cartwatch_dev.chaos.soak import (
+    SAMPLE_EVERY,
+    Rebalance,
+    Sample,
+    judge,
+    parse_metrics,
+    plot,
+    rss_and_fds,
+    scrape,
+    write_csv,
+)
 from cartwatch_dev.chaos.stack import PrivateStack
 from cartwatch_dev.chaos.workers import WorkerProcess
 from cartwatch_dev.loadgen.ledger import KINDS, Expected
@@ -335,3 +347,99 @@ async def smtp_outage(deployment: Deployment, mail_stack: PrivateStack, *, carts
                       f"back {time.time() - stopped_at:.1f} s later")
 
     return await _run_live(deployment, load, "smtp-outage", inject, timeout=60.0)
+
+
+SOAK_ACTIONS = ("w2 joins", "kill -9 w2", "w2 joins", "w2 leaves (SIGTERM)")
+"""The rebalances of a soak, in turn: a worker joining, one dying, one leaving cleanly."""
+
+
+async def _sample_workers(workers: list[WorkerProcess], start: float, samples: list[Sample],
+                          stop: asyncio.Event) -> None:
+    """Sample every running worker each ``SAMPLE_EVERY`` s until ``stop`` is set."""
+    number = 0
+    while not stop.is_set():
+        at = time.time() - start
+        for worker in workers:
+            if not worker.alive or worker.process is None:
+                continue
+            pid = worker.process.pid
+            rss, fds = rss_and_fds(pid)
+            text = await asyncio.to_thread(scrape, worker.web_url)
+            lag, partitions, timer_sum, timer_count = (
+                parse_metrics(text) if text is not None else (None, 0, None, None))
+            samples.append(Sample(number, at, worker.name, pid, rss, fds, lag, partitions,
+                                  timer_sum, timer_count))
+        number += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), SAMPLE_EVERY)
+
+
+async def soak(deployment: Deployment, *, minutes: float = 3.0, carts_per_second: float = 4.0,
+               abandon_after: float = 3.0, seed: int = 23, out_dir: Path | None = None
+               ) -> ScenarioResult:
+    """Steady live load for ``minutes`` with a rebalance every few minutes (``SOAK_ACTIONS`` in
+    turn, a third of the run apart, 5 minutes at most); the long-lived worker ``w1`` and the
+    lags are sampled throughout and judged by ``soak.judge``, besides the usual exact outputs
+    and reminders. Writes ``soak.csv`` and ``soak.png`` to ``out_dir`` (the deployment's dir)."""
+    span = minutes * 60.0
+    warmup = min(300.0, span / 3)
+    every = max(50.0, min(300.0, span / 3))
+    out_dir = out_dir or deployment.workdir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    deployment.settings["CARTWATCH_ABANDON_AFTER"] = str(abandon_after)
+    first, second = deployment.worker("w1"), deployment.worker("w2")
+    await _start(first)
+    load = live_load(seed, int(carts_per_second * span), abandon_after, span=span)
+    samples: list[Sample] = []
+    rebalances: list[Rebalance] = []
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(_sample_workers([first, second], load.start, samples, stop))
+
+    async def inject(faults: list[str], blackouts: list[tuple[float, float]]) -> None:
+        number = 0
+        # the last one leaves time for its recovery to show in the samples under load
+        while (number + 1) * every <= span - 20.0:
+            await asyncio.sleep(max(0.0, load.start + (number + 1) * every - time.time()))
+            action = SOAK_ACTIONS[number % len(SOAK_ACTIONS)]
+            before, began = first.ready_count(), time.time()
+            if action == "w2 joins":
+                await _start(second)
+            elif action == "kill -9 w2":
+                second.kill()
+            else:
+                await asyncio.to_thread(second.stop)
+            await first.wait_ready(after=before)
+            done = time.time()
+            blackouts.append((began, done + CATCH_UP_SECONDS))
+            rebalances.append(Rebalance(began - load.start, done - load.start, action))
+            faults.append(f"{action} at +{began - load.start:.0f} s, "
+                          f"rebalanced {done - began:.1f} s later")
+            number += 1
+
+    try:
+        result = await _run_live(deployment, load, "soak", inject, timeout=90.0)
+    finally:
+        stop.set()
+        await sampler
+    verdict = judge(samples, rebalances, warmup=warmup, partitions=2 * deployment.partitions,
+                    long_lived=first.name)
+    csv_path, png_path = out_dir / "soak.csv", out_dir / "soak.png"
+    write_csv(samples, csv_path)
+    plot(samples, rebalances, warmup, png_path,
+         f"cartwatch soak: {minutes:g} min, {load.carts} carts, {len(rebalances)} rebalances")
+    result.failures.extend(verdict.problems)
+    if not first.alive:
+        result.failures.append("w1 exited")
+    growth = verdict.rss_growth
+    fds = [s.fds for s in samples if s.worker == first.name and s.at >= warmup]
+    result.notes.append(
+        f"w1 RSS after the {warmup:.0f} s warm-up "
+        + ("?" if growth is None or verdict.rss_start is None or verdict.rss_end is None else
+           f"{verdict.rss_start / 2**20:.0f} -> {verdict.rss_end / 2**20:.0f} MiB "
+           f"({growth:+.1%})")
+        + (f"; open fds {fds[0]} -> {fds[-1]}" if fds else "")
+        + "; lags near zero again "
+        + ", ".join("never" if back is None else f"{back:.0f} s" for back in verdict.recoveries)
+        + " after each rebalance")
+    result.notes.append(f"{len(samples)} samples: {csv_path}, {png_path}")
+    return result

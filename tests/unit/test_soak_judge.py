@@ -1,0 +1,116 @@
+"""The soak's verdict (``cartwatch_dev.chaos.soak.judge``): RSS growth after the warm-up, lag
+back near zero after each rebalance; and the metrics, CSV and plot around it."""
+
+from pathlib import Path
+
+from cartwatch_dev.chaos.soak import (
+    LAG_NEAR_ZERO,
+    RECOVERY_WITHIN,
+    Rebalance,
+    Sample,
+    interval_timer_lags,
+    judge,
+    parse_metrics,
+    plot,
+    write_csv,
+)
+
+MiB = 2**20
+PARTITIONS = 8
+
+
+def run(rss: list[float], lags: list[int] | None = None, timer: list[tuple[float, int]] | None
+        = None, partitions: int = PARTITIONS) -> list[Sample]:
+    """One worker ``w1`` sampled every 10 s from t=0: RSS in MiB, consumer lag, cumulative
+    timer lag (sum, count)."""
+    lags = lags or [0] * len(rss)
+    timer = timer or [(0.0, 0)] * len(rss)
+    return [Sample(n, 10.0 * n, "w1", 100, int(mib * MiB), 40, lag, partitions, t_sum, t_count)
+            for n, (mib, lag, (t_sum, t_count)) in enumerate(zip(rss, lags, timer, strict=True))]
+
+
+def test_rss_growth_is_judged_after_the_warm_up_on_medians() -> None:
+    # the warm-up's growth (100 -> 150) does not count; a single spike does not either
+    rss = [100, 120, 150, 150, 151, 149, 400, 152, 153, 154, 155, 156]
+    verdict = judge(run(rss), [], warmup=20.0, partitions=PARTITIONS, long_lived="w1")
+    assert verdict.ok, verdict.problems
+    assert verdict.rss_growth is not None and 0.0 < verdict.rss_growth < 0.10
+
+
+def test_rss_growing_more_than_ten_percent_after_the_warm_up_fails() -> None:
+    rss = [100, 150, 150, 150, 155, 160, 165, 170, 175, 170, 172]
+    verdict = judge(run(rss), [], warmup=10.0, partitions=PARTITIONS, long_lived="w1")
+    assert not verdict.ok
+    assert "RSS of w1 grew 14.7%" in verdict.problems[0]
+
+
+def test_too_few_samples_after_the_warm_up_is_no_pass() -> None:
+    verdict = judge(run([100] * 6), [], warmup=20.0, partitions=PARTITIONS, long_lived="w1")
+    assert not verdict.ok and "too few samples" in verdict.problems[0]
+
+
+def test_lag_back_near_zero_after_each_rebalance_passes() -> None:
+    lags = [0, 0, 0, 900, 300, 10, 0, 0, 0, 0]
+    rebalance = Rebalance(at=25.0, done=30.0, what="kill -9 w2")
+    verdict = judge(run([100] * 10, lags), [rebalance], warmup=0.0, partitions=PARTITIONS,
+                    long_lived="w1")
+    assert verdict.ok, verdict.problems
+    assert verdict.recoveries == [20.0]  # the sample at 50 s is the first near zero
+
+
+def test_lag_that_stays_up_after_a_rebalance_fails() -> None:
+    lags = [0, 0, 0, 900, 800, 700, 600, 500, 400, 300, 200, 100, LAG_NEAR_ZERO + 1, 0]
+    rebalance = Rebalance(at=25.0, done=30.0, what="w2 joins")
+    verdict = judge(run([100] * len(lags), lags), [rebalance], warmup=0.0,
+                    partitions=PARTITIONS, long_lived="w1")
+    assert verdict.recoveries == [None]
+    assert f"within {RECOVERY_WITHIN:.0f} s of the rebalance 'w2 joins'" in verdict.problems[0]
+
+
+def test_partitions_nobody_reports_are_not_caught_up() -> None:
+    """After a kill -9, the dead worker's partitions have no lag reported by anyone until they
+    move: zero from the survivor alone is not zero."""
+    samples = run([100] * 10, partitions=PARTITIONS // 2)
+    verdict = judge(samples, [Rebalance(at=5.0, done=6.0, what="kill -9 w2")], warmup=0.0,
+                    partitions=PARTITIONS, long_lived="w1")
+    assert verdict.recoveries == [None] and not verdict.ok
+
+
+def test_timer_lag_must_come_back_too() -> None:
+    # cumulative (sum, count): intervals of 5 s mean lag, then 0.2 s from the sample at 40 s on
+    timer = [(0, 0), (10, 2), (20, 4), (30, 6), (30.2, 7), (30.4, 8), (30.6, 9), (30.8, 10),
+             (31, 11), (31.2, 12)]
+    samples = run([100] * 10, timer=timer)
+    assert interval_timer_lags(samples)[(3, "w1")] == 5.0
+    verdict = judge(samples, [Rebalance(at=5.0, done=10.0, what="w2 joins")], warmup=0.0,
+                    partitions=PARTITIONS, long_lived="w1")
+    assert verdict.ok and verdict.recoveries == [30.0]
+
+
+def test_a_restarted_process_counts_its_timer_lag_from_zero() -> None:
+    before = Sample(0, 0.0, "w2", 1, 0, 0, 0, 4, 100.0, 50)
+    after = Sample(1, 10.0, "w2", 2, 0, 0, 0, 4, 1.0, 4)
+    assert interval_timer_lags([before, after])[(1, "w2")] == 0.25
+
+
+def test_metrics_are_read_from_the_exposition() -> None:
+    text = "\n".join([
+        "# TYPE cartwatch_consumer_lag gauge",
+        'cartwatch_consumer_lag{topic="p.cart-events",partition="0"} 3',
+        'cartwatch_consumer_lag{topic="p.cart-events",partition="1"} 4',
+        'cartwatch_timer_lag_seconds_bucket{le="0.05"} 1',
+        "cartwatch_timer_lag_seconds_sum 2.5",
+        "cartwatch_timer_lag_seconds_count 10",
+    ])
+    assert parse_metrics(text) == (7, 2, 2.5, 10)
+
+
+def test_csv_and_plot_are_written(tmp_path: Path) -> None:
+    samples = run([100, 101, 102, 103], lags=[0, 5, 0, 0],
+                  timer=[(0, 0), (1, 4), (2, 8), (2, 8)])
+    write_csv(samples, tmp_path / "soak.csv")
+    lines = (tmp_path / "soak.csv").read_text().splitlines()
+    assert lines[0].startswith("round,at_s,worker,pid,rss_bytes,fds,consumer_lag")
+    assert lines[2].endswith(",0.250") and lines[4].endswith(",")  # nothing fell due: empty
+    plot(samples, [Rebalance(10.0, 15.0, "w2 joins")], 10.0, tmp_path / "soak.png", "test")
+    assert (tmp_path / "soak.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
