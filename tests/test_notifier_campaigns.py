@@ -38,7 +38,8 @@ webhook_fallback = false
 name = "big"
 experiment = "e2e"
 segment = {{total_min = 50}}
-steps = [{{after = "1s"}}, {{after = "4s", channel = "webhook"}}]
+steps = [{{after = "1s"}}, {{after = "4s", channel = "webhook"}},
+         {{after = "7s", template = "last-chance"}}]
 
 [[notifier.reminders.campaigns.variants]]
 name = "a"
@@ -62,6 +63,8 @@ segment = {{total_max = "49.99"}}
 steps = [{{after = "1s"}}]
 """
 WEIGHTS = [("a", 2), ("b", 2), ("holdout", 1)]
+BIG_STEPS = (1, 2, 3)
+EMAIL_STEPS = (1, 3)
 
 
 def expected_variant(abandonment_id: str) -> str:
@@ -117,10 +120,10 @@ async def test_two_campaigns_two_variants_and_a_holdout(
                for cart in small])
 
         sending = [cart for cart, variant in big.items() if variant != "holdout"]
-        expected = {(f"{c}:1", 1, "sent", None, "big", big[c]) for c in sending}
-        expected |= {(f"{c}:1", 2, "sent", None, "big", big[c]) for c in sending}
+        expected = {(f"{c}:1", step, "sent", None, "big", big[c])
+                    for c in sending for step in BIG_STEPS}
         expected |= {(f"{c}:1", step, "skipped", "holdout", "big", "holdout")
-                     for c, variant in big.items() if variant == "holdout" for step in (1, 2)}
+                     for c, variant in big.items() if variant == "holdout" for step in BIG_STEPS}
         expected |= {(f"{c}:1", 1, "sent", None, "small", "control") for c in small}
 
         def seen(records: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
@@ -130,26 +133,34 @@ async def test_two_campaigns_two_variants_and_a_holdout(
         log = await read_topic(pipeline, "cartwatch-notification-log",
                                lambda records: seen(records) >= expected, settle=2.0)
         assert seen(log) == expected
+        assert len([e for e in log if not e["retrying"]]) == len(expected)  # each once
         assert {(e["abandonment_id"], e["step"], e["channel"]) for e in log
                 if e["status"] == "sent"} == (
-            {(f"{c}:1", 1, "email") for c in sending + small}
+            {(f"{c}:1", step, "email") for c in sending for step in EMAIL_STEPS}
+            | {(f"{c}:1", 1, "email") for c in small}
             | {(f"{c}:1", 2, "webhook") for c in sending})
 
-        messages = wait_for_mail(mail_server.maildir, len(sending) + len(small))
-        by_cart = {m["X-Cartwatch-Abandonment"].removesuffix(":1"): m for m in messages}
-        assert len(messages) == len(by_cart) == len(sending) + len(small)  # one each
-        assert set(by_cart) == set(sending) | set(small)  # nothing to the holdout
+        messages = wait_for_mail(mail_server.maildir, len(sending) * 2 + len(small))
+        by_step = {(m["X-Cartwatch-Abandonment"].removesuffix(":1"), m["X-Cartwatch-Step"]): m
+                   for m in messages}
+        assert len(messages) == len(by_step)  # one each
+        assert set(by_step) == ({(c, str(step)) for c in sending for step in EMAIL_STEPS}
+                                | {(c, "1") for c in small})  # nothing to the holdout
         for cart in sending:
-            assert by_cart[cart]["Subject"] == f"Subject {big[cart].upper()}"
-            assert ("BCODE" in by_cart[cart].get_body(("plain",)).get_content()) is (
-                big[cart] == "b")
+            for step in EMAIL_STEPS:
+                message = by_step[(cart, str(step))]
+                assert message["Subject"] == f"Subject {big[cart].upper()}"
+                body = message.get_body(("plain",)).get_content()
+                assert ("BCODE" in body) is (big[cart] == "b")
+                assert ("This is our last reminder" in body) is (step == 3)
         for cart in small:
-            assert not by_cart[cart]["Subject"].startswith("Subject ")
+            assert not by_step[(cart, "1")]["Subject"].startswith("Subject ")
         # a customer with locale de-DE gets the built-in German variant, amounts by Babel
-        german = by_cart["c-small0"]
+        german = by_step[("c-small0", "1")]
         assert german["Subject"] == "Ihr Warenkorb bei tea wartet auf Sie"
         assert "Summe: 10,00\xa0€" in german.get_body(("plain",)).get_content()
-        assert "Total: 10.00 EUR" in by_cart["c-small1"].get_body(("plain",)).get_content()
+        assert "Total: 10.00 EUR" in by_step[("c-small1", "1")].get_body(
+            ("plain",)).get_content()
 
         assert sorted(post["cart_id"] for post in posts) == sorted(sending)
         for post in posts:
@@ -166,8 +177,8 @@ async def check_results(base: str) -> None:
     bought, so every rate is 0 and the uplift 0 with the interval of 0/2 against 0/2."""
     figures = ("entered", "reminded", "sent", "skipped", "recovered", "holdout")
     expected = {
-        ("big", "a"): (2, 2, 4, {}, 0, False), ("big", "b"): (2, 2, 4, {}, 0, False),
-        ("big", "holdout"): (2, 0, 0, {"holdout": 4}, 0, True),
+        ("big", "a"): (2, 2, 6, {}, 0, False), ("big", "b"): (2, 2, 6, {}, 0, False),
+        ("big", "holdout"): (2, 0, 0, {"holdout": 6}, 0, True),
         ("small", "control"): (2, 2, 2, {}, 0, False),
     }
     async with aiohttp.ClientSession() as http:
@@ -187,10 +198,12 @@ async def check_results(base: str) -> None:
         assert found[("big", "a")]["uplift"] == {"difference": 0.0, "low": -0.6576,
                                                  "high": 0.6576}
         assert found[("big", "holdout")]["uplift"] is None
-        assert [step["sent"] for step in found[("big", "b")]["steps"]] == [2, 2]
+        assert [step["sent"] for step in found[("big", "b")]["steps"]] == [2, 2, 2]
+        assert [step["skipped"] for step in found[("big", "holdout")]["steps"]] == [
+            {"holdout": 2}] * 3
         async with http.get(f"{base}/cartwatch/api/insights/campaigns.csv",
                             params={"store": "tea"}) as response:
             assert response.status == 200 and response.content_type == "text/csv"
             rows = (await response.text()).splitlines()
         assert rows[0].startswith("store_id,campaign,variant,holdout,step,entered")
-        assert len(rows) == 1 + 3 * 3 + 2  # each variant's total and steps
+        assert len(rows) == 1 + 3 * (1 + 3) + (1 + 1)  # each variant's total and steps
