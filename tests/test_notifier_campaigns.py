@@ -4,6 +4,8 @@ local HTTP server as the webhook (SMS gateway) of a campaign's second step."""
 import asyncio
 import hashlib
 import itertools
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from kafka_helpers import free_ports
-from pipeline_harness import Pipeline, Shop
+from pipeline_harness import Pipeline, Shop, partition_for
 from test_notifier import (  # noqa: F401 (fixtures)
     MailServer,
     configure,
@@ -61,10 +63,19 @@ holdout = true
 name = "small"
 segment = {{total_max = "49.99"}}
 steps = [{{after = "1s"}}]
+
+[[notifier.stores.rep.campaigns]]
+name = "limited"
+segment = {{sku_contains = ["TEA"]}}
+steps = [{{after = "1s", channel = "webhook"}}]
+reentry_limit = {{count = 1, period = "{period}s"}}
 """
 WEIGHTS = [("a", 2), ("b", 2), ("holdout", 1)]
 BIG_STEPS = (1, 2, 3)
 EMAIL_STEPS = (1, 3)
+REENTRY_PERIOD = 10.0
+"""The "limited" campaign's re-entry period: long against the ~1 s between an address's first
+two reminders (so the second is held back however slow the machine), short for the test."""
 
 
 def expected_variant(abandonment_id: str) -> str:
@@ -88,9 +99,22 @@ def big_carts() -> dict[str, str]:
             return chosen
 
 
+Key = tuple[Any, ...]
+
+
+def seen(records: list[dict[str, Any]]) -> set[Key]:
+    """(abandonment, step, status, reason, campaign, variant) of the final entries."""
+    return {(e["abandonment_id"], e["step"], e["status"], e["reason"], e["campaign"],
+             e["variant"]) for e in records if not e["retrying"]}
+
+
 async def test_two_campaigns_two_variants_and_a_holdout(
     notifier_pipeline: Pipeline, mail_server: MailServer, tmp_path: Path,  # noqa: F811
 ) -> None:
+    """Store ``tea``: a 3-step campaign (email, webhook, email) with variants a and b and a
+    holdout at weights 2:2:1, and a 1-step campaign of small carts. Store ``rep``: a campaign
+    with a re-entry limit of 1 reminder per address per ``REENTRY_PERIOD``.
+    """
     pipeline = notifier_pipeline
     posts: list[dict[str, Any]] = []
 
@@ -106,18 +130,41 @@ async def test_two_campaigns_two_variants_and_a_holdout(
     await web.TCPSite(runner, "127.0.0.1", hook_port).start()
     try:
         mail_server.start()
-        configure(pipeline, tmp_path, CAMPAIGNS.format(hook_port=hook_port), mail_server.port)
+        configure(pipeline, tmp_path, CAMPAIGNS.format(hook_port=hook_port,
+                                                       period=REENTRY_PERIOD), mail_server.port)
         worker = pipeline.worker("w1").start()
         worker.wait_ready()
-        shop = Shop("tea")
+        shop, rep = Shop("tea"), Shop("rep")
         big = big_carts()
         small = ["c-small0", "c-small1"]
-        await pipeline.send(
+        # rita's first two carts share a partition: the order of their reminders (1 s apart),
+        # which decides the one held back, is their deadlines' order on one partition
+        rita = customer("rita@example.com")
+        r1 = "c-rita1"
+        r2 = next(cart for cart in (f"c-rita{n}" for n in itertools.count(2))
+                  if partition_for(cart) == partition_for(r1))
+        r3 = "c-rita-later"
+        inputs = (
             [shop.add(cart, "LAMP", price="60.00", customer=customer(f"{cart}@example.com"))
              for cart in big]
             + [shop.add(cart, "MUG", price="10.00", customer=customer(
                 f"{cart}@example.com", **({"locale": "de-DE"} if cart == "c-small0" else {})))
-               for cart in small])
+               for cart in small]
+            + [rep.add(r1, "TEA-1", customer=rita), rep.add(r2, "TEA-2", offset=1, customer=rita)])
+        await pipeline.send(inputs)
+
+        # the re-entry limit: rita's first reminder goes out, her second cart's is held back;
+        # her third cart is abandoned once the period since the first has passed: sent
+        limited = {(f"{r1}:1", 1, "sent", None, "limited", "control"),
+                   (f"{r2}:1", 1, "skipped", "reentry_limit", "limited", "control")}
+        log = await read_topic(pipeline, "cartwatch-notification-log",
+                               lambda records: seen(records) >= limited)
+        [first] = [e for e in log if e["abandonment_id"] == f"{r1}:1" and e["status"] == "sent"]
+        period_over = datetime.fromisoformat(first["at"]).timestamp() + REENTRY_PERIOD
+        await asyncio.sleep(max(0.0, period_over - time.time()) + 0.5)
+        rep.base = datetime.now(UTC)
+        later = [rep.add(r3, "TEA-3", customer=rita)]
+        await pipeline.send(later)
 
         sending = [cart for cart, variant in big.items() if variant != "holdout"]
         expected = {(f"{c}:1", step, "sent", None, "big", big[c])
@@ -125,10 +172,7 @@ async def test_two_campaigns_two_variants_and_a_holdout(
         expected |= {(f"{c}:1", step, "skipped", "holdout", "big", "holdout")
                      for c, variant in big.items() if variant == "holdout" for step in BIG_STEPS}
         expected |= {(f"{c}:1", 1, "sent", None, "small", "control") for c in small}
-
-        def seen(records: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
-            return {(e["abandonment_id"], e["step"], e["status"], e["reason"], e["campaign"],
-                     e["variant"]) for e in records if not e["retrying"]}
+        expected |= limited | {(f"{r3}:1", 1, "sent", None, "limited", "control")}
 
         log = await read_topic(pipeline, "cartwatch-notification-log",
                                lambda records: seen(records) >= expected, settle=2.0)
@@ -138,14 +182,15 @@ async def test_two_campaigns_two_variants_and_a_holdout(
                 if e["status"] == "sent"} == (
             {(f"{c}:1", step, "email") for c in sending for step in EMAIL_STEPS}
             | {(f"{c}:1", 1, "email") for c in small}
-            | {(f"{c}:1", 2, "webhook") for c in sending})
+            | {(f"{c}:1", 2, "webhook") for c in sending}
+            | {(f"{c}:1", 1, "webhook") for c in (r1, r3)})
 
         messages = wait_for_mail(mail_server.maildir, len(sending) * 2 + len(small))
         by_step = {(m["X-Cartwatch-Abandonment"].removesuffix(":1"), m["X-Cartwatch-Step"]): m
                    for m in messages}
         assert len(messages) == len(by_step)  # one each
         assert set(by_step) == ({(c, str(step)) for c in sending for step in EMAIL_STEPS}
-                                | {(c, "1") for c in small})  # nothing to the holdout
+                                | {(c, "1") for c in small})  # nothing to the holdout, rep
         for cart in sending:
             for step in EMAIL_STEPS:
                 message = by_step[(cart, str(step))]
@@ -162,10 +207,13 @@ async def test_two_campaigns_two_variants_and_a_holdout(
         assert "Total: 10.00 EUR" in by_step[("c-small1", "1")].get_body(
             ("plain",)).get_content()
 
-        assert sorted(post["cart_id"] for post in posts) == sorted(sending)
-        for post in posts:
+        tea_posts = [post for post in posts if post["store_id"] == "tea"]
+        assert sorted(post["cart_id"] for post in tea_posts) == sorted(sending)
+        for post in tea_posts:
             assert post["step"] == 2
             assert post["discount_code"] == ("BCODE" if big[post["cart_id"]] == "b" else None)
+        assert [post["cart_id"] for post in posts if post["store_id"] == "rep"] == [
+            r1, r3]
 
         await check_results(worker.web_url)
     finally:
@@ -177,29 +225,43 @@ async def check_results(base: str) -> None:
     bought, so every rate is 0 and the uplift 0 with the interval of 0/2 against 0/2."""
     figures = ("entered", "reminded", "sent", "skipped", "recovered", "holdout")
     expected = {
-        ("big", "a"): (2, 2, 6, {}, 0, False), ("big", "b"): (2, 2, 6, {}, 0, False),
-        ("big", "holdout"): (2, 0, 0, {"holdout": 6}, 0, True),
-        ("small", "control"): (2, 2, 2, {}, 0, False),
+        "tea": {
+            ("big", "a"): (2, 2, 6, {}, 0, False), ("big", "b"): (2, 2, 6, {}, 0, False),
+            ("big", "holdout"): (2, 0, 0, {"holdout": 6}, 0, True),
+            ("small", "control"): (2, 2, 2, {}, 0, False),
+        },
+        "rep": {
+            ("limited", "control"): (3, 2, 2, {"reentry_limit": 1}, 0, False),
+        },
     }
     async with aiohttp.ClientSession() as http:
-        found: dict[tuple[str, str], Any] = {}
-        for _ in range(100):  # the read model follows the log: wait until it has all of it
-            async with http.get(f"{base}/cartwatch/api/insights/campaigns/",
-                                params={"store": "tea"}) as response:
-                assert response.status == 200, await response.text()
-                answer = await response.json()
-            found = {(c["campaign"], v["variant"]): v for c in answer["campaigns"]
-                     for v in c["variants"]}
-            if {key: tuple(v[name] for name in figures) for key, v in found.items()} == expected:
+        answers: dict[str, Any] = {}
+        found: dict[str, dict[tuple[str, str], Any]] = {}
+
+        def summary() -> dict[str, dict[tuple[str, str], Key]]:
+            return {store: {key: tuple(v[name] for name in figures) for key, v in arms.items()}
+                    for store, arms in found.items()}
+
+        deadline = time.monotonic() + 30  # the read model follows the log: wait for all of it
+        while True:
+            for store in expected:
+                async with http.get(f"{base}/cartwatch/api/insights/campaigns/",
+                                    params={"store": store}) as response:
+                    assert response.status == 200, await response.text()
+                    answers[store] = await response.json()
+                found[store] = {(c["campaign"], v["variant"]): v
+                                for c in answers[store]["campaigns"] for v in c["variants"]}
+            if summary() == expected or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.3)
-        assert {key: tuple(v[name] for name in figures) for key, v in found.items()} == expected
-        assert answer["pending"] == 0
-        assert found[("big", "a")]["uplift"] == {"difference": 0.0, "low": -0.6576,
-                                                 "high": 0.6576}
-        assert found[("big", "holdout")]["uplift"] is None
-        assert [step["sent"] for step in found[("big", "b")]["steps"]] == [2, 2, 2]
-        assert [step["skipped"] for step in found[("big", "holdout")]["steps"]] == [
+        assert summary() == expected
+        assert answers["tea"]["pending"] == answers["rep"]["pending"] == 0
+        tea = found["tea"]
+        assert tea[("big", "a")]["uplift"] == {"difference": 0.0, "low": -0.6576,
+                                               "high": 0.6576}
+        assert tea[("big", "holdout")]["uplift"] is None
+        assert [step["sent"] for step in tea[("big", "b")]["steps"]] == [2, 2, 2]
+        assert [step["skipped"] for step in tea[("big", "holdout")]["steps"]] == [
             {"holdout": 2}] * 3
         async with http.get(f"{base}/cartwatch/api/insights/campaigns.csv",
                             params={"store": "tea"}) as response:
