@@ -4,10 +4,13 @@ local HTTP server as the webhook (SMS gateway) of a campaign's second step."""
 import asyncio
 import hashlib
 import itertools
+import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock_time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -23,6 +26,8 @@ from test_notifier import (  # noqa: F401 (fixtures)
     read_topic,
     wait_for_mail,
 )
+
+from config.campaigns import WEEKDAYS
 
 pytestmark = [pytest.mark.integration]
 
@@ -69,6 +74,11 @@ name = "limited"
 segment = {{sku_contains = ["TEA"]}}
 steps = [{{after = "1s", channel = "webhook"}}]
 reentry_limit = {{count = 1, period = "{period}s"}}
+
+[[notifier.stores.rep.campaigns]]
+name = "windowed"
+steps = [{{after = "1s"}}]
+send_window = {{days = {days}, start = "09:00", end = "17:00"}}
 """
 WEIGHTS = [("a", 2), ("b", 2), ("holdout", 1)]
 BIG_STEPS = (1, 2, 3)
@@ -76,6 +86,8 @@ EMAIL_STEPS = (1, 3)
 REENTRY_PERIOD = 10.0
 """The "limited" campaign's re-entry period: long against the ~1 s between an address's first
 two reminders (so the second is held back however slow the machine), short for the test."""
+WINDOW_ZONE = "Pacific/Kiritimati"
+"""The windowed customer's time zone (UTC+14): the window is judged in it, not in UTC."""
 
 
 def expected_variant(abandonment_id: str) -> str:
@@ -99,6 +111,18 @@ def big_carts() -> dict[str, str]:
             return chosen
 
 
+def closed_window(now: datetime) -> tuple[list[str], datetime]:
+    """Send window days closed today and tomorrow in ``WINDOW_ZONE``, and its next opening.
+
+    Deterministic on any day and at any hour: a step decided today or tomorrow (the test
+    crossing midnight) waits for the day after tomorrow, 09:00 in the customer's zone."""
+    zone = ZoneInfo(WINDOW_ZONE)
+    today = now.astimezone(zone).date()
+    closed = {WEEKDAYS[(today + timedelta(days=n)).weekday()] for n in (0, 1)}
+    opens = datetime.combine(today + timedelta(days=2), clock_time(9), zone)
+    return [day for day in WEEKDAYS if day not in closed], opens
+
+
 Key = tuple[Any, ...]
 
 
@@ -113,7 +137,16 @@ async def test_two_campaigns_two_variants_and_a_holdout(
 ) -> None:
     """Store ``tea``: a 3-step campaign (email, webhook, email) with variants a and b and a
     holdout at weights 2:2:1, and a 1-step campaign of small carts. Store ``rep``: a campaign
-    with a re-entry limit of 1 reminder per address per ``REENTRY_PERIOD``.
+    with a re-entry limit of 1 reminder per address per ``REENTRY_PERIOD``, and one whose
+    send window is closed today and tomorrow in the customer's zone.
+
+    The send window is asserted as a deferral (``send_window``, to the exact opening in the
+    customer's zone) and nothing sent, not as a release at the opening: a window is a wall time
+    written into the settings before the worker starts, and a worker's start-up on a loaded
+    machine takes an unknown time, so a window opening "soon" could open before the step is
+    decided (sent without a deferral) or long after. Where a deferral lands (days, hours, DST)
+    is unit-tested (``window_opens``); ``test_quiet_hours_defer_and_webhook_fallback`` defers
+    by quiet hours, which are not campaign windows.
     """
     pipeline = notifier_pipeline
     posts: list[dict[str, Any]] = []
@@ -128,10 +161,11 @@ async def test_two_campaigns_two_variants_and_a_holdout(
     await runner.setup()
     hook_port = free_ports(1)[0]
     await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+    days, window_opens = closed_window(datetime.now(UTC))
     try:
         mail_server.start()
-        configure(pipeline, tmp_path, CAMPAIGNS.format(hook_port=hook_port,
-                                                       period=REENTRY_PERIOD), mail_server.port)
+        configure(pipeline, tmp_path, CAMPAIGNS.format(
+            hook_port=hook_port, period=REENTRY_PERIOD, days=json.dumps(days)), mail_server.port)
         worker = pipeline.worker("w1").start()
         worker.wait_ready()
         shop, rep = Shop("tea"), Shop("rep")
@@ -150,7 +184,9 @@ async def test_two_campaigns_two_variants_and_a_holdout(
             + [shop.add(cart, "MUG", price="10.00", customer=customer(
                 f"{cart}@example.com", **({"locale": "de-DE"} if cart == "c-small0" else {})))
                for cart in small]
-            + [rep.add(r1, "TEA-1", customer=rita), rep.add(r2, "TEA-2", offset=1, customer=rita)])
+            + [rep.add(r1, "TEA-1", customer=rita), rep.add(r2, "TEA-2", offset=1, customer=rita),
+               rep.add("c-win", "MUG", customer=customer("wendy@example.com",
+                                                         timezone=WINDOW_ZONE))])
         await pipeline.send(inputs)
 
         # the re-entry limit: rita's first reminder goes out, her second cart's is held back;
@@ -172,7 +208,8 @@ async def test_two_campaigns_two_variants_and_a_holdout(
         expected |= {(f"{c}:1", step, "skipped", "holdout", "big", "holdout")
                      for c, variant in big.items() if variant == "holdout" for step in BIG_STEPS}
         expected |= {(f"{c}:1", 1, "sent", None, "small", "control") for c in small}
-        expected |= limited | {(f"{r3}:1", 1, "sent", None, "limited", "control")}
+        expected |= limited | {(f"{r3}:1", 1, "sent", None, "limited", "control"),
+                               ("c-win:1", 1, "deferred", "send_window", "windowed", "control")}
 
         log = await read_topic(pipeline, "cartwatch-notification-log",
                                lambda records: seen(records) >= expected, settle=2.0)
@@ -184,6 +221,8 @@ async def test_two_campaigns_two_variants_and_a_holdout(
             | {(f"{c}:1", 1, "email") for c in small}
             | {(f"{c}:1", 2, "webhook") for c in sending}
             | {(f"{c}:1", 1, "webhook") for c in (r1, r3)})
+        [deferred] = [e for e in log if e["status"] == "deferred"]
+        assert datetime.fromisoformat(deferred["deferred_until"]) == window_opens
 
         messages = wait_for_mail(mail_server.maildir, len(sending) * 2 + len(small))
         by_step = {(m["X-Cartwatch-Abandonment"].removesuffix(":1"), m["X-Cartwatch-Step"]): m
@@ -232,6 +271,7 @@ async def check_results(base: str) -> None:
         },
         "rep": {
             ("limited", "control"): (3, 2, 2, {"reentry_limit": 1}, 0, False),
+            ("windowed", "control"): (1, 0, 0, {}, 0, False),  # deferred: not decided yet
         },
     }
     async with aiohttp.ClientSession() as http:
