@@ -1,10 +1,12 @@
 """Campaigns end to end (issue #16): real broker, real `cartwatch worker`, real SMTP, and a real
-local HTTP server as the webhook (SMS gateway) of a campaign's second step."""
+local HTTP server as the webhook (SMS gateway) of a campaign's second step; then a second
+deployment replays the same input."""
 
 import asyncio
 import hashlib
 import itertools
 import json
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
@@ -15,8 +17,8 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import pytest
 from aiohttp import web
-from kafka_helpers import free_ports
-from pipeline_harness import Pipeline, Shop, partition_for
+from kafka_helpers import create_topics, free_ports
+from pipeline_harness import PARTITIONS, Pipeline, Shop, partition_for
 from test_notifier import (  # noqa: F401 (fixtures)
     MailServer,
     configure,
@@ -38,7 +40,7 @@ retry_initial = "0.2s"
 retry_max = "1s"
 [notifier.reminders]
 from_address = "hello@tea.example"
-webhook_url = "http://127.0.0.1:{hook_port}/sms"
+webhook_url = "http://127.0.0.1:{hook_port}/{hook_path}"
 webhook_fallback = false
 
 [[notifier.reminders.campaigns]]
@@ -132,13 +134,19 @@ def seen(records: list[dict[str, Any]]) -> set[Key]:
              e["variant"]) for e in records if not e["retrying"]}
 
 
+def assignments(records: list[dict[str, Any]]) -> set[Key]:
+    """(abandonment, campaign, variant) of every log entry."""
+    return {(e["abandonment_id"], e["campaign"], e["variant"]) for e in records}
+
+
 async def test_two_campaigns_two_variants_and_a_holdout(
     notifier_pipeline: Pipeline, mail_server: MailServer, tmp_path: Path,  # noqa: F811
 ) -> None:
     """Store ``tea``: a 3-step campaign (email, webhook, email) with variants a and b and a
     holdout at weights 2:2:1, and a 1-step campaign of small carts. Store ``rep``: a campaign
     with a re-entry limit of 1 reminder per address per ``REENTRY_PERIOD``, and one whose
-    send window is closed today and tomorrow in the customer's zone.
+    send window is closed today and tomorrow in the customer's zone. Then a second deployment
+    (own topics, consumer group and changelogs) replays the same input: same assignments.
 
     The send window is asserted as a deferral (``send_window``, to the exact opening in the
     customer's zone) and nothing sent, not as a release at the opening: a window is a wall time
@@ -149,23 +157,29 @@ async def test_two_campaigns_two_variants_and_a_holdout(
     by quiet hours, which are not campaign windows.
     """
     pipeline = notifier_pipeline
-    posts: list[dict[str, Any]] = []
+    posts: dict[str, list[dict[str, Any]]] = {"sms": [], "replay-sms": []}
 
     async def hook(request: web.Request) -> web.Response:
-        posts.append(await request.json())
+        posts[request.match_info["path"]].append(await request.json())
         return web.json_response({"ok": True})
 
     hook_app = web.Application()
-    hook_app.router.add_post("/sms", hook)
+    hook_app.router.add_post("/{path}", hook)
     runner = web.AppRunner(hook_app)
     await runner.setup()
     hook_port = free_ports(1)[0]
     await web.TCPSite(runner, "127.0.0.1", hook_port).start()
     days, window_opens = closed_window(datetime.now(UTC))
+
+    def config(hook_path: str) -> str:
+        return CAMPAIGNS.format(hook_port=hook_port, hook_path=hook_path,
+                                period=REENTRY_PERIOD, days=json.dumps(days))
+
+    replay: Pipeline | None = None
+    replay_mail = MailServer(tmp_path / "replay-maildir")
     try:
         mail_server.start()
-        configure(pipeline, tmp_path, CAMPAIGNS.format(
-            hook_port=hook_port, period=REENTRY_PERIOD, days=json.dumps(days)), mail_server.port)
+        configure(pipeline, tmp_path, config("sms"), mail_server.port)
         worker = pipeline.worker("w1").start()
         worker.wait_ready()
         shop, rep = Shop("tea"), Shop("rep")
@@ -201,6 +215,7 @@ async def test_two_campaigns_two_variants_and_a_holdout(
         rep.base = datetime.now(UTC)
         later = [rep.add(r3, "TEA-3", customer=rita)]
         await pipeline.send(later)
+        inputs += later
 
         sending = [cart for cart, variant in big.items() if variant != "holdout"]
         expected = {(f"{c}:1", step, "sent", None, "big", big[c])
@@ -246,16 +261,47 @@ async def test_two_campaigns_two_variants_and_a_holdout(
         assert "Total: 10.00 EUR" in by_step[("c-small1", "1")].get_body(
             ("plain",)).get_content()
 
-        tea_posts = [post for post in posts if post["store_id"] == "tea"]
+        tea_posts = [post for post in posts["sms"] if post["store_id"] == "tea"]
         assert sorted(post["cart_id"] for post in tea_posts) == sorted(sending)
         for post in tea_posts:
             assert post["step"] == 2
             assert post["discount_code"] == ("BCODE" if big[post["cart_id"]] == "b" else None)
-        assert [post["cart_id"] for post in posts if post["store_id"] == "rep"] == [
+        assert [post["cart_id"] for post in posts["sms"] if post["store_id"] == "rep"] == [
             r1, r3]
 
         await check_results(worker.web_url)
+        worker.stop(signal.SIGKILL)  # done: it would only compete with the replay for the CPU
+
+        # the replay: a second deployment with its own topics, consumer group and changelogs
+        # reads the same input (all of it now overdue) and assigns every abandonment the same
+        # campaign and variant; it mails and posts to its own servers
+        replay = Pipeline(bootstrap=pipeline.bootstrap, prefix=f"{pipeline.prefix}-replay",
+                          app_id=f"{pipeline.app_id}-replay", workdir=tmp_path / "replay",
+                          kafka=pipeline.kafka)
+        await replay.create_topics()
+        await create_topics(replay.bootstrap, [replay.topic("cartwatch-unsubscribes")],
+                            PARTITIONS, kafka=replay.kafka)
+        (tmp_path / "replay").mkdir()
+        replay_mail.start()
+        configure(replay, tmp_path / "replay", config("replay-sms"), replay_mail.port)
+        replay.worker("replay").start().wait_ready()
+        await replay.send(inputs)
+        everyone = {abandonment for abandonment, _, _ in assignments(log)}
+        replayed = await read_topic(
+            replay, "cartwatch-notification-log",
+            lambda records: {e["abandonment_id"] for e in records} >= everyone, settle=2.0)
+        assert assignments(replayed) == assignments(log)
+        assert len(assignments(log)) == len(everyone)  # one campaign and variant each
+        held_out = {cart for cart, variant in big.items() if variant == "holdout"}
+        assert seen(replayed) >= {(f"{c}:1", step, "skipped", "holdout", "big", "holdout")
+                                  for c in held_out for step in BIG_STEPS}
+        assert not held_out & {m["X-Cartwatch-Abandonment"].removesuffix(":1")
+                               for m in replay_mail.messages()}
+        assert not held_out & {post["cart_id"] for post in posts["replay-sms"]}
     finally:
+        if replay is not None:
+            replay.stop_all()
+        replay_mail.stop()
         await runner.cleanup()
 
 
