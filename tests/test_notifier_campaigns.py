@@ -47,8 +47,8 @@ webhook_fallback = false
 name = "big"
 experiment = "e2e"
 segment = {{total_min = 50}}
-steps = [{{after = "1s"}}, {{after = "4s", channel = "webhook"}},
-         {{after = "7s", template = "last-chance"}}]
+steps = [{{after = "1s"}}, {{after = "6s", channel = "webhook"}},
+         {{after = "11s", template = "last-chance"}}]
 
 [[notifier.reminders.campaigns.variants]]
 name = "a"
@@ -84,6 +84,9 @@ send_window = {{days = {days}, start = "09:00", end = "17:00"}}
 """
 WEIGHTS = [("a", 2), ("b", 2), ("holdout", 1)]
 BIG_STEPS = (1, 2, 3)
+"""5 s apart: a step decided later than the next one's time would be superseded by it (so a
+slow worker must lag 5 s to change the outcome); the last one comes before rita's third cart's
+reminder (``REENTRY_PERIOD`` after her first), so the spacing costs no time."""
 EMAIL_STEPS = (1, 3)
 REENTRY_PERIOD = 10.0
 """The "limited" campaign's re-entry period: long against the ~1 s between an address's first
