@@ -26,6 +26,24 @@ from pipeline_harness import Pipeline
 
 from config.bootstrap import parse_bootstrap
 
+WORKER_LOG_LINES = 200
+"""How much of each worker's log a failed test's report shows (CI keeps no temp files)."""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing test that ran workers shows the end of their logs: the worker is another
+    process, so its log is otherwise lost with the temporary directory."""
+    outcome = yield
+    report = outcome.get_result()
+    deployment = getattr(item, "funcargs", {}).get("pipeline")
+    if not report.failed or not isinstance(deployment, Pipeline):
+        return
+    for worker in deployment.workers:
+        tail = worker.log().splitlines()[-WORKER_LOG_LINES:]
+        report.sections.append((f"worker {worker.name} log (last {len(tail)} lines)",
+                                "\n".join(tail)))
+
 
 def _start(stack_dir: Path, *, kafka: bool, smtp: bool) -> StackState:
     settings = StackSettings.from_env(isolated_stack_env(stack_dir))
