@@ -12,7 +12,7 @@ import sys
 from importlib.metadata import entry_points
 
 from config.settings import SettingsError
-from streams.kafka_fatal import EXIT_CODE, FatalKafkaErrors, watcher
+from streams.fatal import EXIT_CODE, FatalErrors, watcher
 
 COMMANDS_GROUP = "cartwatch.commands"
 
@@ -47,7 +47,7 @@ def main() -> None:
             os._exit(EXIT_CODE)
 
 
-def _guard_worker() -> FatalKafkaErrors:
+def _guard_worker() -> FatalErrors:
     """Faust retries refused credentials, TLS failures and refused ACLs forever: check them
     before the worker starts (exit with one line), and watch for them while it runs."""
     from streams.app import app, settings

@@ -20,6 +20,7 @@ from cartwatch_dev.chaos import (
     rebalance,
     soak,
 )
+from cartwatch_dev.chaos.disk import disk_full
 from fault_helpers import assert_exact
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -58,6 +59,19 @@ async def test_killed_workers_partitions_and_timers_move_within_the_rebalance_ti
     assert_exact(result)
     assert result.max_delay is not None and result.delay_bound is not None
     assert result.max_delay <= result.delay_bound
+
+
+async def test_a_full_data_directory_stops_the_worker_and_loses_nothing(
+    deployment: Deployment,
+) -> None:
+    """The worker's data directory is a small tmpfs filled under load (``chaos.disk``): the
+    worker exits non-zero by itself with a line naming the directory; space freed and
+    restarted, it loses nothing and sends no reminder twice."""
+    result = await disk_full(deployment)
+    assert not result.failures, result.failures
+    assert any(fault.startswith("its last line: cartwatch: the data directory ")
+               for fault in result.faults), result.faults
+    assert_exact(result)
 
 
 async def test_broker_restart_under_load_needs_no_manual_action(tmp_path: Path) -> None:

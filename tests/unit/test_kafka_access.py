@@ -23,7 +23,7 @@ from config.settings import Settings, load_settings
 from streams.acls_cli import commands, table
 from streams.kafka_access import copartitioned_topics, created_topics, grants
 from streams.kafka_check import ClusterView, check_cluster, explain, partition_problems
-from streams.kafka_fatal import FatalKafkaErrors, classify
+from streams.fatal import FatalErrors, classify
 
 SCRAM = KafkaSettings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
                       sasl_username="cartwatch", sasl_password="pw-Zx81")  # type: ignore[arg-type]
@@ -146,7 +146,7 @@ def record(message: str, *args: object, exc: BaseException | None = None) -> log
 
 def test_watcher_stops_once_on_a_refused_authentication():
     stopped: list[str] = []
-    handler = FatalKafkaErrors(settings(), stopped.append)
+    handler = FatalErrors(settings(), stopped.append)
     failure = SaslAuthenticationFailed("invalid credentials")
     handler.handle(record("Unable connect to node with id %s: %s", 1, failure))
     handler.handle(record("Unable connect to node with id %s: %s", 1, failure))

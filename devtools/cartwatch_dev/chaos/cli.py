@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from cartwatch_dev.chaos.deployment import Deployment
+from cartwatch_dev.chaos.disk import CannotMount, disk_full
 from cartwatch_dev.chaos.network import net_blackhole, net_latency, net_loss, net_reset
 from cartwatch_dev.chaos.report import ScenarioResult, render
 from cartwatch_dev.chaos.scenarios import (
@@ -33,8 +34,9 @@ ON_DEPLOYMENT: dict[str, Callable[[Deployment], Awaitable[ScenarioResult]]] = {
     "kill9": kill9,
     "rebalance": rebalance,
     "hostile-input": hostile_input,
+    "disk-full": disk_full,
 }
-WITH_MAIL = ("kill9", "rebalance", "soak")
+WITH_MAIL = ("kill9", "rebalance", "soak", "disk-full")
 NETWORK: dict[str, Callable[[PrivateStack, Path], Awaitable[ScenarioResult]]] = {
     "net-reset": net_reset,
     "net-blackhole": net_blackhole,
@@ -54,6 +56,7 @@ async def run_scenarios(names: list[str], bootstrap: str | None, workdir: Path,
 
     ``kafka``: how to connect to ``bootstrap`` (a private stack is always plaintext)."""
     results: list[ScenarioResult] = []
+    not_run: list[str] = []
     private: PrivateStack | None = None
     networked: PrivateStack | None = None
     if bootstrap is None and any(n != "broker-restart" and n not in NETWORK for n in names):
@@ -92,6 +95,10 @@ async def run_scenarios(names: list[str], bootstrap: str | None, workdir: Path,
                 else:
                     deployment.mail = mail.smtp if name in WITH_MAIL else None
                     results.append(await ON_DEPLOYMENT[name](deployment))
+            except CannotMount as exc:  # not root: say so, judge the others
+                not_run.append(f"{name}: not run: {exc}")
+                click.echo(not_run[-1], err=True)
+                continue
             finally:
                 deployment.stop_all()
                 await asyncio.to_thread(mail.down)
@@ -100,7 +107,7 @@ async def run_scenarios(names: list[str], bootstrap: str | None, workdir: Path,
         for stack in (private, networked):
             if stack is not None:
                 await asyncio.to_thread(stack.down)
-    return [render(results), "", "ALL OK: nothing lost, no duplicate email" if all(
+    return [render(results), *not_run, "", "ALL OK: nothing lost, no duplicate email" if all(
         result.ok for result in results) else "FAILED"]
 
 
@@ -133,7 +140,8 @@ def chaos(scenarios: tuple[str, ...], broker: str | None, workdir: Path | None,
     SMTP server for a while, stop and restart the broker (always on a private stack: a broker
     others use is never restarted), and network faults between the workers and the broker
     (connection resets, a blackhole longer than the session, 500 ms latency, emulated 5 %
-    loss; on a private stack whose workers connect through a fault-injecting proxy).
+    loss; on a private stack whose workers connect through a fault-injecting proxy), and a
+    full data directory (a small tmpfs filled under load; mounting it needs root).
     Reminders go to a private SMTP server per scenario.
     ``--scenario soak --minutes N``: steady load with a rebalance every few minutes, RSS, open
     descriptors and lags sampled every 10 s into soak.csv and soak.png in the out dir.

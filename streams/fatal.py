@@ -1,22 +1,31 @@
-"""Stop a running worker on a Kafka error that retrying cannot fix.
+"""Stop a running worker on an error that retrying cannot fix: Kafka refusing it, or its data
+directory full.
 
 After start-up (see ``streams.kafka_check``), a revoked ACL, a changed password or a rotated
 broker certificate surface only as log records: aiokafka logs "Unable connect to node 1:
 SaslAuthenticationFailed..." and retries forever, and Faust restarts a crashed agent forever.
-``FatalKafkaErrors`` is a logging handler that recognises those records, remembers one line
+``FatalErrors`` is a logging handler that recognises those records, remembers one line
 naming the broker or the resource and the cause, and stops the worker (SIGTERM: the normal,
 graceful stop). ``cartwatch worker`` then exits non-zero with that line; if the graceful stop
 hangs, a watchdog ends the process after ``GRACE`` seconds.
+
+A full data directory surfaces the same way: RocksDB (or the operator's SQLite) refuses a write,
+the agent that wrote crashes and Faust logs it and restarts the agent, which fails again on
+the next write. Stopping is the only safe answer: the changelog records of the refused write
+are already sent and its input is not acknowledged, so after space is freed the restarted
+worker recovers the state from the changelogs and reads that input again.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
@@ -50,9 +59,32 @@ def _exceptions(record: logging.LogRecord) -> Iterator[tuple[str, BaseException]
             yield broker, arg
 
 
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+NO_SPACE_TEXTS = ("No space left on device", "Disk quota exceeded", "database or disk is full")
+"""How RocksDB (``rocksdict`` raises a plain ``Exception`` with RocksDB's status text) and
+SQLite say it; an ``OSError`` says it with its errno."""
+
+
+def disk_full(exc: BaseException, data_dir: Path) -> str | None:
+    """One line naming the data directory if ``exc`` (or its cause) is a write refused for
+    lack of space, else None."""
+    chain: BaseException | None = exc
+    while chain is not None:
+        if (isinstance(chain, OSError) and chain.errno in NO_SPACE) or any(
+                text in str(chain) for text in NO_SPACE_TEXTS):
+            return (f"the data directory {data_dir.resolve()} is full ({chain}): free space "
+                    "there and restart the worker; the changelogs and the unacknowledged "
+                    "input are read again, so nothing is lost")
+        chain = chain.__cause__ or chain.__context__
+    return None
+
+
 def classify(record: logging.LogRecord, settings: Settings) -> str | None:
     """One line if ``record`` reports a failure retrying cannot fix, else None."""
     for broker, exc in _exceptions(record):
+        full = disk_full(exc, settings.data_dir)
+        if full is not None:
+            return full
         line = explain(broker, settings.kafka, exc, at_start=False)
         if line is not None:
             return line
@@ -79,8 +111,8 @@ def _needed(exc: BaseException, settings: Settings) -> str:
             else " (see `cartwatch acls` for the ACLs cartwatch needs)")
 
 
-class FatalKafkaErrors(logging.Handler):
-    """Recognises fatal Kafka errors in the log and stops the process once."""
+class FatalErrors(logging.Handler):
+    """Recognises fatal errors in the log and stops the process once."""
 
     def __init__(self, settings: Settings, stop: Callable[[str], None]) -> None:
         super().__init__(logging.ERROR)
@@ -111,7 +143,7 @@ def _stop_gracefully(line: str) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def watcher(settings: Settings) -> FatalKafkaErrors:
+def watcher(settings: Settings) -> FatalErrors:
     """The handler for the worker's log handlers (Faust's ``loghandlers``, which the worker
     installs on the root logger after it has set up logging, which drops earlier ones)."""
-    return FatalKafkaErrors(settings, _stop_gracefully)
+    return FatalErrors(settings, _stop_gracefully)
