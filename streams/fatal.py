@@ -9,11 +9,14 @@ naming the broker or the resource and the cause, and stops the worker (SIGTERM: 
 graceful stop). ``cartwatch worker`` then exits non-zero with that line; if the graceful stop
 hangs, a watchdog ends the process after ``GRACE`` seconds.
 
-A full data directory surfaces the same way: RocksDB (or the operator's SQLite) refuses a write,
-the agent that wrote crashes and Faust logs it and restarts the agent, which fails again on
-the next write. Stopping is the only safe answer: the changelog records of the refused write
-are already sent and its input is not acknowledged, so after space is freed the restarted
-worker recovers the state from the changelogs and reads that input again.
+A full data directory surfaces the same way: RocksDB (or the operator's SQLite) refuses a write
+and the code that wrote logs the exception, whether Faust (an agent crashed, to be restarted
+and fail again) or cartwatch (a message whose processing failed, about to be dead-lettered as
+if it were at fault). That worker stops *at once*, from inside the logging call, as a kill -9
+would: before the message is dead-lettered or acknowledged, and before a graceful stop could
+commit offsets past input whose state was never written. The changelog records already sent
+and the unacknowledged input are read again by the restarted worker once space is freed, the
+same recovery a crash gets.
 """
 
 from __future__ import annotations
@@ -79,12 +82,18 @@ def disk_full(exc: BaseException, data_dir: Path) -> str | None:
     return None
 
 
-def classify(record: logging.LogRecord, settings: Settings) -> str | None:
-    """One line if ``record`` reports a failure retrying cannot fix, else None."""
-    for broker, exc in _exceptions(record):
+def full_data_directory(record: logging.LogRecord, settings: Settings) -> str | None:
+    """One line if ``record`` reports a write refused because the data directory is full."""
+    for _, exc in _exceptions(record):
         full = disk_full(exc, settings.data_dir)
         if full is not None:
             return full
+    return None
+
+
+def classify(record: logging.LogRecord, settings: Settings) -> str | None:
+    """One line if ``record`` reports a Kafka failure retrying cannot fix, else None."""
+    for broker, exc in _exceptions(record):
         line = explain(broker, settings.kafka, exc, at_start=False)
         if line is not None:
             return line
@@ -114,14 +123,25 @@ def _needed(exc: BaseException, settings: Settings) -> str:
 class FatalErrors(logging.Handler):
     """Recognises fatal errors in the log and stops the process once."""
 
-    def __init__(self, settings: Settings, stop: Callable[[str], None]) -> None:
+    def __init__(self, settings: Settings, stop: Callable[[str], None],
+                 halt: Callable[[str], None]) -> None:
         super().__init__(logging.ERROR)
         self.settings = settings
         self.stop = stop
+        """Stops gracefully (a Kafka refusal: what was processed is committed first)."""
+        self.halt = halt
+        """Ends the process now (a full disk: nothing more may be committed)."""
         self.reason: str | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self.reason is not None or record.name == __name__:
+        if record.name == __name__:
+            return
+        full = full_data_directory(record, self.settings)
+        if full is not None:  # even during a graceful stop: that would commit
+            self.reason = full
+            self.halt(full)
+            return
+        if self.reason is not None:
             return
         line = classify(record, self.settings)
         if line is not None:
@@ -129,15 +149,18 @@ class FatalErrors(logging.Handler):
             self.stop(line)
 
 
+def _halt(line: str) -> None:
+    """Say why on the log and as the last line of stderr, then end the process at once."""
+    logging.getLogger(__name__).critical("stopping at once: %s", line)
+    sys.stdout.flush()
+    # to the file descriptor: Faust has replaced sys.stderr with a logger
+    os.write(2, f"cartwatch: {line}\n".encode())
+    os._exit(EXIT_CODE)
+
+
 def _stop_gracefully(line: str) -> None:
     logging.getLogger(__name__).critical("stopping: %s", line)
-
-    def watchdog() -> None:
-        sys.stderr.write(f"cartwatch: {line}\n")
-        sys.stderr.flush()
-        os._exit(EXIT_CODE)
-
-    timer = threading.Timer(GRACE, watchdog)
+    timer = threading.Timer(GRACE, _halt, (line,))
     timer.daemon = True
     timer.start()
     os.kill(os.getpid(), signal.SIGTERM)
@@ -146,4 +169,4 @@ def _stop_gracefully(line: str) -> None:
 def watcher(settings: Settings) -> FatalErrors:
     """The handler for the worker's log handlers (Faust's ``loghandlers``, which the worker
     installs on the root logger after it has set up logging, which drops earlier ones)."""
-    return FatalErrors(settings, _stop_gracefully)
+    return FatalErrors(settings, _stop_gracefully, _halt)

@@ -148,6 +148,9 @@ async def test_restarted_worker_resumes_from_changelog(
     await pipeline.send([shop.add(cart, "MUG") for cart in carts])
     await pipeline.wait_committed()
     first.stop(stop_signal)
+    if stop_signal == signal.SIGTERM:  # a clean stop: exit 0, nothing crashed on the way out
+        assert first.process is not None and first.process.returncode == 0, first.log()[-3000:]
+        assert "Crashed" not in first.log(), first.log()[-3000:]
     await pipeline.send([shop.add(cart, "MUG", offset=1) for cart in carts[:3]]
                         + [shop.cart_event(cart, "cart_viewed", offset=1) for cart in carts[3:]])
     second = pipeline.worker("second", CARTWATCH_ABANDON_AFTER="6s").start()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import ConsumerStoppedError
 from mode import Service
 
 from config.bootstrap import parse_bootstrap
@@ -143,7 +144,10 @@ class ReadModelFeed(Service):
             if not assigned:
                 await self.sleep(0.5)
                 continue
-            batch = await consumer.getmany(timeout_ms=500)
+            try:
+                batch = await consumer.getmany(timeout_ms=500)
+            except ConsumerStoppedError:  # on_stop stopped it under this task: stopping
+                return
             if batch:
                 await self._write(batch)
             self._check_loaded(assigned)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from config.settings import Settings
-from streams.fatal import FatalErrors, classify, disk_full
+from streams.fatal import FatalErrors, classify, disk_full, full_data_directory
 
 DATA_DIR = Path("/var/lib/cartwatch")
 ROCKSDB_FULL = Exception("IO error: No space left on device: While appending to file: "
@@ -54,11 +54,15 @@ def test_other_failures_are_not_a_full_disk(exc: BaseException):
     assert disk_full(exc, DATA_DIR) is None
 
 
-def test_the_watcher_stops_the_worker_once_on_a_full_data_directory():
+def test_the_watcher_ends_the_worker_at_once_on_a_full_data_directory():
+    """At once (``halt``), not gracefully: a graceful stop commits offsets, and the input
+    whose state could not be written must be read again. Even during a graceful stop."""
     settings = Settings(data_dir=DATA_DIR)
     stopped: list[str] = []
-    handler = FatalErrors(settings, stopped.append)
+    halted: list[str] = []
+    handler = FatalErrors(settings, stopped.append, halted.append)
+    handler.reason = "Kafka broker node 1: authentication failed"  # stopping gracefully
     handler.handle(crashed(ROCKSDB_FULL))
-    handler.handle(crashed(ROCKSDB_FULL))
-    assert len(stopped) == 1 and str(DATA_DIR) in stopped[0]
-    assert classify(crashed(ValueError("a bug")), settings) is None
+    assert stopped == [] and len(halted) == 1 and str(DATA_DIR) in halted[0]
+    assert full_data_directory(crashed(ValueError("a bug")), settings) is None
+    assert classify(crashed(ROCKSDB_FULL), settings) is None  # not a Kafka failure

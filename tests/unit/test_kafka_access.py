@@ -21,9 +21,9 @@ from kafka_helpers import free_ports
 from config.kafka import KafkaSettings
 from config.settings import Settings, load_settings
 from streams.acls_cli import commands, table
+from streams.fatal import FatalErrors, classify
 from streams.kafka_access import copartitioned_topics, created_topics, grants
 from streams.kafka_check import ClusterView, check_cluster, explain, partition_problems
-from streams.fatal import FatalErrors, classify
 
 SCRAM = KafkaSettings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
                       sasl_username="cartwatch", sasl_password="pw-Zx81")  # type: ignore[arg-type]
@@ -146,11 +146,12 @@ def record(message: str, *args: object, exc: BaseException | None = None) -> log
 
 def test_watcher_stops_once_on_a_refused_authentication():
     stopped: list[str] = []
-    handler = FatalErrors(settings(), stopped.append)
+    halted: list[str] = []
+    handler = FatalErrors(settings(), stopped.append, halted.append)
     failure = SaslAuthenticationFailed("invalid credentials")
     handler.handle(record("Unable connect to node with id %s: %s", 1, failure))
     handler.handle(record("Unable connect to node with id %s: %s", 1, failure))
-    assert len(stopped) == 1
+    assert len(stopped) == 1 and halted == []
     assert stopped[0].startswith("Kafka broker node 1: authentication failed")
 
 
