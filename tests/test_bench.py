@@ -11,7 +11,7 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FIGURES = {"a", "b", "b0", "c", "d0", "d", "d2", "e.p50", "e.p99", "e.max", "f", "g", "h", "i",
-           "j"}
+           "j", "k", "k99"}
 
 
 def test_quick_bench_reports_every_figure_well_formed(kafka_bootstrap, tmp_path):
@@ -46,5 +46,10 @@ def test_quick_bench_reports_every_figure_well_formed(kafka_bootstrap, tmp_path)
     steps = report["checks"]["j_steps"]  # the live rate: rising steps, the first kept up with
     assert steps and steps[0]["sustained"] and steps[0]["published_per_s"] > 0, steps
     assert [step["target"] for step in steps] == sorted(step["target"] for step in steps)
+    api = report["checks"]["k_api"]  # the operator API under load while events flow
+    assert api["answered"] > 0 and api["failed"] == 0, api["failure_examples"]
+    assert set(api["endpoints"]) == {"carts", "cart", "carts.csv", "insights", "log", "metrics",
+                                     "readyz"}, api["endpoints"]  # cart: an abandoned one
+    assert api["events"]["published_per_s"] > 0
     assert report["machine"]["cores"] >= 1 and report["started_at"]
     assert "| d |" in done.stdout and "d/c" in done.stdout

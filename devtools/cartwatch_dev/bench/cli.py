@@ -15,7 +15,7 @@ from cartwatch_dev.bench.report import Report
 from config.bootstrap import parse_bootstrap
 from config.settings import SettingsError, load_settings
 
-GROUPS = ("throughput", "live", "timers", "memory", "recovery", "notifier")
+GROUPS = ("throughput", "live", "api", "timers", "memory", "recovery", "notifier")
 """Parts of a run ``--only`` can pick; timers, memory and recovery share one worker."""
 
 
@@ -28,7 +28,8 @@ GROUPS = ("throughput", "live", "timers", "memory", "recovery", "notifier")
               default=Path("bench-results.json"), show_default=True)
 @click.option("--only", "only", multiple=True, type=click.Choice(GROUPS),
               help="Run only these groups (repeatable) [default: all]: throughput (a, b, b0, "
-              "c, d, d2), live (j), timers (e, f), memory (g), recovery (h), notifier (i).")
+              "c, d, d2), live (j), api (k, k99), timers (e, f), memory (g), recovery (h), "
+              "notifier (i).")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where contenders keep state and logs [default: a temporary directory].")
 def bench(quick: bool, broker: str | None, output: Path, only: tuple[str, ...],
@@ -51,6 +52,8 @@ def bench(quick: bool, broker: str | None, output: Path, only: tuple[str, ...],
                 run.throughput()
             if "live" in groups:
                 run.live()
+            if "api" in groups:
+                run.api()
             timer_parts = groups & {"timers", "memory", "recovery"}
             if timer_parts:
                 run.timers(timer_parts)

@@ -14,6 +14,7 @@ import importlib.util
 import json
 import socket
 import statistics
+import sys
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.request import urlopen
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -50,6 +52,9 @@ OUTPUTS: dict[str, Kind] = {"cart-abandoned": "abandoned", "cart-recovered": "re
 MB = 2**20
 LIVE_ABANDON_AFTER = 30.0
 """Time to abandon in the live steps: carts are abandoned and comebacks arrive within one."""
+API_ABANDON_AFTER = 3.0
+"""Time to abandon under the API load: carts are abandoned, and written into the read model
+the requests read, all through the run."""
 
 
 @dataclass(frozen=True)
@@ -68,17 +73,22 @@ class Scale:
     live_rates: tuple[float, ...]
     """Rising input rates (events/s) of the live steps (figure j), each held ``live_seconds``."""
     live_seconds: float
+    api_rate: float
+    """Events/s the worker reads while its operator API is under load (figure k)."""
+    api_seconds: float
+    api_clients: int
 
     @classmethod
     def named(cls, quick: bool) -> Scale:
         if quick:
             return cls(throughput_carts=700, silent_carts=2_000, tracked_carts=20_000,
                        silent_after=20.0, timeout=90.0, notifier_emails=300,
-                       live_rates=(100.0, 200.0), live_seconds=5.0)
+                       live_rates=(100.0, 200.0), live_seconds=5.0,
+                       api_rate=100.0, api_seconds=8.0, api_clients=4)
         return cls(throughput_carts=28_000, silent_carts=100_000, tracked_carts=1_000_000,
                    silent_after=90.0, timeout=900.0, notifier_emails=5_000,
                    live_rates=(1_000.0, 2_000.0, 4_000.0, 8_000.0, 16_000.0),
-                   live_seconds=60.0)
+                   live_seconds=60.0, api_rate=500.0, api_seconds=60.0, api_clients=8)
 
 
 @dataclass
@@ -321,6 +331,63 @@ class Bench:
         self.report.add(Figure("j", label, None if best is None else best.rate, "events/s",
                                note=note))
 
+    # -- the operator API under load --------------------------------------------------------
+
+    def api(self) -> None:
+        """Figures k and k99: the operator API's requests/s and p99 latency with
+        ``api_clients`` requests always in flight from another process
+        (``bench.api_load``), while the worker reads live events, abandons carts and writes
+        them into the read model the requests read."""
+        scale, prefix = self.scale, self.prefix("api")
+        topics = {logical: prefix + name for logical, name in INPUTS.items()}
+        asyncio.run(create_topics(self.bootstrap, list(topics.values()), self.kafka))
+        worker = self._worker("k", prefix, CARTWATCH_ABANDON_AFTER=str(API_ABANDON_AFTER))
+        url = f"http://127.0.0.1:{worker.env['CARTWATCH_WEB_PORT']}"
+        result_path = self.workdir / "k-client" / "result.json"
+        client = processes.Process(
+            "k-client", [sys.executable, "-m", "cartwatch_dev.bench.api_load", "--url", url,
+                         "--seconds", str(scale.api_seconds), "--concurrency",
+                         str(scale.api_clients), "--output", str(result_path)],
+            processes.environment({}), self.workdir / "k-client")
+
+        def processed() -> int:
+            return sum(v for k, v in processes.counters(url).items() if k.startswith("in:"))
+
+        async def publish(messages: list[Message], on_sent: Callable[[int], None]) -> int:
+            return await produce_live(self.bootstrap, messages, topics, on_sent=on_sent,
+                                      kafka=self.kafka)
+
+        worker.start()
+        try:
+            poll(lambda: worker.check_alive() or processes.ready_count(worker) > 0,
+                 scale.timeout, "the API worker to be ready")
+            poll(lambda: worker.check_alive() or _answers(lambda: _ok(url + "/readyz")),
+                 scale.timeout, "the API worker's /readyz to say 200 (read model loaded)")
+            messages = live.live_messages(scale.api_rate, scale.api_seconds, time.time() + 1.0,
+                                          seed=300, abandon_after=API_ABANDON_AFTER)
+            self.say(f"k: {scale.api_clients} API clients for {scale.api_seconds:.0f} s while "
+                     f"the worker reads {scale.api_rate:,.0f} events/s")
+            client.start()
+            step = asyncio.run(live.hold(messages, scale.api_rate, publish, processed,
+                                         baseline=processed()))
+            answers = processes.wait_result(client, result_path, scale.timeout)
+        finally:
+            client.stop()
+            worker.stop()
+        self.report.checks["k_api"] = {**answers, "events": {
+            "target": step.target, "published_per_s": round(step.rate),
+            "max_lag_s": round(step.max_lag, 2), "sustained": step.sustained}}
+        failed = answers["failed"]
+        load = (f"{answers['concurrency']} clients in another process, the worker reading "
+                f"{step.rate:,.0f} events/s")
+        self.report.add(Figure(
+            "k", f"operator API requests/s ({load})", float(answers["requests_per_s"]),
+            "requests/s", note=f"{failed} failed; the worker at most {step.max_lag:.1f} s "
+            "behind its input" + ("" if step.sustained else " (fell behind)")))
+        self.report.add(Figure(
+            "k99", "operator API p99 latency under that load", answers["p99_ms"], "ms",
+            note=f"p50 {answers['p50_ms']} ms; per endpoint in checks.k_api"))
+
     # -- timers, memory, recovery -----------------------------------------------------------
 
     def timers(self, parts: Collection[str] = ("timers", "memory", "recovery")) -> None:
@@ -486,6 +553,12 @@ def _answers(check: Callable[[], object]) -> bool:
     except OSError:
         return False
     return True
+
+
+def _ok(url: str) -> None:
+    """Raise unless ``url`` answers 200 (urlopen raises on 4xx and 5xx)."""
+    with urlopen(url, timeout=5):
+        pass
 
 
 def _free_port() -> int:

@@ -94,17 +94,17 @@ class Process:
 
 
 def contender(name: str, module: str, env: Mapping[str, str], workdir: Path) -> Process:
-    return Process(name, [sys.executable, "-m", module], _environment(env), workdir)
+    return Process(name, [sys.executable, "-m", module], environment(env), workdir)
 
 
 def cartwatch_worker(name: str, env: Mapping[str, str], workdir: Path) -> Process:
     return Process(
         name, [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"],
-        _environment(env), workdir,
+        environment(env), workdir,
     )
 
 
-def _environment(extra: Mapping[str, str]) -> dict[str, str]:
+def environment(extra: Mapping[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CARTWATCH_", "BENCH_"))}
     env.update(extra)
     return env
