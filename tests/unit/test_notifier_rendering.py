@@ -49,6 +49,24 @@ def test_built_in_templates_pass_the_check_and_render_every_line():
 
 
 @pytest.mark.parametrize("template", ["reminder", "last-chance"])
+def test_the_image_column_is_left_out_when_no_line_has_an_image(template):
+    """Every row of the cart table has the same cells: an image cell for every line (empty
+    where a line has none) when any line has an image, none at all when no line has one."""
+    env = check_templates([("defaults", policy(None, template))])[None]
+    with_one = render(env, template, SAMPLE_CONTEXT).html
+    without = render(env, template, {**SAMPLE_CONTEXT, "lines": [
+        {**line, "image": None} for line in SAMPLE_CONTEXT["lines"]]}).html
+
+    def cells_per_row(html: str) -> set[int]:
+        table = html[html.index("border-collapse"):]
+        table = table[:table.index("</table>")]
+        return {row.count("<td") for row in table.split("<tr")[1:]}
+
+    assert '<td width="72"' in with_one and cells_per_row(with_one) == {3}
+    assert '<td width="72"' not in without and cells_per_row(without) == {2}
+
+
+@pytest.mark.parametrize("template", ["reminder", "last-chance"])
 @pytest.mark.parametrize("name", ["Ada", None])
 def test_built_in_paragraphs_start_with_a_capital_letter(template, name):
     """After "Hello Ada," comes a new sentence: "You left ...", not "you left ..."."""
