@@ -62,6 +62,14 @@ def _exceptions(record: logging.LogRecord) -> Iterator[tuple[str, BaseException]
             yield broker, arg
 
 
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what caused it, outermost first."""
+    chain: BaseException | None = exc
+    while chain is not None:
+        yield chain
+        chain = chain.__cause__ or chain.__context__
+
+
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 NO_SPACE_TEXTS = ("No space left on device", "Disk quota exceeded", "database or disk is full")
 """How RocksDB (``rocksdict`` raises a plain ``Exception`` with RocksDB's status text) and
@@ -71,14 +79,12 @@ SQLite say it; an ``OSError`` says it with its errno."""
 def disk_full(exc: BaseException, data_dir: Path) -> str | None:
     """One line naming the data directory if ``exc`` (or its cause) is a write refused for
     lack of space, else None."""
-    chain: BaseException | None = exc
-    while chain is not None:
+    for chain in _causes(exc):
         if (isinstance(chain, OSError) and chain.errno in NO_SPACE) or any(
                 text in str(chain) for text in NO_SPACE_TEXTS):
             return (f"the data directory {data_dir.resolve()} is full ({chain}): free space "
                     "there and restart the worker; the changelogs and the unacknowledged "
                     "input are read again, so nothing is lost")
-        chain = chain.__cause__ or chain.__context__
     return None
 
 
@@ -97,11 +103,9 @@ def classify(record: logging.LogRecord, settings: Settings) -> str | None:
         line = explain(broker, settings.kafka, exc, at_start=False)
         if line is not None:
             return line
-        chain: BaseException | None = exc
-        while chain is not None:
+        for chain in _causes(exc):
             if isinstance(chain, AUTHORIZATION):
                 return f"Kafka refused an operation: {chain}{_needed(chain, settings)}"
-            chain = chain.__cause__ or chain.__context__
     return None
 
 

@@ -277,6 +277,15 @@ class Bench:
                       kafka=self.kafka)
         progress.close()
 
+    def _live_publisher(self, topics: dict[Topic, str]) -> live.Publish:
+        """Publishes messages live to ``topics`` (``live.hold``'s ``publish``)."""
+
+        async def publish(messages: list[Message], on_sent: Callable[[int], None]) -> int:
+            return await produce_live(self.bootstrap, messages, topics, on_sent=on_sent,
+                                      kafka=self.kafka)
+
+        return publish
+
     # -- live rate --------------------------------------------------------------------------
 
     def live(self) -> None:
@@ -289,12 +298,7 @@ class Bench:
         url = f"http://127.0.0.1:{worker.env['CARTWATCH_WEB_PORT']}"
         worker.start()
 
-        def processed() -> int:
-            return sum(v for k, v in processes.counters(url).items() if k.startswith("in:"))
-
-        async def publish(messages: list[Message], on_sent: Callable[[int], None]) -> int:
-            return await produce_live(self.bootstrap, messages, topics, on_sent=on_sent,
-                                      kafka=self.kafka)
+        processed, publish = _inputs_read(url), self._live_publisher(topics)
 
         steps: list[live.Step] = []
         try:
@@ -350,12 +354,7 @@ class Bench:
                          str(scale.api_clients), "--output", str(result_path)],
             processes.environment({}), self.workdir / "k-client")
 
-        def processed() -> int:
-            return sum(v for k, v in processes.counters(url).items() if k.startswith("in:"))
-
-        async def publish(messages: list[Message], on_sent: Callable[[int], None]) -> int:
-            return await produce_live(self.bootstrap, messages, topics, on_sent=on_sent,
-                                      kafka=self.kafka)
+        processed, publish = _inputs_read(url), self._live_publisher(topics)
 
         worker.start()
         try:
@@ -553,6 +552,11 @@ def _answers(check: Callable[[], object]) -> bool:
     except OSError:
         return False
     return True
+
+
+def _inputs_read(url: str) -> Callable[[], int]:
+    """Counts every input the worker at ``url`` has read (``live.hold``'s ``processed``)."""
+    return lambda: sum(v for k, v in processes.counters(url).items() if k.startswith("in:"))
 
 
 def _ok(url: str) -> None:
