@@ -2,17 +2,20 @@
 
 Importing this module registers the lifecycle pipeline (agent, cart table, timers), the reminder
 notifier (its agents, when enabled) and the operator surface (API, read model, metrics), and
-connects the one seam between them: the operator API's "remind now" goes to the notifier's
-scheduler. The processors never import each other; a new agent is registered here.
+connects the seams between them: the operator API's "remind now" goes to the notifier's
+scheduler, and ``/metrics`` reads the processors' counters, input positions and tables through
+the one ``WorkerMetrics`` it is given here. The processors never import each other; a new
+agent is registered here.
 """
 
 from typing import Any
 
-from streams import pipeline  # noqa: F401  (the lifecycle agent, tables and timers)
-from streams.app import app
+from streams import pipeline
+from streams.app import app, carts_table
 from streams.notifier import worker as notifier
 from streams.operator import notifications as operator_gateway
-from streams.operator import web  # noqa: F401  (the operator API, read model and metrics)
+from streams.operator import web
+from streams.operator.metrics import WorkerMetrics
 
 __all__ = ["app"]
 
@@ -30,3 +33,15 @@ async def remind_now(abandonment_id: str, cart_id: str, store_id: str) -> Any:
 
 if notifier.notifier.enabled:
     operator_gateway.install_remind(remind_now)
+
+
+metrics = WorkerMetrics(
+    counters=pipeline.counters,
+    positions=pipeline.timers,
+    carts=carts_table,
+    # the consumer and the assignor are created when the app starts, not at import
+    assigned=lambda: app.assignor.assigned_actives(),
+    highwater=lambda tp: app.consumer.highwater(tp),
+)
+pipeline.abandon_observers.append(metrics.observe_abandonment)
+web.serve_metrics(metrics)

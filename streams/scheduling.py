@@ -66,16 +66,17 @@ class PartitionTimers:
         return sorted(tp.partition for tp in self.app.assignor.assigned_actives()
                       if tp.topic == first)
 
+    def position(self, tp: TP) -> int:
+        """The offset of the next message of input partition ``tp`` this worker will process.
+
+        Before a partition's first message is processed, that is its committed offset (Faust
+        keeps it per partition; there is no public accessor)."""
+        return self.next_offsets.get(tp) or committed_offset(self.app, tp) or 0
+
     def caught_up(self, tp: TP) -> bool:
         """Has this worker processed every message of the input partition the broker holds?"""
         highwater = self.app.consumer.highwater(tp)
-        if highwater is None:
-            return False
-        # Before a partition's first message is processed, its committed offset is the position
-        # (Faust keeps it per partition; there is no public accessor).
-        committed = committed_offset(self.app, tp)
-        position = self.next_offsets.get(tp) or committed or 0
-        return bool(position >= highwater)
+        return highwater is not None and self.position(tp) >= highwater
 
     def earliest(self, partition: int) -> float | None:
         """The partition's earliest deadline, staged or not; O(1)."""

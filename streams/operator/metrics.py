@@ -1,24 +1,25 @@
 """What ``/metrics`` reports, gathered at scrape time from the worker's own state.
 
-Counters come from the processors (``streams.counters.worker_counters``), lag from the
-consumer's high watermarks against the offsets the agent has processed, state sizes from the
-cart table and the deadline index, reminder counts from the read model (which reads the
+The operator imports no processor: ``WorkerMetrics`` holds what the processors expose (their
+counters, the lifecycle's input positions and deadline index, the cart table, the consumer's
+assignment and high watermarks) and is handed to the operator surface where the worker is
+assembled (``streams.assembly``). Reminder counts come from the read model (which reads the
 notification log of the whole cluster, so that family is the same on every worker).
 """
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
+from dataclasses import dataclass, field
+from typing import Protocol
 
-from streams import pipeline
-from streams.app import app, carts_table
-from streams.compat import committed_offset
-from streams.counters import worker_counters
+from faust.types import TP
+
 from streams.operator.feed import ReadModelFeed, SharedReadModel
 from streams.operator.prometheus import Family, Histogram
 from streams.operator.store import ReadModel
 
-timer_lag = Histogram((0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 86400))
-"""Wall time an abandonment was published minus its deadline, observed by this worker."""
+TIMER_LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 86400)
+
 
 TRANSITIONS = {
     "cart_abandoned": "abandoned",
@@ -54,25 +55,6 @@ def counter_families(counters: dict[str, int]) -> list[Family]:
     return [events_in, events_out, transitions, dead, links]
 
 
-def consumer_lag() -> Family:
-    """Per owned input partition: the broker's high watermark minus the next offset to process."""
-    family = Family("cartwatch_consumer_lag", "gauge",
-                    "Input messages not yet processed by this worker, per partition")
-    timers = pipeline.timers
-    for tp in sorted(app.assignor.assigned_actives()):
-        if tp.topic not in timers.input_topics:
-            continue
-        highwater = app.consumer.highwater(tp)
-        if highwater is None:
-            continue
-        # As in ``PartitionTimers.caught_up``: before the first message, the committed offset.
-        committed = committed_offset(app, tp)
-        position = timers.next_offsets.get(tp) or committed or 0
-        family.add(max(0, highwater - position),
-                   {"topic": tp.topic, "partition": str(tp.partition)})
-    return family
-
-
 def feed_families(feed: ReadModelFeed | None, sizes: dict[str, int],
                   reminders: dict[str, int]) -> Iterable[Family]:
     lag = Family("cartwatch_read_model_lag", "gauge",
@@ -97,26 +79,72 @@ def feed_families(feed: ReadModelFeed | None, sizes: dict[str, int],
     return [lag, loaded, undecodable, rows, sent]
 
 
-async def collect(feed: ReadModelFeed | None, shared: SharedReadModel | None) -> list[Family]:
-    """Every family, read now."""
-    carts = Family("cartwatch_carts_in_table", "gauge",
-                   "Carts in this worker's table (its active partitions)")
-    # Counting a RocksDB table walks its keys: do it off the event loop.
-    carts.add(await asyncio.to_thread(len, carts_table))
-    deadlines = Family("cartwatch_deadline_index_entries", "gauge",
-                       "Entries in this worker's deadline index (including stale ones)")
-    deadlines.add(len(pipeline.timers))
-    sizes: dict[str, int] = {}
-    reminders: dict[str, int] = {}
-    if shared is not None:
-        sizes = await shared.run(ReadModel.sizes)
-        reminders = await shared.run(ReadModel.notification_counts)
-    return [
-        *counter_families(dict(worker_counters)),
-        consumer_lag(),
-        timer_lag.family("cartwatch_timer_lag_seconds",
-                         "Abandonment published minus its deadline (timer lag)"),
-        carts,
-        deadlines,
-        *feed_families(feed, sizes, reminders),
-    ]
+class InputPositions(Protocol):
+    """Where the lifecycle agent stands in its input (``streams.scheduling.PartitionTimers``)."""
+
+    @property
+    def input_topics(self) -> Sequence[str]: ...
+
+    def position(self, tp: TP) -> int: ...
+
+    def __len__(self) -> int: ...
+
+
+@dataclass
+class WorkerMetrics:
+    """The processors' state ``/metrics`` reads, given to the operator surface by the assembly.
+
+    ``assigned`` and ``highwater`` are the consumer's (the partitions this worker actively owns
+    and the broker's high watermark of one of them); ``timer_lag`` observes each abandonment's
+    wall time of publication minus its deadline, through ``observe_abandonment``.
+    """
+
+    counters: Mapping[str, int]
+    positions: InputPositions
+    carts: Sized
+    assigned: Callable[[], Iterable[TP]]
+    highwater: Callable[[TP], int | None]
+    timer_lag: Histogram = field(default_factory=lambda: Histogram(TIMER_LAG_BUCKETS))
+
+    def observe_abandonment(self, deadline: float, published_at: float) -> None:
+        self.timer_lag.observe(published_at - deadline)
+
+    def consumer_lag(self) -> Family:
+        """Per owned input partition: the high watermark minus the next offset to process."""
+        family = Family("cartwatch_consumer_lag", "gauge",
+                        "Input messages not yet processed by this worker, per partition")
+        inputs = set(self.positions.input_topics)
+        for tp in sorted(self.assigned()):
+            if tp.topic not in inputs:
+                continue
+            highwater = self.highwater(tp)
+            if highwater is None:
+                continue
+            family.add(max(0, highwater - self.positions.position(tp)),
+                       {"topic": tp.topic, "partition": str(tp.partition)})
+        return family
+
+    async def collect(self, feed: ReadModelFeed | None,
+                      shared: SharedReadModel | None) -> list[Family]:
+        """Every family, read now."""
+        carts = Family("cartwatch_carts_in_table", "gauge",
+                       "Carts in this worker's table (its active partitions)")
+        # Counting a RocksDB table walks its keys: do it off the event loop.
+        carts.add(await asyncio.to_thread(len, self.carts))
+        deadlines = Family("cartwatch_deadline_index_entries", "gauge",
+                           "Entries in this worker's deadline index (including stale ones)")
+        deadlines.add(len(self.positions))
+        sizes: dict[str, int] = {}
+        reminders: dict[str, int] = {}
+        if shared is not None:
+            sizes = await shared.run(ReadModel.sizes)
+            reminders = await shared.run(ReadModel.notification_counts)
+        return [
+            *counter_families(dict(self.counters)),
+            self.consumer_lag(),
+            self.timer_lag.family("cartwatch_timer_lag_seconds",
+                                  "Abandonment published minus its deadline (timer lag)"),
+            carts,
+            deadlines,
+            *feed_families(feed, sizes, reminders),
+        ]

@@ -26,7 +26,6 @@ from aiokafka.errors import KafkaError
 from faust.tables.manager import TableManager
 from faust.web import Request, Response, View, Web
 
-from streams import pipeline
 from streams.app import app, clicks_topic, settings, unsubscribes_topic
 from streams.compat import page
 from streams.counters import worker_counters
@@ -45,7 +44,7 @@ from streams.operator.export import customer_row as customer_csv_row
 from streams.operator.feed import ReadModelFeed, SharedReadModel
 from streams.operator.health import readiness
 from streams.operator.insights import PERIODS, AbandonmentFacts, aggregate
-from streams.operator.metrics import collect, timer_lag
+from streams.operator.metrics import WorkerMetrics
 from streams.operator.prometheus import CONTENT_TYPE, render
 from streams.operator.store import ReadModel, row_dict
 
@@ -57,13 +56,20 @@ STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/cs
 
 
 class Runtime:
-    """The worker's read model and its feed, once the feed has started."""
+    """The worker's read model and its feed, once the feed has started, and what ``/metrics``
+    reads of the processors, once the assembly gave it (``serve_metrics``)."""
 
     feed: ReadModelFeed | None = None
     shared: SharedReadModel | None = None
+    metrics: WorkerMetrics | None = None
 
 
 runtime = Runtime()
+
+
+def serve_metrics(metrics: WorkerMetrics) -> None:
+    """Answer ``/metrics`` from ``metrics`` (the processors' counters, positions and tables)."""
+    runtime.metrics = metrics
 
 
 def read_model_path() -> Path | str:
@@ -88,11 +94,6 @@ class OperatorFeed(ReadModelFeed):
         await super().on_stop()
         if self.shared is not None:
             await self.shared.run(ReadModel.close)
-
-
-pipeline.abandon_observers.append(
-    lambda deadline, fired_at: timer_lag.observe(fired_at - deadline)
-)
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -597,10 +598,13 @@ def csv_response(filename: str) -> aioweb.StreamResponse:
 @page(app, "/metrics")
 async def metrics(web: Web, request: Request) -> Response:
     """Prometheus metrics of this worker (text exposition format)."""
-    families = await collect(runtime.feed, runtime.shared)
-    return aioweb.Response(  # type: ignore[return-value]
-        body=render(families).encode(), headers={"Content-Type": CONTENT_TYPE}
-    )
+    if runtime.metrics is None:
+        response = problem_response(503, "no metrics are connected to this web server")
+    else:
+        families = await runtime.metrics.collect(runtime.feed, runtime.shared)
+        response = aioweb.Response(body=render(families).encode(),
+                                   headers={"Content-Type": CONTENT_TYPE})
+    return response  # type: ignore[return-value]
 
 
 @page(app, "/livez")
