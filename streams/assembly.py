@@ -11,7 +11,7 @@ agent is registered here.
 from typing import Any
 
 from streams import pipeline
-from streams.app import app, carts_table
+from streams.app import app, carts_table, rocksdb_memory
 from streams.notifier import worker as notifier
 from streams.operator import notifications as operator_gateway
 from streams.operator import web
@@ -42,6 +42,7 @@ metrics = WorkerMetrics(
     # the consumer and the assignor are created when the app starts, not at import
     assigned=lambda: app.assignor.assigned_actives(),
     highwater=lambda tp: app.consumer.highwater(tp),
+    rocksdb_memory=lambda: rocksdb_memory(app.tables.values()),
 )
 pipeline.abandon_observers.append(metrics.observe_abandonment)
 web.serve_metrics(metrics)

@@ -41,6 +41,7 @@ PRIVATE_ATTRIBUTES = {
     "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread": (
         "_ensure_consumer", "_create_worker_consumer"),
     "faust.stores.rocksdb.Store": ("_db_for_partition", "_iteritems"),
+    "faust.stores.rocksdb.Store (instance)": ("_dbs",),
     "aiokafka.AIOKafkaConsumer (instance)": ("_client", "_fetcher", "_fetch_max_wait_ms"),
     "aiokafka.consumer.fetcher.Fetcher": ("_proc_fetch_request",),
     "aiokafka.consumer.subscription_state.TopicPartitionState (instance)": ("timestamp",),
@@ -159,6 +160,12 @@ def seek(consumer: Any, tp: TP, offset: int) -> None:
 def table_partition_db(table: faust.Table, partition: int) -> Any:
     """The partition's RocksDB (``rocksdict.Rdict``), opened on first use as Faust's reads do."""
     return table.data._db_for_partition(partition)  # type: ignore[attr-defined]
+
+
+def open_table_databases(table: Any) -> list[Any]:
+    """The RocksDBs (``rocksdict.Rdict``) of the table partitions open in this worker, without
+    opening any (none for a table kept in memory)."""
+    return list(getattr(table.data, "_dbs", {}).values())
 
 
 def table_stored_items(table: Any) -> Iterator[tuple[bytes, bytes]]:

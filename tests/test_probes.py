@@ -63,6 +63,11 @@ async def test_a_backlog_shows_as_lag_and_loading_as_not_ready(pipeline: Pipelin
         await poll(lambda: _caught_up(consumer_lag(http, worker)), 120, "lag back to 0")
         status, body = await poll(lambda: _ready(readyz(http, worker)), 120, "/readyz 200")
         assert body["checks"] == dict.fromkeys(body["checks"], True)
+        # the backlog's 20,000 carts sit in the carts table's memtables, counted in the gauge
+        async with http.get(f"{worker.web_url}/metrics") as response:
+            samples = parse_metrics(await response.text())
+        memtables = samples['cartwatch_rocksdb_memory_bytes{kind="memtables",table="carts"}']
+        assert memtables > BACKLOG * 100
         # the line a person running `make run` waits for, once ready
         ready_line = f"cartwatch is ready: dashboard {worker.web_url}/cartwatch/dashboard/"
         await poll(lambda: asyncio.to_thread(lambda: ready_line in worker.log()), 10,

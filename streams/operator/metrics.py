@@ -104,6 +104,8 @@ class WorkerMetrics:
     carts: Sized
     assigned: Callable[[], Iterable[TP]]
     highwater: Callable[[TP], int | None]
+    rocksdb_memory: Callable[[], Mapping[tuple[str, str], int]] = dict
+    """Native memory of the tables' RocksDBs per (table, kind) (``streams.app.rocksdb_memory``)."""
     timer_lag: Histogram = field(default_factory=lambda: Histogram(TIMER_LAG_BUCKETS))
 
     def observe_abandonment(self, deadline: float, published_at: float) -> None:
@@ -134,6 +136,11 @@ class WorkerMetrics:
         deadlines = Family("cartwatch_deadline_index_entries", "gauge",
                            "Entries in this worker's deadline index (including stale ones)")
         deadlines.add(len(self.positions))
+        rocksdb = Family("cartwatch_rocksdb_memory_bytes", "gauge",
+                         "Native memory held by the RocksDB of this worker's table partitions, "
+                         "per table and kind (memtables, table_readers, block_cache)")
+        for (table, kind), value in sorted(self.rocksdb_memory().items()):
+            rocksdb.add(value, {"table": table, "kind": kind})
         sizes: dict[str, int] = {}
         reminders: dict[str, int] = {}
         if shared is not None:
@@ -146,5 +153,6 @@ class WorkerMetrics:
                                   "Abandonment published minus its deadline (timer lag)"),
             carts,
             deadlines,
+            rocksdb,
             *feed_families(feed, sizes, reminders),
         ]

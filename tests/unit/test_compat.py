@@ -5,6 +5,7 @@ import asyncio
 import importlib.metadata
 import inspect
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -36,9 +37,11 @@ def test_the_installed_versions_are_the_ones_checked() -> None:
             f"{version}.x: check its private attributes, then update CHECKED_AGAINST")
 
 
-async def test_faust_private_attributes_exist() -> None:
-    app = faust.App("compat-check", broker="kafka://127.0.0.1:1", store="rocksdb://")
+async def test_faust_private_attributes_exist(tmp_path: Path) -> None:
+    app = faust.App("compat-check", broker="kafka://127.0.0.1:1", store="rocksdb://",
+                    datadir=str(tmp_path))
     consumer = app.consumer  # built, never started: nothing connects
+    store = app.Table("compat-check", partitions=1).data  # no database is opened
     found = {
         "faust.transport.drivers.aiokafka.Producer": missing(Producer, PRIVATE_ATTRIBUTES[
             "faust.transport.drivers.aiokafka.Producer"]),
@@ -51,6 +54,8 @@ async def test_faust_private_attributes_exist() -> None:
                 "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread"]),
         "faust.stores.rocksdb.Store": missing(Store, PRIVATE_ATTRIBUTES[
             "faust.stores.rocksdb.Store"]),
+        "faust.stores.rocksdb.Store (instance)": missing(store, PRIVATE_ATTRIBUTES[
+            "faust.stores.rocksdb.Store (instance)"]),
         "faust.transport.consumer (module)": missing(faust_consumer, PRIVATE_ATTRIBUTES[
             "faust.transport.consumer (module)"]),
         "faust.sensors.monitor.Monitor (instance)": missing(app.monitor, PRIVATE_ATTRIBUTES[
@@ -84,7 +89,8 @@ def test_every_listed_owner_is_checked(owner: str) -> None:
                "faust.transport.consumer.Consumer (instance)",
                "faust.transport.drivers.aiokafka.Consumer (instance)",
                "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread",
-               "faust.stores.rocksdb.Store", "aiokafka.AIOKafkaConsumer (instance)",
+               "faust.stores.rocksdb.Store", "faust.stores.rocksdb.Store (instance)",
+               "aiokafka.AIOKafkaConsumer (instance)",
                "aiokafka.consumer.fetcher.Fetcher",
                "aiokafka.consumer.subscription_state.TopicPartitionState (instance)",
                "faust.transport.consumer (module)", "faust.sensors.monitor.Monitor (instance)"}

@@ -5,9 +5,14 @@ are now."""
 import asyncio
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
+from typing import cast
 
+import faust
 from faust.types import TP
 
+from streams.app import ROCKSDB_MEMORY, rocksdb_memory
+from streams.compat import table_partition_db
 from streams.operator.metrics import WorkerMetrics
 from streams.operator.prometheus import render
 
@@ -78,3 +83,24 @@ def test_sizes_counters_and_timer_lag_are_read_at_scrape_time() -> None:
     assert 'cartwatch_timer_lag_seconds_bucket{le="0.25"} 0' in text
     assert 'cartwatch_timer_lag_seconds_bucket{le="0.5"} 1' in text
     assert "cartwatch_timer_lag_seconds_count 1" in text
+
+
+def test_rocksdb_memory_is_reported_per_table_and_kind() -> None:
+    worker = metrics({}, {})
+    worker.rocksdb_memory = lambda: {("carts", "memtables"): 2048, ("carts", "block_cache"): 0}
+    text = exposition(worker)
+    assert 'cartwatch_rocksdb_memory_bytes{kind="memtables",table="carts"} 2048' in text
+    assert 'cartwatch_rocksdb_memory_bytes{kind="block_cache",table="carts"} 0' in text
+
+
+def test_rocksdb_memory_reads_the_open_partitions_of_a_real_table(tmp_path: Path) -> None:
+    app = faust.App("memory-check", broker="kafka://127.0.0.1:1", store="rocksdb://",
+                    datadir=str(tmp_path))
+    table = cast(faust.Table, app.Table("carts", partitions=2))  # app.Table is annotated TableT
+    assert rocksdb_memory([table]) == {("carts", kind): 0 for kind in ROCKSDB_MEMORY}
+    db = table_partition_db(table, 1)
+    for number in range(2000):
+        db[f"cart-{number}".encode()] = b"x" * 200
+    memory = rocksdb_memory([table])
+    assert memory[("carts", "memtables")] > 2000 * 200  # the writes sit in the memtable
+    assert set(memory) == {("carts", kind) for kind in ROCKSDB_MEMORY}

@@ -1,6 +1,7 @@
 """The soak's verdict (``cartwatch_dev.chaos.soak.judge``): RSS growth after the warm-up, lag
 back near zero after each rebalance; and the metrics, CSV and plot around it."""
 
+import dataclasses
 from pathlib import Path
 
 from cartwatch_dev.chaos.soak import (
@@ -101,16 +102,29 @@ def test_metrics_are_read_from_the_exposition() -> None:
         'cartwatch_timer_lag_seconds_bucket{le="0.05"} 1',
         "cartwatch_timer_lag_seconds_sum 2.5",
         "cartwatch_timer_lag_seconds_count 10",
+        'cartwatch_rocksdb_memory_bytes{kind="memtables",table="carts"} 2048',
+        'cartwatch_rocksdb_memory_bytes{kind="block_cache",table="plans"} 1024',
     ])
-    assert parse_metrics(text) == (7, 2, 2.5, 10)
+    assert parse_metrics(text) == (7, 2, 2.5, 10, 3072)
+    assert parse_metrics("cartwatch_consumer_lag{partition=\"0\"} 1")[4] is None
+
+
+def test_rocksdb_share_is_judged_on_the_same_samples_as_the_rss() -> None:
+    samples = [dataclasses.replace(sample, rocksdb_bytes=int(sample.at * MiB))
+               for sample in run([100] * 12)]  # samples at 0, 10, ... 110 s
+    verdict = judge(samples, [], warmup=30.0, partitions=4, long_lived="w1")
+    assert (verdict.rocksdb_start, verdict.rocksdb_end) == (40 * MiB, 100 * MiB)
 
 
 def test_csv_and_plot_are_written(tmp_path: Path) -> None:
     samples = run([100, 101, 102, 103], lags=[0, 5, 0, 0],
                   timer=[(0, 0), (1, 4), (2, 8), (2, 8)])
+    samples[1] = dataclasses.replace(samples[1], rocksdb_bytes=4096)
     write_csv(samples, tmp_path / "soak.csv")
     lines = (tmp_path / "soak.csv").read_text().splitlines()
     assert lines[0].startswith("round,at_s,worker,pid,rss_bytes,fds,consumer_lag")
-    assert lines[2].endswith(",0.250") and lines[4].endswith(",")  # nothing fell due: empty
+    assert lines[0].endswith(",timer_lag_interval_s,rocksdb_bytes")
+    assert lines[2].endswith(",0.250,4096")
+    assert lines[4].endswith(",,")  # nothing fell due, no RocksDB figure: empty
     plot(samples, [Rebalance(10.0, 15.0, "w2 joins")], 10.0, tmp_path / "soak.png", "test")
     assert (tmp_path / "soak.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -365,10 +365,10 @@ async def _sample_workers(workers: list[WorkerProcess], start: float, samples: l
             pid = worker.process.pid
             rss, fds = rss_and_fds(pid)
             text = await asyncio.to_thread(scrape, worker.web_url)
-            lag, partitions, timer_sum, timer_count = (
-                parse_metrics(text) if text is not None else (None, 0, None, None))
+            lag, partitions, timer_sum, timer_count, rocksdb = (
+                parse_metrics(text) if text is not None else (None, 0, None, None, None))
             samples.append(Sample(number, at, worker.name, pid, rss, fds, lag, partitions,
-                                  timer_sum, timer_count))
+                                  timer_sum, timer_count, rocksdb))
         number += 1
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), SAMPLE_EVERY)
@@ -437,6 +437,9 @@ async def soak(deployment: Deployment, *, minutes: float = 3.0, carts_per_second
         + ("?" if growth is None or verdict.rss_start is None or verdict.rss_end is None else
            f"{verdict.rss_start / 2**20:.0f} -> {verdict.rss_end / 2**20:.0f} MiB "
            f"({growth:+.1%})")
+        + ("" if verdict.rocksdb_start is None or verdict.rocksdb_end is None else
+           f", RocksDB's share {verdict.rocksdb_start / 2**20:.0f} -> "
+           f"{verdict.rocksdb_end / 2**20:.0f} MiB")
         + (f"; open fds {fds[0]} -> {fds[-1]}" if fds else "")
         + "; lags near zero again "
         + ", ".join("never" if back is None else f"{back:.0f} s" for back in verdict.recoveries)

@@ -59,6 +59,9 @@ class Sample:
     timer_lag_sum: float | None
     """The cumulative ``cartwatch_timer_lag_seconds`` sum and count of the worker's process."""
     timer_lag_count: int | None
+    rocksdb_bytes: int | None = None
+    """Native memory of the worker's RocksDB tables (``cartwatch_rocksdb_memory_bytes``,
+    summed): the part of the RSS that grows until every partition's memtables are full."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,9 @@ class SoakVerdict:
     problems: list[str] = field(default_factory=list)
     rss_start: int | None = None
     rss_end: int | None = None
+    rocksdb_start: int | None = None
+    rocksdb_end: int | None = None
+    """RocksDB's share at the same samples (medians), to tell its warm-up from a leak."""
     recoveries: list[float | None] = field(default_factory=list)
     """Seconds from each rebalance's completion until both lags were near zero."""
 
@@ -158,6 +164,11 @@ def judge(samples: Sequence[Sample], rebalances: Iterable[Rebalance], *, warmup:
     else:
         verdict.rss_start = int(statistics.median(steady[:RSS_WINDOW]))
         verdict.rss_end = int(statistics.median(steady[-RSS_WINDOW:]))
+        rocksdb = [s.rocksdb_bytes for s in sorted(samples, key=lambda s: s.at)
+                   if s.worker == long_lived and s.at >= warmup and s.rocksdb_bytes is not None]
+        if len(rocksdb) >= 2 * RSS_WINDOW:
+            verdict.rocksdb_start = int(statistics.median(rocksdb[:RSS_WINDOW]))
+            verdict.rocksdb_end = int(statistics.median(rocksdb[-RSS_WINDOW:]))
         growth = verdict.rss_growth
         if growth is not None and growth > RSS_GROWTH_LIMIT:
             verdict.problems.append(
@@ -208,12 +219,13 @@ def rss_and_fds(pid: int) -> tuple[int, int]:
     return rss, fds
 
 
-def parse_metrics(text: str) -> tuple[int | None, int, float | None, int | None]:
-    """(consumer lag summed, partitions reported, timer lag sum, timer lag count) from a
-    Prometheus text exposition."""
+def parse_metrics(text: str) -> tuple[int | None, int, float | None, int | None, int | None]:
+    """(consumer lag summed, partitions reported, timer lag sum, timer lag count, RocksDB
+    memory summed) from a Prometheus text exposition."""
     lag, partitions = 0, 0
     timer_sum: float | None = None
     timer_count: int | None = None
+    rocksdb: int | None = None
     for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
@@ -225,7 +237,9 @@ def parse_metrics(text: str) -> tuple[int | None, int, float | None, int | None]
             timer_sum = float(value)
         elif name == "cartwatch_timer_lag_seconds_count":
             timer_count = int(float(value))
-    return lag, partitions, timer_sum, timer_count
+        elif name.startswith("cartwatch_rocksdb_memory_bytes{"):
+            rocksdb = (rocksdb or 0) + int(float(value))
+    return lag, partitions, timer_sum, timer_count, rocksdb
 
 
 def scrape(web_url: str, timeout: float = 5.0) -> str | None:
@@ -237,7 +251,7 @@ def scrape(web_url: str, timeout: float = 5.0) -> str | None:
 
 
 CSV_FIELDS = ("round", "at_s", "worker", "pid", "rss_bytes", "fds", "consumer_lag",
-              "lag_partitions", "timer_lag_interval_s")
+              "lag_partitions", "timer_lag_interval_s", "rocksdb_bytes")
 
 
 def write_csv(samples: Sequence[Sample], path: Path) -> None:
@@ -250,7 +264,8 @@ def write_csv(samples: Sequence[Sample], path: Path) -> None:
             lag = timer[(s.round, s.worker)]
             writer.writerow([s.round, f"{s.at:.1f}", s.worker, s.pid, s.rss_bytes, s.fds,
                              "" if s.consumer_lag is None else s.consumer_lag,
-                             s.lag_partitions, "" if lag is None else f"{lag:.3f}"])
+                             s.lag_partitions, "" if lag is None else f"{lag:.3f}",
+                             "" if s.rocksdb_bytes is None else s.rocksdb_bytes])
 
 
 def plot(samples: Sequence[Sample], rebalances: Sequence[Rebalance], warmup: float,
@@ -266,8 +281,11 @@ def plot(samples: Sequence[Sample], rebalances: Sequence[Rebalance], warmup: flo
     figure, (rss_axis, fd_axis, lag_axis) = plt.subplots(3, 1, sharex=True, figsize=(10, 9))
     for worker in workers:
         own = [s for s in samples if s.worker == worker]
-        rss_axis.plot([s.at for s in own], [s.rss_bytes / 2**20 for s in own], ".-",
-                      label=worker)
+        line, = rss_axis.plot([s.at for s in own], [s.rss_bytes / 2**20 for s in own], ".-",
+                              label=f"{worker} RSS")
+        native = [s for s in own if s.rocksdb_bytes is not None]
+        rss_axis.plot([s.at for s in native], [(s.rocksdb_bytes or 0) / 2**20 for s in native],
+                      ":", color=line.get_color(), label=f"{worker} RocksDB")
         fd_axis.plot([s.at for s in own], [s.fds for s in own], ".-", label=worker)
     lag_points = points(samples)
     lag_axis.plot([p.at for p in lag_points], [p.consumer_lag for p in lag_points], ".-",
@@ -276,7 +294,7 @@ def plot(samples: Sequence[Sample], rebalances: Sequence[Rebalance], warmup: flo
     timed = [p for p in lag_points if p.timer_lag is not None]
     timer_axis.plot([p.at for p in timed], [p.timer_lag for p in timed], ".-",
                     color="tab:red", label="timer lag (s, interval mean)")
-    rss_axis.set_ylabel("RSS (MiB)")
+    rss_axis.set_ylabel("memory (MiB)")
     fd_axis.set_ylabel("open fds")
     lag_axis.set_ylabel("consumer lag (messages)")
     timer_axis.set_ylabel("timer lag (s)")
