@@ -63,9 +63,11 @@ def _exceptions(record: logging.LogRecord) -> Iterator[tuple[str, BaseException]
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and what caused it, outermost first."""
+    """``exc`` and what caused it, outermost first, each once (a chain set by hand may loop)."""
+    seen: set[int] = set()
     chain: BaseException | None = exc
-    while chain is not None:
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
         yield chain
         chain = chain.__cause__ or chain.__context__
 

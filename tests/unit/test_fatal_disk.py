@@ -45,6 +45,12 @@ def test_the_cause_of_a_wrapping_error_counts():
         assert disk_full(outer, DATA_DIR) is not None
 
 
+def test_a_looping_cause_chain_is_walked_once():
+    first, second = RuntimeError("a"), RuntimeError("b")
+    first.__cause__, second.__cause__ = second, first
+    assert disk_full(first, DATA_DIR) is None  # returns: the loop is not followed forever
+
+
 @pytest.mark.parametrize("exc", [
     OSError(errno.EACCES, "Permission denied"),
     Exception("IO error: While lock file: LOCK: Resource temporarily unavailable"),
