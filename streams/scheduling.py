@@ -67,8 +67,19 @@ class PartitionTimers:
                       if tp.topic == first)
 
     def caught_up(self, tp: TP) -> bool:
-        """Has this worker processed every message of the input partition the broker holds?"""
-        highwater = self.app.consumer.highwater(tp)
+        """Has this worker processed every message of the input partition the broker holds?
+
+        A partition the consumer no longer holds is not: a rebalance takes it from aiokafka's
+        subscription (in the consumer's thread) before Faust's assignor, which
+        ``owned_partitions`` asks, is told, and aiokafka's ``highwater`` asserts on it; that
+        crashed the worker's timer task, and with it the worker, in the rolling-upgrade test.
+        """
+        if tp not in self.app.consumer.assignment():
+            return False
+        try:
+            highwater = self.app.consumer.highwater(tp)
+        except AssertionError:  # revoked in the consumer's thread since the line above
+            return False
         if highwater is None:
             return False
         # Before a partition's first message is processed, its committed offset is the position
