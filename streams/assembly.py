@@ -39,9 +39,9 @@ metrics = WorkerMetrics(
     counters=pipeline.counters,
     positions=pipeline.timers,
     carts=carts_table,
-    # the consumer and the assignor are created when the app starts, not at import
+    # the assignor is created when the app starts, not at import
     assigned=lambda: app.assignor.assigned_actives(),
-    highwater=lambda tp: app.consumer.highwater(tp),
+    highwater=pipeline.timers.highwater,
     rocksdb_memory=lambda: rocksdb_memory(app.tables.values()),
 )
 pipeline.abandon_observers.append(metrics.observe_abandonment)

@@ -75,8 +75,25 @@ class PartitionTimers:
 
     def caught_up(self, tp: TP) -> bool:
         """Has this worker processed every message of the input partition the broker holds?"""
-        highwater = self.app.consumer.highwater(tp)
+        highwater = self.highwater(tp)
         return highwater is not None and self.position(tp) >= highwater
+
+    def highwater(self, tp: TP) -> int | None:
+        """The broker's high watermark of ``tp`` as the consumer last saw it; None if not known
+        or if the consumer no longer holds ``tp``.
+
+        A rebalance takes a partition from aiokafka's subscription (in the consumer's thread)
+        before Faust's assignor, which ``owned_partitions`` asks, is told, and aiokafka's
+        ``highwater`` asserts on a partition it does not hold: a timer task or a scrape of
+        ``/metrics`` asking in between must get "not known", not an exception.
+        """
+        consumer = self.app.consumer
+        if tp not in consumer.assignment():
+            return None
+        try:
+            return consumer.highwater(tp)
+        except AssertionError:  # revoked in the consumer's thread since the line above
+            return None
 
     def earliest(self, partition: int) -> float | None:
         """The partition's earliest deadline, staged or not; O(1)."""

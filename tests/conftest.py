@@ -19,6 +19,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from cartwatch_dev.chaos import Deployment, PrivateStack
 from cartwatch_dev.stack import StackState, clear_maildir, down, read_maildir, up
 from cartwatch_dev.stack.settings import StackSettings
 from kafka_helpers import isolated_stack_env
@@ -36,8 +37,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     process, so its log is otherwise lost with the temporary directory."""
     outcome = yield
     report = outcome.get_result()
-    deployment = getattr(item, "funcargs", {}).get("pipeline")
-    if not report.failed or not isinstance(deployment, Pipeline):
+    funcargs = getattr(item, "funcargs", {})
+    deployment = funcargs.get("pipeline") or funcargs.get("deployment")
+    if not report.failed or not isinstance(deployment, Pipeline | Deployment):
         return
     for worker in deployment.workers:
         tail = worker.log().splitlines()[-WORKER_LOG_LINES:]
@@ -143,3 +145,19 @@ async def pipeline(
         yield deployment
     finally:
         deployment.stop_all()
+
+
+@pytest.fixture
+async def deployment(kafka_bootstrap: str, unique_names: UniqueNames, tmp_path: Path
+                     ) -> AsyncIterator[Deployment]:
+    """A private fault-scenario deployment (``cartwatch_dev.chaos``) whose workers send
+    reminders to a private SMTP server (a scenario judges every message in its Maildir)."""
+    mail = PrivateStack(tmp_path / "mail-stack", kafka=False, smtp=True).up()
+    deployment = Deployment(kafka_bootstrap, tmp_path, prefix=unique_names.prefix,
+                            mail=mail.smtp)
+    await deployment.create_topics()
+    try:
+        yield deployment
+    finally:
+        deployment.stop_all()
+        mail.down()

@@ -8,13 +8,11 @@ outage itself is tested by the notifier's ``test_smtp_down_then_back_delivers_ev
 ``cartwatch chaos`` runs it too.)
 """
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from cartwatch_dev.chaos import (
     Deployment,
-    PrivateStack,
     broker_restart,
     kill9,
     rebalance,
@@ -24,21 +22,6 @@ from cartwatch_dev.chaos.disk import CannotMount, disk_full
 from fault_helpers import assert_exact
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture
-async def deployment(kafka_bootstrap: str, unique_names, tmp_path: Path
-                     ) -> AsyncIterator[Deployment]:
-    """A private deployment whose workers send reminders to a private SMTP server."""
-    mail = PrivateStack(tmp_path / "mail-stack", kafka=False, smtp=True).up()
-    deployment = Deployment(kafka_bootstrap, tmp_path, prefix=unique_names.prefix,
-                            mail=mail.smtp)
-    await deployment.create_topics()
-    try:
-        yield deployment
-    finally:
-        deployment.stop_all()
-        mail.down()
 
 
 @pytest.mark.compat

@@ -111,7 +111,7 @@ def outputs(journal: Journal, clock: Clock, refuse: bool = False) -> Outputs:
 
 def scheduler(journal: Journal, clock: Clock, refuse: bool = False) -> ReminderScheduler:
     # a consumer that has not heard of any partition's end: only event time moves the timers
-    app = SimpleNamespace(consumer=SimpleNamespace(highwater=lambda tp: None))
+    app = SimpleNamespace(consumer=SimpleNamespace(assignment=set, highwater=lambda tp: None))
     timers = PartitionTimers(cast(faust.App, app), tuple(INPUTS), cast(faust.TopicT, None))
     return ReminderScheduler(plans=JournaledTable(journal, "plan"), timers=timers,
                              outputs=outputs(journal, clock, refuse), inputs=INPUTS,

@@ -342,6 +342,29 @@ def timers_reading(highwater: int, fetched_at: float = math.inf
     return PartitionTimers(app, ("cart-events",), cast(Any, None)), tp
 
 
+class RevokedConsumer(FakeConsumer):
+    """aiokafka after a rebalance took every partition away, before Faust's assignor is told:
+    it holds nothing, and its ``highwater`` asserts ("Partition is not assigned")."""
+
+    def assignment(self) -> set[TP]:
+        return set()
+
+    def highwater(self, tp: TP) -> int | None:
+        raise AssertionError("Partition is not assigned")
+
+
+def test_a_partition_revoked_before_faust_is_told_is_behind_and_raises_nothing() -> None:
+    """The timer task asks about the partitions Faust's assignor still lists; one aiokafka no
+    longer holds is behind (nothing fires by the wall clock), instead of crashing the worker."""
+    tp = TP("cart-events", 0)
+    app = cast(faust.App, type("App", (), {"consumer": RevokedConsumer({tp: 10}, math.inf)})())
+    timers = PartitionTimers(app, ("cart-events",), cast(Any, None))
+    timers.processed(tp, 9)
+
+    assert not timers.caught_up(tp)
+    assert timers.fire_horizon(0) < time.time() - 1e6  # nothing known to be safe
+
+
 def test_the_wall_clock_fires_only_up_to_the_last_fetch_response() -> None:
     """Cut off from the broker, the worker still looks caught up (the end it knows is the last
     one fetched): no deadline may fire by the wall clock past the moment the broker last

@@ -6,7 +6,8 @@
 - ``hostile``: bad input messages with the dead-letter kind each must get.
 - ``proxy``: a TCP proxy between workers and broker that resets, blackholes, delays and stalls.
 - ``network``: the network fault scenarios, on a stack whose workers connect through the proxy.
-- ``scenarios``: kill -9, rebalance, broker restart, SMTP outage, hostile input, soak; each
+- ``scenarios``: kill -9, rebalance, broker restart, SMTP outage, hostile input, soak, rolling
+  upgrade; each
   returns a result.
 - ``soak``: the soak's samples (RSS, descriptors, lags), its pure verdict, CSV and plot.
 - ``emails``: each due reminder received once, none twice (from the scenario's Maildir).
@@ -23,6 +24,7 @@ from cartwatch_dev.chaos.scenarios import (
     kill9,
     live_load,
     rebalance,
+    rolling_upgrade,
     smtp_outage,
     soak,
 )
@@ -48,6 +50,7 @@ __all__ = [
     "net_reset",
     "rebalance",
     "render",
+    "rolling_upgrade",
     "smtp_outage",
     "soak",
 ]

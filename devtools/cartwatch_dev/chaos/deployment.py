@@ -40,6 +40,8 @@ REMINDERS = ReminderRule(steps=(0.5,), require_consent=False)
 """The workers' reminder policy, and what the email check expects of them: one reminder, 0.5 s
 after the abandonment, to every customer with an address; the load's follow-ups come 1.5 s or
 more after it (with a 3 s time to abandon), so which carts get one is known."""
+STORED_TABLES = ("carts", "reminder_plans", "notifier_contacts", "notifier_deliveries")
+"""The tables whose values carry a format version (``streams.stored``)."""
 FAST_FAILOVER = {"CARTWATCH_SESSION_TIMEOUT": "6s"}
 """A killed worker's partitions move once its group session expires; 6 s is the broker's
 smallest allowed session (group.min.session.timeout.ms)."""
@@ -262,6 +264,38 @@ class Deployment:
         finally:
             lag.append(worst)
             await producer.stop()
+
+
+async def stored_versions(deployment: Deployment, table: str,
+                          timeout: float = 30.0) -> Counter[int]:
+    """How many values of each format version (``"v"``, 0 when absent) ``table``'s changelog
+    holds, read from its start to its end (tombstones left out; no changelog: empty).
+
+    A rolling upgrade's evidence that both releases really wrote the same table."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=deployment.bootstrap, enable_auto_commit=False,
+                                **client_options(deployment.kafka))
+    versions: Counter[int] = Counter()
+    await consumer.start()
+    try:
+        topic = f"{deployment.app_id}-{table}-changelog"
+        await refresh_metadata(consumer)
+        if not consumer.partitions_for_topic(topic):
+            return versions
+        partitions = await _partitions(consumer, [topic])
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        deadline = time.monotonic() + timeout
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"changelog {topic} not read to its end in {timeout} s")
+            batch = await consumer.getmany(timeout_ms=200)
+            for tp, records in batch.items():
+                versions.update(json.loads(r.value).get("v", 0) for r in records
+                                if r.offset < ends[tp] and r.value is not None)
+        return versions
+    finally:
+        await consumer.stop()
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:

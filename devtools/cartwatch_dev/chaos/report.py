@@ -39,6 +39,8 @@ class ScenarioResult:
     successor owned the partitions): a follow-up inside one leaves the reminder to timing."""
     recovery: float | None = None
     """Network faults: seconds from the fault's end until every output came on time again."""
+    stored_versions: dict[str, Counter[int]] = field(default_factory=dict)
+    """Rolling upgrade: how many values of each format version each table's changelog holds."""
     notes: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     """Problems a scenario found itself (a worker exited, a partition did not move...)."""

@@ -19,12 +19,18 @@ import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from cartwatch_dev.chaos.deployment import REMINDERS, Deployment, OutputLog
+from cartwatch_dev.chaos.deployment import (
+    REMINDERS,
+    STORED_TABLES,
+    Deployment,
+    OutputLog,
+    stored_versions,
+)
 from cartwatch_dev.chaos.emails import judge_emails
 from cartwatch_dev.chaos.hostile import hostile_messages
 from cartwatch_dev.chaos.report import ScenarioResult
@@ -347,6 +353,77 @@ async def smtp_outage(deployment: Deployment, mail_stack: PrivateStack, *, carts
                       f"back {time.time() - stopped_at:.1f} s later")
 
     return await _run_live(deployment, load, "smtp-outage", inject, timeout=60.0)
+
+
+OLD_READS_NEW = "newer than this worker's"
+"""What a worker logs (``streams.stored``, once per format) when it reads a record of a newer
+release than its own: in a rolling upgrade, the previous release's worker must log it."""
+
+
+async def rolling_upgrade(deployment: Deployment, old_release: Mapping[str, str], *,
+                          carts: int = 500, abandon_after: float = 3.0, seed: int = 29
+                          ) -> ScenarioResult:
+    """A rolling upgrade under load, with the previous release's worker started with the
+    environment ``old_release`` adds (e.g. ``PYTHONPATH`` at that release's source tree).
+
+    ``w1`` (previous release) owns every partition; ``w2`` (current) joins and takes half of
+    them, restoring what the previous release wrote; ``w2`` is stopped and started again
+    (SIGTERM, as when a new instance is rescheduled or the upgrade paused), so the previous
+    release takes back partitions whose state the current one wrote; then ``w1`` is stopped
+    with SIGTERM and started on the current release with its data directory, as the upgrade's
+    last step. Each step waits for the rebalance it causes.
+
+    The result's ``stored_versions`` are the format versions each table's changelog holds, and
+    a note says whether ``w1`` logged reading the current release's records (``OLD_READS_NEW``),
+    so a caller can check that the two releases really read each other's state."""
+    deployment.settings["CARTWATCH_ABANDON_AFTER"] = str(abandon_after)
+    first, second = deployment.worker("w1"), deployment.worker("w2")
+    current = dict(first.env)
+    first.env.update(old_release)
+    await _start(first)
+    load = live_load(seed, carts, abandon_after, span=40.0)
+
+    async def step(at: float, what: str, act: Callable[[], Awaitable[object]],
+                   watched: WorkerProcess, faults: list[str],
+                   blackouts: list[tuple[float, float]]) -> None:
+        """At ``at`` s into the load, ``act``, and wait for the rebalance ``watched`` sees."""
+        await asyncio.sleep(max(0.0, load.start + at - time.time()))
+        before, began = watched.ready_count(), time.time()
+        await act()
+        await watched.wait_ready(after=before)
+        done = time.time()
+        blackouts.append((began, done + CATCH_UP_SECONDS))
+        owners = ", ".join(f"{w.name} {sorted(w.owned_partitions())}"
+                           for w in (first, second) if w.alive)
+        faults.append(f"{what} at +{began - load.start:.1f} s; {done - began:.1f} s later: "
+                      f"{owners}")
+
+    async def upgrade_w1() -> None:
+        first.env = current
+        await _start(first)
+
+    async def inject(faults: list[str], blackouts: list[tuple[float, float]]) -> None:
+        await step(6.0, "w2 (current) joins", lambda: _start(second), first, faults, blackouts)
+        await step(14.0, "w2 stopped (SIGTERM)", lambda: asyncio.to_thread(second.stop), first,
+                   faults, blackouts)
+        await step(18.0, "w2 started again", lambda: _start(second), first, faults, blackouts)
+        await step(26.0, "w1 (previous) stopped (SIGTERM)",
+                   lambda: asyncio.to_thread(first.stop), second, faults, blackouts)
+        await step(28.0, "w1 started on the current release", upgrade_w1, second, faults,
+                   blackouts)
+
+    result = await _run_live(deployment, load, "rolling-upgrade", inject, timeout=60.0)
+    for table in STORED_TABLES:
+        versions = result.stored_versions[table] = await stored_versions(deployment, table)
+        result.notes.append(f"{table} changelog: " + ", ".join(
+            f"{count} of format {version}" for version, count in sorted(versions.items())))
+    read_new = [line for line in first.log().splitlines() if OLD_READS_NEW in line]
+    result.notes.append("w1 (previous release) read the current release's records: "
+                        + ("; ".join(line.split("] ", 3)[-1] for line in read_new) or "never"))
+    exited = [worker.name for worker in (first, second) if not worker.alive]
+    if exited:
+        result.failures.append(f"workers exited: {exited}")
+    return result
 
 
 SOAK_ACTIONS = ("w2 joins", "kill -9 w2", "w2 joins", "w2 leaves (SIGTERM)")
