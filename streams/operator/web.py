@@ -256,7 +256,7 @@ def insight_facts(
     where, params = q.where_clause(query)
     rows = model.query(
         "SELECT a.store_id, a.abandoned_at, a.status, a.revenue, a.revenue_currency, "
-        "a.seconds_to_recover, coalesce(a.reminder_sent, 0) OR EXISTS (SELECT 1 FROM "
+        "a.seconds_to_recover, coalesce(a.reminder_sent, 0) <> 0 OR EXISTS (SELECT 1 FROM "
         "notifications n WHERE n.abandonment_id = a.abandonment_id AND n.status = 'sent') "
         f"AS reminded FROM abandonments a WHERE {where}", params
     )
