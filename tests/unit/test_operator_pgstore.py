@@ -125,3 +125,21 @@ def test_placeholders_become_pyformat_outside_quotes_only() -> None:
     assert pyformat("SELECT '?%', \"a?\" FROM t WHERE x LIKE ? AND y = ?") == (
         "SELECT '?%', \"a?\" FROM t WHERE x LIKE %s AND y = %s")
     assert pyformat("SELECT 'it''s ?' WHERE 5 % 2 = ?") == "SELECT 'it''s ?' WHERE 5 %% 2 = %s"
+
+
+def test_the_url_and_the_password_file_select_postgresql(postgres_database, tmp_path) -> None:
+    from config.settings import load_settings
+    from streams.operator.backends import open_read_model
+    from streams.operator.store import ReadModel
+
+    secret = tmp_path / "pg-password"
+    secret.write_text(postgres_database.password + "\n")
+    settings = load_settings({"CARTWATCH_READ_MODEL": postgres_database.url,
+                              "CARTWATCH_READ_MODEL_PASSWORD_FILE": str(secret)})
+    assert postgres_database.password not in repr(settings)
+    store = open_read_model(settings.operator, tmp_path)
+    assert isinstance(store, PostgresReadModel) and store.schema_version == SCHEMA_VERSION
+    store.close()
+    default = open_read_model(load_settings({}).operator, tmp_path)
+    assert isinstance(default, ReadModel) and (tmp_path / "operator.sqlite3").exists()
+    default.close()
