@@ -18,9 +18,11 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import stat
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,6 +190,32 @@ def drop_database(server: PostgresServer, name: str) -> None:
 
 
 def stop(server: PostgresServer) -> None:
-    """Fast shutdown (running sessions are ended), waiting until the server is gone."""
-    _run([str(server.bin_dir / "pg_ctl"), "-D", str(server.data_dir), "-m", "fast", "-w",
-          "-t", str(START_TIMEOUT), "stop"], "pg_ctl stop", server.log)
+    """Fast shutdown (SIGINT to the postmaster: sessions are ended), polling until it is gone.
+
+    A signal, not ``pg_ctl stop``: pg_ctl runs as the server user, who may no longer reach the
+    data directory when another pytest session, started meanwhile, has taken the search bit
+    back from pytest's root directory; the server itself keeps running inside it.
+    """
+    try:
+        pid = int((server.data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return  # never started, or already gone
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + START_TIMEOUT
+    while _running(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGQUIT)  # immediate shutdown: the data is thrown away anyway
+            raise StackError(f"PostgreSQL (pid {pid}) did not stop within {START_TIMEOUT} s; "
+                             f"see {server.log}")
+        time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
