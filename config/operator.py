@@ -7,6 +7,7 @@ and from ``CARTWATCH_API_TOKEN`` / ``CARTWATCH_API_URL`` / ``CARTWATCH_READ_MODE
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -17,6 +18,8 @@ ENVIRONMENT = {
     "CARTWATCH_API_TOKEN_FILE": "api_token_file",
     "CARTWATCH_API_URL": "api_url",
     "CARTWATCH_READ_MODEL": "read_model",
+    "CARTWATCH_READ_MODEL_PASSWORD": "read_model_password",
+    "CARTWATCH_READ_MODEL_PASSWORD_FILE": "read_model_password_file",
     "CARTWATCH_EXPORT_PAGE_SIZE": "export_page_size",
 }
 
@@ -37,10 +40,19 @@ class OperatorSettings(BaseModel):
     )
     read_model: str = Field(
         "sqlite",
-        pattern=r"^(sqlite|memory|off)$",
+        pattern=r"^(sqlite|memory|off|postgres(ql)?://.+)$",
         description="'sqlite' keeps the read model in <data_dir>/operator.sqlite3 across "
         "restarts; 'memory' rebuilds it from the output topics at every start; 'off' keeps "
-        "none (a pipeline-only worker: its API answers 503, probes and metrics still work)",
+        "none (a pipeline-only worker: its API answers 503, probes and metrics still work); "
+        "a 'postgresql://user@host:port/db' URL keeps it in that PostgreSQL database, which "
+        "every worker queries (TLS: libpq's options in the URL's query, e.g. "
+        "?sslmode=verify-full&sslrootcert=/path/ca.pem; the password apart, as a secret)",
+    )
+    read_model_password: SecretStr | None = Field(
+        None, description="The PostgreSQL read model's password (never in the URL)"
+    )
+    read_model_password_file: Path | None = Field(
+        None, description="A file holding that password (a mounted secret), instead"
     )
     track_created_carts: bool = Field(
         True, description="Also read cart-events/purchase-events to count carts created"
@@ -61,6 +73,32 @@ class OperatorSettings(BaseModel):
                 "api_token", {"CARTWATCH_API_TOKEN_FILE": str(self.api_token_file)}
             )
         return self
+
+    @model_validator(mode="after")
+    def _read_model_password(self) -> Self:
+        """The password is a secret of its own: refused inside the URL, which is logged and
+        shown as configuration; read from its file like the other secrets."""
+        if self.read_model_password_file is not None:
+            if self.read_model_password is not None:
+                raise ValueError("set one of read_model_password and read_model_password_file")
+            self.read_model_password = read_secret("read_model_password", {
+                "CARTWATCH_READ_MODEL_PASSWORD_FILE": str(self.read_model_password_file)})
+        if self.postgresql:
+            try:
+                in_url = urlsplit(self.read_model).password is not None
+            except ValueError:
+                raise ValueError("read_model: not a valid postgresql:// URL") from None
+            if in_url:
+                raise ValueError("read_model: put the password in read_model_password "
+                                 "(CARTWATCH_READ_MODEL_PASSWORD or its _FILE), not in the URL")
+        elif self.read_model_password is not None:
+            raise ValueError("read_model_password is only used with a postgresql:// read_model")
+        return self
+
+    @property
+    def postgresql(self) -> bool:
+        """Is the read model in PostgreSQL (shared by all workers) rather than in each?"""
+        return self.read_model.startswith(("postgresql://", "postgres://"))
 
 
 def operator_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:

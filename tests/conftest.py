@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from cartwatch_dev.chaos import Deployment, PrivateStack
-from cartwatch_dev.stack import StackState, clear_maildir, down, read_maildir, up
+from cartwatch_dev.stack import StackState, clear_maildir, down, postgres, read_maildir, up
 from cartwatch_dev.stack.settings import StackSettings
 from kafka_helpers import isolated_stack_env
 from pipeline_harness import Pipeline
@@ -107,6 +107,42 @@ def smtp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpServer
         yield SmtpServer(host=host, port=int(port), maildir=state.maildir)
     finally:
         down(state.stack_dir)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[postgres.PostgresServer]:
+    """A real PostgreSQL server (Debian's package) on 127.0.0.1, its data in the session's
+    temporary directory, stopped at session end. Skipped where PostgreSQL is not installed,
+    except in CI (which installs it in .ci/run): there a missing server is a broken setup."""
+    if postgres.bin_dir() is None:
+        missing = "PostgreSQL is not installed (apt-get install postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(missing)
+        pytest.skip(missing)
+    server = postgres.start(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server
+    finally:
+        postgres.stop(server)
+
+
+@dataclass(frozen=True)
+class PostgresDatabase:
+    """One test's own empty database: its URL (no password in it) and the password."""
+
+    url: str
+    password: str
+
+
+@pytest.fixture
+def postgres_database(postgres_server: postgres.PostgresServer) -> Iterator[PostgresDatabase]:
+    """A fresh database per test, owned by the unprivileged application role, dropped after."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    url = postgres.create_database(postgres_server, name)
+    try:
+        yield PostgresDatabase(url, postgres_server.app_password)
+    finally:
+        postgres.drop_database(postgres_server, name)
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ def log_where(query: LogQuery) -> tuple[str, list[Any]]:
     if query.until is not None:
         conditions.append("n.at < ?")
         params.append(query.until)
-    return " AND ".join(conditions) or "1", params
+    return " AND ".join(conditions) or "TRUE", params
 
 
 def log_sql(query: LogQuery) -> tuple[str, list[Any]]:
@@ -183,7 +183,7 @@ def summary_sql(abandonment_ids: list[str]) -> tuple[str, list[Any]]:
 
 def notices_sql(stores: tuple[str, ...], limit: int = NOTICE_LIMIT) -> tuple[str, list[Any]]:
     """Operator notifications of ``stores`` (all when empty), newest first."""
-    where = _in("store_id", stores) if stores else "1"
+    where = _in("store_id", stores) if stores else "TRUE"
     return (f"SELECT * FROM operator_notices WHERE {where} "
             "ORDER BY at DESC, abandonment_id, step LIMIT ?", [*stores, limit])
 

@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import ConsumerStoppedError
@@ -24,10 +24,11 @@ from schemas.events import CartEvent
 from schemas.notifications import LinkClick, NotificationLogEntry, OperatorNotification
 from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered
 from streams.compat import cluster_metadata
-from streams.operator.store import ReadModel
+from streams.operator.backends import ReadModelStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+P = ParamSpec("P")
 
 DISCOVERY_INTERVAL = 5.0
 """Seconds between looks for new topics and partitions."""
@@ -66,19 +67,21 @@ def feed_topics(settings: Settings) -> dict[str, str]:
 
 
 class SharedReadModel:
-    """The read model behind a lock, used from worker threads so SQLite never blocks the loop."""
+    """The read model behind a lock, used from worker threads so neither SQLite nor a
+    PostgreSQL round trip ever blocks the loop."""
 
-    def __init__(self, model: ReadModel) -> None:
+    def __init__(self, model: ReadModelStore) -> None:
         self.model = model
         self._lock = threading.Lock()
 
-    async def run(self, function: Callable[..., T], *args: Any) -> T:
+    async def run(self, function: Callable[Concatenate[ReadModelStore, P], T],
+                  *args: P.args, **kwargs: P.kwargs) -> T:
         """``function(model, *args)`` in a thread, one call at a time."""
-        return await asyncio.to_thread(self._locked, function, *args)
+        def locked() -> T:
+            with self._lock:
+                return function(self.model, *args, **kwargs)
 
-    def _locked(self, function: Callable[..., T], *args: Any) -> T:
-        with self._lock:
-            return function(self.model, *args)
+        return await asyncio.to_thread(locked)
 
 
 @dataclass
@@ -112,7 +115,7 @@ class ReadModelFeed(Service):
         if self.shared is None:
             self.loaded.set()
         else:
-            self.positions = dict((await self.shared.run(ReadModel.offsets)).positions)
+            self.positions = dict((await self.shared.run(lambda model: model.offsets())).positions)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=parse_bootstrap(self.settings.broker),
             client_id=f"{self.settings.app_id}-operator-feed",
@@ -205,7 +208,7 @@ class ReadModelFeed(Service):
                     records.append(record)
             offsets[(tp.topic, tp.partition)] = messages[-1].offset + 1
         assert self.shared is not None
-        await self.shared.run(ReadModel.write_batch, records, offsets)
+        await self.shared.run(lambda model: model.write_batch(records, offsets))
         self.positions.update(offsets)
 
     def _check_loaded(self, assigned: set[TopicPartition]) -> None:

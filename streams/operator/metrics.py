@@ -16,7 +16,6 @@ from faust.types import TP
 
 from streams.operator.feed import ReadModelFeed, SharedReadModel
 from streams.operator.prometheus import Family, Histogram
-from streams.operator.store import ReadModel
 
 TIMER_LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 86400)
 
@@ -144,8 +143,8 @@ class WorkerMetrics:
         sizes: dict[str, int] = {}
         reminders: dict[str, int] = {}
         if shared is not None:
-            sizes = await shared.run(ReadModel.sizes)
-            reminders = await shared.run(ReadModel.notification_counts)
+            sizes = await shared.run(lambda model: model.sizes())
+            reminders = await shared.run(lambda model: model.notification_counts())
         return [
             *counter_families(dict(self.counters)),
             self.consumer_lag(),

@@ -127,7 +127,7 @@ def scope_conditions(
 def created_sql(query: CartQuery) -> tuple[str, list[Any]]:
     """``(store_id, created_at)`` of the carts created in the query's stores and time range."""
     conditions, params = scope_conditions(query, "store_id", "created_at")
-    return (f"SELECT store_id, created_at FROM carts WHERE {' AND '.join(conditions) or '1'}",
+    return (f"SELECT store_id, created_at FROM carts WHERE {' AND '.join(conditions) or 'TRUE'}",
             params)
 
 
@@ -160,7 +160,7 @@ def where_clause(query: CartQuery) -> tuple[str, list[Any]]:
             matches.append("a.phone_digits LIKE ?")
             params.append(f"%{digits}%")
         conditions.append(f"({' OR '.join(matches)})")
-    return (" AND ".join(conditions) or "1"), params
+    return (" AND ".join(conditions) or "TRUE"), params
 
 
 ORDER = "ORDER BY a.abandoned_at DESC, a.abandonment_id"
@@ -196,13 +196,19 @@ def keyset_sql(
 
 
 def customers_sql(query: CartQuery) -> tuple[str, list[Any]]:
-    """One row per distinct email among the matching abandonments, newest cart first."""
+    """One row per distinct email among the matching abandonments, newest cart first.
+
+    Name and consent are the newest cart's (the id breaks a tie of times): a window function,
+    which SQLite and PostgreSQL both run, where SQLite alone would take them as bare columns
+    of ``max()``."""
     where, params = where_clause(query)
     return (
-        # SQLite takes the bare columns from the row holding max(): the newest cart's values.
-        "SELECT a.customer_email AS email, max(a.abandoned_at) AS last_abandoned_at, "
-        "a.customer_name AS name, a.marketing_consent AS marketing_consent, count(*) AS carts "
-        f"FROM abandonments a WHERE {where} AND a.customer_email IS NOT NULL "
-        "GROUP BY a.customer_email ORDER BY last_abandoned_at DESC, email",
+        "SELECT email, last_abandoned_at, name, marketing_consent, carts FROM ("
+        "SELECT a.customer_email AS email, a.abandoned_at AS last_abandoned_at, "
+        "a.customer_name AS name, a.marketing_consent AS marketing_consent, "
+        "count(*) OVER (PARTITION BY a.customer_email) AS carts, row_number() OVER ("
+        "PARTITION BY a.customer_email ORDER BY a.abandoned_at DESC, a.abandonment_id) AS nth "
+        f"FROM abandonments a WHERE {where} AND a.customer_email IS NOT NULL) newest "
+        "WHERE nth = 1 ORDER BY last_abandoned_at DESC, email",
         params,
     )

@@ -33,6 +33,7 @@ from streams.notifier import clicks
 from streams.notifier.tokens import InvalidToken, verify_token
 from streams.operator import attempts, notifications, results
 from streams.operator import query as q
+from streams.operator.backends import ReadModelStore, open_read_model
 from streams.operator.export import (
     CART_COLUMNS,
     CUSTOMER_COLUMNS,
@@ -46,7 +47,7 @@ from streams.operator.health import readiness
 from streams.operator.insights import PERIODS, AbandonmentFacts, aggregate
 from streams.operator.metrics import WorkerMetrics
 from streams.operator.prometheus import CONTENT_TYPE, render
-from streams.operator.store import ReadModel, row_dict
+from streams.operator.store import row_dict
 
 log = logging.getLogger(__name__)
 
@@ -72,28 +73,20 @@ def serve_metrics(metrics: WorkerMetrics) -> None:
     runtime.metrics = metrics
 
 
-def read_model_path() -> Path | str:
-    if settings.operator.read_model == "memory":
-        return ":memory:"
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return settings.data_dir / "operator.sqlite3"
-
-
 @app.service
 class OperatorFeed(ReadModelFeed):
     """The read-model feed of this worker, started with the app after table recovery."""
 
     def __init__(self, **kwargs: Any) -> None:
-        shared = None
-        if settings.operator.read_model != "off":
-            shared = SharedReadModel(ReadModel(read_model_path()))
+        store = open_read_model(settings.operator, settings.data_dir)
+        shared = SharedReadModel(store) if store is not None else None
         super().__init__(settings, shared, **kwargs)
         runtime.feed, runtime.shared = self, shared
 
     async def on_stop(self) -> None:
         await super().on_stop()
         if self.shared is not None:
-            await self.shared.run(ReadModel.close)
+            await self.shared.run(lambda model: model.close())
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -164,7 +157,7 @@ def api(handler: Handler) -> Handler:
 # -- read queries -------------------------------------------------------------------------
 
 
-def list_carts(model: ReadModel, query: q.CartQuery) -> dict[str, Any]:
+def list_carts(model: ReadModelStore, query: q.CartQuery) -> dict[str, Any]:
     rows = model.query(*q.list_sql(query))
     total = model.query(*q.count_sql(query))[0][0]
     ids = [row["abandonment_id"] for row in rows]
@@ -176,7 +169,7 @@ def list_carts(model: ReadModel, query: q.CartQuery) -> dict[str, Any]:
     return {"total": total, "limit": query.limit, "offset": query.offset, "carts": carts}
 
 
-def cart_detail(model: ReadModel, cart_id: str) -> dict[str, Any] | None:
+def cart_detail(model: ReadModelStore, cart_id: str) -> dict[str, Any] | None:
     rows = model.query(
         "SELECT a.* FROM abandonments a WHERE a.cart_id = ? ORDER BY a.abandoned_at DESC, "
         "a.sequence DESC", [cart_id]
@@ -202,7 +195,7 @@ def cart_detail(model: ReadModel, cart_id: str) -> dict[str, Any] | None:
 
 
 def export_page(
-    model: ReadModel, query: q.CartQuery, after: tuple[float, str] | None
+    model: ReadModelStore, query: q.CartQuery, after: tuple[float, str] | None
 ) -> tuple[list[list[str]], tuple[float, str] | None]:
     """CSV rows of the next export page and the key to continue after (None at the end)."""
     rows = model.query(*q.keyset_sql(query, after, settings.operator.export_page_size))
@@ -220,7 +213,7 @@ def parse_log(request: Request) -> attempts.LogQuery:
         raise HTTPProblem(400, str(exc)) from None
 
 
-def log_page(model: ReadModel, query: attempts.LogQuery) -> dict[str, Any]:
+def log_page(model: ReadModelStore, query: attempts.LogQuery) -> dict[str, Any]:
     rows = model.query(*attempts.log_sql(query))
     total = model.query(*attempts.log_count_sql(query))[0][0]
     return {"total": total, "limit": query.limit, "offset": query.offset,
@@ -228,7 +221,7 @@ def log_page(model: ReadModel, query: attempts.LogQuery) -> dict[str, Any]:
 
 
 def log_export_page(
-    model: ReadModel, query: attempts.LogQuery, after: tuple[float, int] | None
+    model: ReadModelStore, query: attempts.LogQuery, after: tuple[float, int] | None
 ) -> tuple[list[list[str]], tuple[float, int] | None]:
     """CSV rows of the next page of the log and the key to continue after (None at the end)."""
     rows = model.query(*attempts.log_keyset_sql(query, after, settings.operator.export_page_size))
@@ -237,26 +230,26 @@ def log_export_page(
     return [attempts.log_csv_row(row) for row in rows], (rows[-1]["at"], rows[-1]["rowid"])
 
 
-def operator_notices(model: ReadModel, stores: tuple[str, ...]) -> list[dict[str, Any]]:
+def operator_notices(model: ReadModelStore, stores: tuple[str, ...]) -> list[dict[str, Any]]:
     return [dict(row) for row in model.query(*attempts.notices_sql(stores))]
 
 
-def store_ids(model: ReadModel) -> list[str]:
+def store_ids(model: ReadModelStore) -> list[str]:
     return [row[0] for row in model.query(attempts.stores_sql())]
 
 
-def customers(model: ReadModel, query: q.CartQuery) -> list[list[str]]:
+def customers(model: ReadModelStore, query: q.CartQuery) -> list[list[str]]:
     return [customer_csv_row(row) for row in model.query(*q.customers_sql(query))]
 
 
 def insight_facts(
-    model: ReadModel, query: q.CartQuery
+    model: ReadModelStore, query: q.CartQuery
 ) -> tuple[list[tuple[str, float]], list[AbandonmentFacts]]:
     """Created carts and abandonment facts within the query's stores and time range."""
     where, params = q.where_clause(query)
     rows = model.query(
         "SELECT a.store_id, a.abandoned_at, a.status, a.revenue, a.revenue_currency, "
-        "a.seconds_to_recover, coalesce(a.reminder_sent, 0) OR EXISTS (SELECT 1 FROM "
+        "a.seconds_to_recover, coalesce(a.reminder_sent, 0) <> 0 OR EXISTS (SELECT 1 FROM "
         "notifications n WHERE n.abandonment_id = a.abandonment_id AND n.status = 'sent') "
         f"AS reminded FROM abandonments a WHERE {where}", params
     )
@@ -269,7 +262,7 @@ def insight_facts(
     return created, facts
 
 
-def campaign_results(model: ReadModel, query: q.CartQuery) -> dict[str, Any]:
+def campaign_results(model: ReadModelStore, query: q.CartQuery) -> dict[str, Any]:
     """Results per campaign, variant and step of the abandonments in the query's scope."""
     where, params = q.where_clause(query)
     entries = results.entries(model.query(*results.facts_sql(where, params)))

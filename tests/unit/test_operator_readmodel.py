@@ -1,7 +1,9 @@
-"""Read model, filters and CSV rows of the operator surface, on an in-memory SQLite."""
+"""Read model, filters and CSV rows of the operator surface, on both backends: an in-memory
+SQLite and a database of the harness's PostgreSQL server, with the same expected results."""
 
 import csv
 import io
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -18,6 +20,7 @@ from schemas.outputs import (
 )
 from streams.operator import query as q
 from streams.operator.export import CART_COLUMNS, cart_row, cell, csv_chunks, paged_csv
+from streams.operator.pgstore import PostgresReadModel
 from streams.operator.store import ReadModel, row_dict
 from tests.unit.factories import DAY, HOUR, T0
 
@@ -59,9 +62,18 @@ def reactivated(cart_id: str, at: float = T0) -> CartReactivated:
     )
 
 
-@pytest.fixture
-def model() -> ReadModel:
-    return ReadModel()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def model(request: pytest.FixtureRequest) -> Iterator[ReadModel | PostgresReadModel]:
+    """Each test once per backend: the API's answers must not depend on which one runs."""
+    if request.param == "sqlite":
+        store: ReadModel | PostgresReadModel = ReadModel()
+    else:
+        database = request.getfixturevalue("postgres_database")
+        store = PostgresReadModel(database.url, database.password)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def statuses(model: ReadModel) -> dict[str, str]:

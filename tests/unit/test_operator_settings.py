@@ -26,6 +26,10 @@ def test_token_from_file(tmp_path: Path) -> None:
     {"CARTWATCH_API_TOKEN": "a", "CARTWATCH_API_TOKEN_FILE": "/nonexistent"},
     {"CARTWATCH_API_TOKEN_FILE": "/nonexistent/token"},
     {"CARTWATCH_READ_MODEL": "postgres"},
+    {"CARTWATCH_READ_MODEL": "postgresql://app:pw@db.example/cartwatch"},
+    {"CARTWATCH_READ_MODEL_PASSWORD": "pw"},
+    {"CARTWATCH_READ_MODEL": "postgresql://app@db/cw", "CARTWATCH_READ_MODEL_PASSWORD": "a",
+     "CARTWATCH_READ_MODEL_PASSWORD_FILE": "/nonexistent"},
 ])
 def test_bad_operator_settings_stop_the_worker(environ: dict[str, str]) -> None:
     with pytest.raises(SettingsError, match="operator"):
@@ -41,3 +45,9 @@ def test_the_ready_line_names_where_a_person_finds_the_pages() -> None:
     assert service_urls("10.1.2.3", 80)["readiness"] == "http://10.1.2.3:80/readyz"
     line = ready_announcement(urls)
     assert line.startswith("cartwatch is ready: dashboard http://127.0.0.1:6066/")
+
+
+def test_a_password_in_the_read_model_url_is_refused_without_showing_it() -> None:
+    with pytest.raises(SettingsError, match="not in the URL") as error:
+        load_settings({"CARTWATCH_READ_MODEL": "postgresql://app:topsecret@db/cartwatch"})
+    assert "topsecret" not in str(error.value)

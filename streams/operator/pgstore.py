@@ -1,0 +1,425 @@
+"""The operator's read model in PostgreSQL (``operator.read_model = "postgresql://..."``).
+
+The same tables, writes and answers as the SQLite ``ReadModel`` (``streams.operator.store``),
+so the API cannot tell them apart: one test suite runs against both. What differs is where
+the data lives: one database that every worker queries, instead of a copy per worker.
+
+- **Same answers.** Text columns use the ``"C"`` collation, so ordering, equality and
+  ``lower()`` are byte-wise and ASCII-only, as in SQLite, whatever the database's default
+  locale. Times stay epoch seconds in ``double precision`` (SQLite's REAL), booleans stay
+  0/1 integers: ``row_dict`` and the CSV code see the same Python values from both.
+- **One set of queries.** The query builders (``streams.operator.query`` and friends) write
+  portable SQL with ``?`` placeholders; ``pyformat`` turns them into psycopg's ``%s``. That is
+  a rewrite of the *SQL text written in this code base*, never of values: every value a user
+  sends is still a bound parameter.
+- **Versioned migrations** in ``schema_migrations``, run at open under a PostgreSQL advisory
+  lock, so workers starting together migrate one at a time and the others find it done.
+- **"Contains" searches** (product, customer) are ``lower(column) LIKE '%...%'``; pg_trgm GIN
+  indexes on exactly those expressions serve them without a scan of the table.
+
+psycopg 3's synchronous API, not asyncpg: the read model already runs in a worker thread
+behind ``SharedReadModel`` (SQLite has no async API), so a sync driver keeps one threading
+model for both backends and the store's methods line up one to one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import count
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import RowMaker
+
+from schemas.events import CartEvent
+from schemas.notifications import LinkClick, NotificationLogEntry, OperatorNotification
+from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered
+from streams.operator.store import STATUS_RANK, Offsets, phone_digits
+
+log = logging.getLogger(__name__)
+
+TEXT = 'text COLLATE "C"'
+"""Every text column: byte-wise like SQLite, whatever locale the database was created in."""
+TIME = "double precision"
+"""Epoch seconds, as SQLite's REAL."""
+
+_V1 = [
+    f"""CREATE TABLE abandonments (
+        abandonment_id {TEXT} PRIMARY KEY, cart_id {TEXT} NOT NULL, store_id {TEXT} NOT NULL,
+        sequence bigint, status {TEXT} NOT NULL, status_rank integer NOT NULL,
+        created_at {TIME}, last_activity_at {TIME}, abandoned_at {TIME} NOT NULL,
+        reactivated_at {TIME}, recovered_at {TIME}, total {TEXT}, total_value double precision,
+        currency {TEXT}, item_count integer, customer_name {TEXT}, customer_email {TEXT},
+        customer_phone {TEXT}, phone_digits {TEXT}, marketing_consent integer,
+        customer_json {TEXT}, cart_url {TEXT}, order_id {TEXT}, revenue {TEXT},
+        revenue_currency {TEXT}, seconds_to_recover double precision, reminder_sent integer,
+        campaign {TEXT}, variant {TEXT})""",
+    "CREATE INDEX abandonments_by_time ON abandonments (abandoned_at)",
+    "CREATE INDEX abandonments_by_store ON abandonments (store_id, abandoned_at)",
+    "CREATE INDEX abandonments_by_cart ON abandonments (cart_id)",
+    "CREATE INDEX abandonments_by_campaign ON abandonments (store_id, campaign, variant)",
+    f"""CREATE TABLE lines (
+        abandonment_id {TEXT} NOT NULL, position integer NOT NULL, sku {TEXT} NOT NULL,
+        name {TEXT}, quantity integer NOT NULL, unit_price {TEXT} NOT NULL,
+        line_total {TEXT} NOT NULL, url {TEXT}, image_url {TEXT},
+        PRIMARY KEY (abandonment_id, sku))""",
+    "CREATE INDEX lines_by_sku ON lines (sku)",
+    # rowid: SQLite's implicit row number, which the execution log pages by (n.rowid).
+    f"""CREATE TABLE notifications (
+        abandonment_id {TEXT} NOT NULL, step integer, channel {TEXT}, status {TEXT} NOT NULL,
+        attempt integer NOT NULL, at {TIME} NOT NULL, cart_id {TEXT}, store_id {TEXT},
+        reason {TEXT}, error {TEXT}, deferred_until {TIME}, campaign {TEXT}, variant {TEXT},
+        rowid bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+        UNIQUE (abandonment_id, step, channel, status, attempt, at))""",
+    "CREATE INDEX notifications_by_time ON notifications (at)",
+    f"""CREATE TABLE operator_notices (
+        store_id {TEXT} NOT NULL, event {TEXT} NOT NULL, abandonment_id {TEXT} NOT NULL,
+        step integer NOT NULL, channel {TEXT}, detail {TEXT}, at {TIME} NOT NULL,
+        PRIMARY KEY (store_id, abandonment_id, step, event, at))""",
+    "CREATE INDEX notices_by_time ON operator_notices (store_id, at)",
+    f"""CREATE TABLE carts (
+        cart_id {TEXT} PRIMARY KEY, store_id {TEXT} NOT NULL, created_at {TIME} NOT NULL)""",
+    "CREATE INDEX carts_by_time ON carts (store_id, created_at)",
+    f"""CREATE TABLE clicks (
+        click_id {TEXT} PRIMARY KEY, abandonment_id {TEXT} NOT NULL, cart_id {TEXT},
+        store_id {TEXT}, step integer NOT NULL, channel {TEXT}, campaign {TEXT},
+        variant {TEXT}, clicked_at {TIME} NOT NULL)""",
+    "CREATE INDEX clicks_by_abandonment ON clicks (abandonment_id, step)",
+    f"""CREATE TABLE offsets (
+        topic {TEXT} NOT NULL, partition integer NOT NULL, next_offset bigint NOT NULL,
+        PRIMARY KEY (topic, partition))""",
+]
+"""Version 1: the tables of the SQLite read model at its schema version 3."""
+
+_V2 = [
+    # Trusted since PostgreSQL 13: the database's owner may create it, no superuser needed.
+    "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+    # The expressions are exactly those of streams.operator.query.where_clause, or the
+    # planner cannot use them.
+    "CREATE INDEX lines_sku_trgm ON lines USING gin (lower(sku) gin_trgm_ops)",
+    "CREATE INDEX lines_name_trgm ON lines USING gin (lower(coalesce(name, '')) gin_trgm_ops)",
+    "CREATE INDEX abandonments_customer_name_trgm ON abandonments "
+    "USING gin (lower(coalesce(customer_name, '')) gin_trgm_ops)",
+    "CREATE INDEX abandonments_customer_email_trgm ON abandonments "
+    "USING gin (lower(coalesce(customer_email, '')) gin_trgm_ops)",
+    "CREATE INDEX abandonments_phone_digits_trgm ON abandonments "
+    "USING gin (phone_digits gin_trgm_ops)",
+]
+"""Version 2: trigram indexes for the "contains" searches of products and customers."""
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (tuple(_V1), tuple(_V2))
+"""``MIGRATIONS[n]`` turns schema version n into n+1. A schema change appends one; an existing
+one never changes (databases in the field ran it). As in SQLite, only add columns that may be
+NULL: a worker of the previous release may still write during a rolling upgrade."""
+SCHEMA_VERSION = len(MIGRATIONS)
+
+MIGRATION_LOCK = 0x6361727477617463
+"""The advisory lock key (``b"cartwatc"``) held while migrating; locks are per database."""
+
+
+def migrate(db: psycopg.Connection[Any], target: int = SCHEMA_VERSION) -> int:
+    """Bring the database to ``target`` (default: this release's version); returns its version.
+
+    Holds the advisory lock for the whole run, so a second worker starting at the same time
+    waits and then finds nothing left to do. Each step commits with its version row, so a
+    crash mid-way resumes at the step it was in. A database of a *newer* version (a rollback
+    to this release) is used as it is, as the SQLite read model does.
+    """
+    db.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY,"
+                   " applied_at timestamptz NOT NULL DEFAULT now())")
+        row = db.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            log.warning("read model database has schema version %d, newer than this "
+                        "release's %d: used as it is", version, SCHEMA_VERSION)
+            return version
+        for step in range(version, target):
+            with db.transaction():
+                for statement in MIGRATIONS[step]:
+                    db.execute(statement)
+                db.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (step + 1,))
+            log.info("read model database migrated to schema version %d", step + 1)
+        return max(version, target)
+    finally:
+        db.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+
+
+_PLACEHOLDER = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|[?%]")
+
+
+def pyformat(statement: str) -> str:
+    """SQLite's ``?`` placeholders as psycopg's ``%s``, and literal ``%`` doubled.
+
+    Quoted strings and identifiers are copied untouched, so a ``?`` or ``%`` inside
+    ``'...'`` stays what it is. Only for SQL written in this code base: values are never
+    part of the text (they are the parameters).
+    """
+    def replace(match: re.Match[str]) -> str:
+        token = match.group(0)
+        return {"?": "%s", "%": "%%"}.get(token, token)
+
+    return _PLACEHOLDER.sub(replace, statement)
+
+
+class Row:
+    """A result row read like ``sqlite3.Row``: by position or column name, ``keys()``,
+    ``tuple(row)`` and ``dict(row)``, so the code reading rows serves both backends."""
+
+    __slots__ = ("_index", "_values")
+
+    def __init__(self, index: Mapping[str, int], values: Sequence[Any]) -> None:
+        self._index = index
+        self._values = tuple(values)
+
+    def __getitem__(self, key: int | str) -> Any:
+        return self._values[key if isinstance(key, int) else self._index[key]]
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Row) and (self.keys(), self._values) == (
+            other.keys(), other._values)
+
+    def __hash__(self) -> int:
+        return hash(self._values)
+
+    def __repr__(self) -> str:
+        return f"Row({dict(zip(self._index, self._values, strict=True))!r})"
+
+
+def _rows(cursor: psycopg.Cursor[Any]) -> RowMaker[Row]:
+    index = {column.name: position for position, column in enumerate(cursor.description or ())}
+    return lambda values: Row(index, values)
+
+
+class PostgresReadModel:
+    """The read model's tables in a PostgreSQL database; the methods of ``ReadModel``.
+
+    One connection, used by one thread at a time (``SharedReadModel`` serialises calls), in
+    autocommit mode with explicit transactions where several statements must hold together.
+    """
+
+    def __init__(self, url: str, password: str | None = None, *,
+                 target_version: int = SCHEMA_VERSION) -> None:
+        """Connect to ``url`` (libpq URL; TLS options such as ``sslmode`` ride in its query)
+        and migrate. ``password`` is given apart from the URL, since it is a secret."""
+        extra: dict[str, Any] = {"password": password} if password is not None else {}
+        self.db: psycopg.Connection[Row] = psycopg.connect(
+            url, autocommit=True, row_factory=_rows, application_name="cartwatch-read-model",
+            **extra)
+        self._cursors = count()
+        try:
+            self.schema_version = migrate(self.db, target_version)
+        except BaseException:
+            self.db.close()
+            raise
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def write_batch(
+        self, records: Iterable[object], offsets: Mapping[tuple[str, int], int]
+    ) -> None:
+        """Apply decoded records and remember the offsets they came from, atomically."""
+        with self.db.transaction():
+            for record in records:
+                self.apply(record)
+            with self.db.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO offsets (topic, partition, next_offset) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (topic, partition) DO UPDATE SET "
+                    "next_offset = excluded.next_offset",
+                    [(topic, partition, offset)
+                     for (topic, partition), offset in offsets.items()],
+                )
+
+    def apply(self, record: object) -> None:
+        if isinstance(record, CartAbandoned):
+            self._abandoned(record)
+        elif isinstance(record, CartReactivated):
+            self._advance(record.abandonment_id, record.cart_id, record.store_id,
+                          "reactivated", record.abandoned_at.timestamp(),
+                          reactivated_at=record.reactivated_at.timestamp())
+        elif isinstance(record, CartRecovered):
+            self._advance(record.abandonment_id, record.cart_id, record.store_id,
+                          "recovered", record.abandoned_at.timestamp(),
+                          recovered_at=record.recovered_at.timestamp(),
+                          order_id=record.order_id, revenue=format(record.revenue, "f"),
+                          revenue_currency=record.currency,
+                          seconds_to_recover=record.seconds_to_recover,
+                          reminder_sent=int(record.reminder_sent))
+        elif isinstance(record, NotificationLogEntry):
+            self.db.execute(
+                "INSERT INTO notifications (abandonment_id, step, channel, status, attempt, at, "
+                "cart_id, store_id, reason, error, deferred_until, campaign, variant) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                (record.abandonment_id, record.step, record.channel or "", record.status,
+                 record.attempt, record.at.timestamp(), record.cart_id, record.store_id,
+                 record.reason, record.error,
+                 record.deferred_until.timestamp() if record.deferred_until else None,
+                 record.campaign, record.variant),
+            )
+            if record.campaign is not None:
+                self.db.execute(
+                    "UPDATE abandonments SET campaign = %s, variant = %s "
+                    "WHERE abandonment_id = %s AND campaign IS NULL",
+                    (record.campaign, record.variant, record.abandonment_id),
+                )
+        elif isinstance(record, LinkClick):
+            self.db.execute(
+                "INSERT INTO clicks (click_id, abandonment_id, cart_id, store_id, step, "
+                "channel, campaign, variant, clicked_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (record.click_id, record.abandonment_id, record.cart_id, record.store_id,
+                 record.step, record.channel, record.campaign, record.variant,
+                 record.clicked_at.timestamp()),
+            )
+        elif isinstance(record, OperatorNotification):
+            self.db.execute(
+                "INSERT INTO operator_notices (store_id, event, abandonment_id, step, channel, "
+                "detail, at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (record.store_id, record.event, record.abandonment_id, record.step,
+                 record.channel, record.detail, record.at.timestamp()),
+            )
+        elif isinstance(record, CartEvent):
+            self.db.execute(
+                "INSERT INTO carts (cart_id, store_id, created_at) VALUES (%s, %s, %s) "
+                "ON CONFLICT (cart_id) DO UPDATE SET "
+                "created_at = least(carts.created_at, excluded.created_at)",
+                (record.cart_id, record.store_id, record.occurred_at.timestamp()),
+            )
+        else:
+            raise TypeError(f"not a read-model record: {type(record).__name__}")
+
+    def _abandoned(self, record: CartAbandoned) -> None:
+        cart = record.cart
+        customer = cart.customer
+        self._advance(
+            record.abandonment_id, record.cart_id, record.store_id, "abandoned",
+            record.abandoned_at.timestamp(),
+            sequence=record.sequence,
+            created_at=record.created_at.timestamp(),
+            last_activity_at=record.last_activity_at.timestamp(),
+            total=format(cart.total, "f"),
+            total_value=float(cart.total),
+            currency=cart.currency,
+            item_count=cart.item_count,
+            customer_name=customer.name if customer else None,
+            customer_email=customer.email if customer else None,
+            customer_phone=customer.phone if customer else None,
+            phone_digits=phone_digits(customer.phone if customer else None),
+            marketing_consent=(
+                None if customer is None or customer.marketing_consent is None
+                else int(customer.marketing_consent)
+            ),
+            customer_json=customer.model_dump_json(exclude_none=True) if customer else None,
+            cart_url=cart.cart_url,
+        )
+        self.db.execute("DELETE FROM lines WHERE abandonment_id = %s", (record.abandonment_id,))
+        with self.db.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO lines (abandonment_id, position, sku, name, quantity, unit_price, "
+                "line_total, url, image_url) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (record.abandonment_id, position, line.sku, line.name, line.quantity,
+                     format(line.unit_price, "f"), format(line.line_total, "f"), line.url,
+                     line.image_url)
+                    for position, line in enumerate(cart.lines)
+                ],
+            )
+
+    def _advance(
+        self, abandonment_id: str, cart_id: str, store_id: str, status: str,
+        abandoned_at: float, **fields: Any,
+    ) -> None:
+        """Insert or update one abandonment; its status never moves backwards."""
+        columns = ["abandonment_id", "cart_id", "store_id", "status", "status_rank",
+                   "abandoned_at", *fields]
+        values = [abandonment_id, cart_id, store_id, status, STATUS_RANK[status], abandoned_at,
+                  *fields.values()]
+        updates: list[sql.Composable] = [
+            sql.SQL("{0} = excluded.{0}").format(sql.Identifier(name)) for name in fields]
+        updates += [
+            sql.SQL("status = CASE WHEN excluded.status_rank > abandonments.status_rank "
+                    "THEN excluded.status ELSE abandonments.status END"),
+            sql.SQL("status_rank = greatest(abandonments.status_rank, excluded.status_rank)"),
+        ]
+        self.db.execute(
+            sql.SQL("INSERT INTO abandonments ({}) VALUES ({}) "
+                    "ON CONFLICT (abandonment_id) DO UPDATE SET {}").format(
+                sql.SQL(", ").join(map(sql.Identifier, columns)),
+                sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+                sql.SQL(", ").join(updates)),
+            values,
+        )
+        # As in SQLite: log entries read before this abandonment's first record name its
+        # campaign.
+        self.db.execute(
+            "UPDATE abandonments SET (campaign, variant) = (SELECT n.campaign, n.variant FROM "
+            "notifications n WHERE n.abandonment_id = abandonments.abandonment_id AND "
+            "n.campaign IS NOT NULL LIMIT 1) WHERE abandonment_id = %s AND campaign IS NULL",
+            (abandonment_id,),
+        )
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def offsets(self) -> Offsets:
+        rows = self.db.execute("SELECT topic, partition, next_offset FROM offsets").fetchall()
+        return Offsets({(row[0], row[1]): row[2] for row in rows})
+
+    def query(self, statement: str, params: Iterable[Any] = ()) -> list[Row]:
+        """Rows of a query written with ``?`` placeholders (the query builders' SQL)."""
+        return self.db.execute(pyformat(statement), tuple(params)).fetchall()
+
+    def iterate(self, statement: str, params: Iterable[Any] = (), batch: int = 500
+                ) -> Iterator[list[Row]]:
+        """Rows in batches from a server-side cursor: the result is never all in memory,
+        on the server's side of the connection or on ours."""
+        with self.db.transaction(), self.db.cursor(
+                name=f"cartwatch_iterate_{next(self._cursors)}") as cursor:
+            cursor.execute(pyformat(statement), tuple(params))
+            while rows := cursor.fetchmany(batch):
+                yield rows
+
+    def lines_of(self, abandonment_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """The lines of each abandonment, in the order the snapshot listed them."""
+        found: dict[str, list[dict[str, Any]]] = {key: [] for key in abandonment_ids}
+        rows = self.db.execute(
+            "SELECT abandonment_id, sku, name, quantity, unit_price, line_total, url, image_url "
+            "FROM lines WHERE abandonment_id = ANY(%s) ORDER BY abandonment_id, position",
+            (list(abandonment_ids),),
+        )
+        for row in rows:
+            line = dict(row)
+            found[line.pop("abandonment_id")].append(line)
+        return found
+
+    def sizes(self) -> dict[str, int]:
+        """Row counts per table, for the metrics."""
+        sizes: dict[str, int] = {}
+        for table in ("abandonments", "lines", "notifications", "operator_notices", "carts",
+                      "clicks"):
+            row = self.db.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
+            sizes[table] = row[0] if row else 0
+        return sizes
+
+    def notification_counts(self) -> dict[str, int]:
+        """Reminder attempts per status (sent, skipped, deferred, failed), all stores."""
+        rows = self.db.execute("SELECT status, count(*) FROM notifications GROUP BY status")
+        return {row[0]: row[1] for row in rows}
