@@ -38,6 +38,22 @@ def test_rss_growth_is_judged_after_the_warm_up_on_medians() -> None:
     assert verdict.rss_growth is not None and 0.0 < verdict.rss_growth < 0.10
 
 
+def test_rss_is_compared_only_while_the_worker_owns_its_warm_up_partitions() -> None:
+    # all 8 partitions in the warm-up, half of them while a second worker is in, all again at
+    # the end: the partitions taken back are not growth, 8 MiB more at equal ownership is
+    rss = [100, 100, 100, 80, 80, 80, 80, 100, 101, 102, 106, 108, 108]
+    owned = [8, 8, 8, 4, 4, 4, 4, 8, 8, 8, 8, 8, 8]
+    samples = [dataclasses.replace(sample, lag_partitions=partitions)
+               for sample, partitions in zip(run(rss), owned, strict=True)]
+    verdict = judge(samples, [], warmup=30.0, partitions=PARTITIONS, long_lived="w1")
+    assert (verdict.rss_start, verdict.rss_end) == (101 * MiB, 108 * MiB)
+    assert verdict.ok, verdict.problems
+    taken_back = [dataclasses.replace(sample, lag_partitions=4) if sample.at >= 30 else sample
+                  for sample in samples]  # never again owning all 8: nothing to compare
+    assert "too few samples" in judge(taken_back, [], warmup=30.0, partitions=PARTITIONS,
+                                      long_lived="w1").problems[0]
+
+
 def test_rss_growing_more_than_ten_percent_after_the_warm_up_fails() -> None:
     rss = [100, 150, 150, 150, 155, 160, 165, 170, 175, 170, 172]
     verdict = judge(run(rss), [], warmup=10.0, partitions=PARTITIONS, long_lived="w1")

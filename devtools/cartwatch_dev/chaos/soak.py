@@ -8,7 +8,8 @@ from ``/proc``, consumer lag and timer lag from its ``/metrics``) and fails when
 
 - the long-lived worker's RSS grew more than ``RSS_GROWTH_LIMIT`` after the warm-up (the median
   of the last samples against the median of the first ones after the warm-up: one sample taken
-  in a burst must not decide), or
+  in a burst must not decide; both taken while it owned the partitions it owned in the warm-up,
+  ``owning_as_in_the_warm_up``), or
 - consumer lag (all input partitions reported, summed) and timer lag did not come back near zero
   within ``RECOVERY_WITHIN`` seconds of each rebalance having completed.
 
@@ -152,20 +153,39 @@ def caught_up(point: Point, partitions: int) -> bool:
             and (point.timer_lag is None or point.timer_lag <= TIMER_LAG_NEAR_ZERO))
 
 
+def owning_as_in_the_warm_up(samples: Sequence[Sample], warmup: float,
+                             worker: str) -> list[Sample]:
+    """The worker's samples after the warm-up taken while it owned as many input partitions as
+    at the end of the warm-up, in time order.
+
+    A worker's memory follows what it owns: each table partition it holds has its RocksDB
+    (memtables, block cache, open files) and its share of the state. Between rebalances the
+    long-lived worker owns half the partitions or all of them, so RSS growth is only measured
+    between samples of equal ownership; otherwise a soak that ends with a second worker gone
+    would count the partitions taken back as a leak.
+    """
+    own = sorted((s for s in samples if s.worker == worker and s.lag_partitions),
+                 key=lambda s: s.at)
+    warm = [s for s in own if s.at < warmup]
+    later = [s for s in own if s.at >= warmup]
+    owned = warm[-1].lag_partitions if warm else max((s.lag_partitions for s in later),
+                                                      default=0)
+    return [s for s in later if s.lag_partitions == owned]
+
+
 def judge(samples: Sequence[Sample], rebalances: Iterable[Rebalance], *, warmup: float,
           partitions: int, long_lived: str) -> SoakVerdict:
     """The soak's verdict from its samples (see the module doc for the rules)."""
     verdict = SoakVerdict()
-    steady = [s.rss_bytes for s in sorted(samples, key=lambda s: s.at)
-              if s.worker == long_lived and s.at >= warmup]
+    steady = owning_as_in_the_warm_up(samples, warmup, long_lived)
     if len(steady) < 2 * RSS_WINDOW:
         verdict.problems.append(f"too few samples of {long_lived} after the {warmup:.0f} s "
-                                f"warm-up to judge its RSS ({len(steady)})")
+                                f"warm-up, owning its warm-up partitions, to judge its RSS "
+                                f"({len(steady)})")
     else:
-        verdict.rss_start = int(statistics.median(steady[:RSS_WINDOW]))
-        verdict.rss_end = int(statistics.median(steady[-RSS_WINDOW:]))
-        rocksdb = [s.rocksdb_bytes for s in sorted(samples, key=lambda s: s.at)
-                   if s.worker == long_lived and s.at >= warmup and s.rocksdb_bytes is not None]
+        verdict.rss_start = int(statistics.median(s.rss_bytes for s in steady[:RSS_WINDOW]))
+        verdict.rss_end = int(statistics.median(s.rss_bytes for s in steady[-RSS_WINDOW:]))
+        rocksdb = [s.rocksdb_bytes for s in steady if s.rocksdb_bytes is not None]
         if len(rocksdb) >= 2 * RSS_WINDOW:
             verdict.rocksdb_start = int(statistics.median(rocksdb[:RSS_WINDOW]))
             verdict.rocksdb_end = int(statistics.median(rocksdb[-RSS_WINDOW:]))
