@@ -2,15 +2,10 @@
 previous release and one of the current release share the partitions through rebalances, and
 nothing is lost, invented or sent twice.
 
-The previous release is the code of ``PREVIOUS_RELEASE`` from git history, run with this venv's
-dependencies (``fault_helpers.release_tree`` and ``release_environment``): the newest commit
-whose stored formats are the previous ones (cart format 1, the one golden fixtures v2 hold;
-plans and contacts 2), on main just before the clicks branch brought cart format 3 (2f65457)
-in its merge. Not ``2f65457^`` (d99e1d8), though it writes the same formats: it lacks the
-rebalance fixes 589d37e and dc4f85e, and in one run of this test it lost a cart event read
-during a rebalance on a partition it kept, the loss those commits fixed. The current release
-writes carts the previous one must read best effort, and reads the previous one's through its
-migrations.
+The previous release is ``cartwatch_dev.chaos.releases.PREVIOUS_RELEASE`` (its module says
+which commit and why), its code from git history run with this venv's dependencies. The current
+release writes carts the previous one must read best effort, and reads the previous one's
+through its migrations.
 """
 
 import os
@@ -18,14 +13,18 @@ from pathlib import Path
 
 import pytest
 from cartwatch_dev.chaos import Deployment, render, rolling_upgrade
-from fault_helpers import ReleaseUnavailable, assert_exact, release_environment, release_tree
+from cartwatch_dev.chaos.releases import (
+    PREVIOUS_CART_FORMAT,
+    PREVIOUS_RELEASE,
+    ReleaseUnavailable,
+    release_environment,
+    release_tree,
+)
+from fault_helpers import assert_exact
 
 from streams.lifecycle import CART_FORMAT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-PREVIOUS_RELEASE = "9fa5f5f5e0ad7ac1272bdcaa150a85e404a8e1f4"
-PREVIOUS_CART_FORMAT = 1
 
 
 async def test_rolling_upgrade_from_the_previous_release_under_load_loses_nothing(

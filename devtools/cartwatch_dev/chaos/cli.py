@@ -14,6 +14,7 @@ import click
 from cartwatch_dev.chaos.deployment import Deployment
 from cartwatch_dev.chaos.disk import CannotMount, disk_full
 from cartwatch_dev.chaos.network import net_blackhole, net_latency, net_loss, net_reset
+from cartwatch_dev.chaos.releases import ReleaseUnavailable, upgrade_from_previous_release
 from cartwatch_dev.chaos.report import ScenarioResult, render
 from cartwatch_dev.chaos.scenarios import (
     broker_restart,
@@ -35,8 +36,9 @@ ON_DEPLOYMENT: dict[str, Callable[[Deployment], Awaitable[ScenarioResult]]] = {
     "rebalance": rebalance,
     "hostile-input": hostile_input,
     "disk-full": disk_full,
+    "rolling-upgrade": upgrade_from_previous_release,
 }
-WITH_MAIL = ("kill9", "rebalance", "soak", "disk-full")
+WITH_MAIL = ("kill9", "rebalance", "soak", "disk-full", "rolling-upgrade")
 NETWORK: dict[str, Callable[[PrivateStack, Path], Awaitable[ScenarioResult]]] = {
     "net-reset": net_reset,
     "net-blackhole": net_blackhole,
@@ -95,7 +97,7 @@ async def run_scenarios(names: list[str], bootstrap: str | None, workdir: Path,
                 else:
                     deployment.mail = mail.smtp if name in WITH_MAIL else None
                     results.append(await ON_DEPLOYMENT[name](deployment))
-            except CannotMount as exc:  # not root: say so, judge the others
+            except (CannotMount, ReleaseUnavailable) as exc:  # say so, judge the others
                 not_run.append(f"{name}: not run: {exc}")
                 click.echo(not_run[-1], err=True)
                 continue
@@ -141,7 +143,8 @@ def chaos(scenarios: tuple[str, ...], broker: str | None, workdir: Path | None,
     others use is never restarted), and network faults between the workers and the broker
     (connection resets, a blackhole longer than the session, 500 ms latency, emulated 5 %
     loss; on a private stack whose workers connect through a fault-injecting proxy), and a
-    full data directory (a small tmpfs filled under load; mounting it needs root).
+    full data directory (a small tmpfs filled under load; mounting it needs root), and a
+    rolling upgrade from the previous release (its code from this checkout's git history).
     Reminders go to a private SMTP server per scenario.
     ``--scenario soak --minutes N``: steady load with a rebalance every few minutes, RSS, open
     descriptors and lags sampled every 10 s into soak.csv and soak.png in the out dir.
