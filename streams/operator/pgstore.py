@@ -24,6 +24,7 @@ model for both backends and the store's methods line up one to one.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -34,10 +35,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import RowMaker
 
-from schemas.events import CartEvent
-from schemas.notifications import LinkClick, NotificationLogEntry, OperatorNotification
-from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered
-from streams.operator.store import STATUS_RANK, Offsets, phone_digits
+from streams.operator.store import Offsets
+from streams.operator.writes import Write, offset_writes, record_writes
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +151,7 @@ def migrate(db: psycopg.Connection[Any], target: int = SCHEMA_VERSION) -> int:
 _PLACEHOLDER = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|[?%]")
 
 
+@functools.lru_cache(maxsize=256)
 def pyformat(statement: str) -> str:
     """SQLite's ``?`` placeholders as psycopg's ``%s``, and literal ``%`` doubled.
 
@@ -235,146 +235,21 @@ class PostgresReadModel:
         self, records: Iterable[object], offsets: Mapping[tuple[str, int], int]
     ) -> None:
         """Apply decoded records and remember the offsets they came from, atomically."""
-        with self.db.transaction():
+        with self.db.transaction(), self.db.cursor() as cursor:
             for record in records:
-                self.apply(record)
-            with self.db.cursor() as cursor:
-                cursor.executemany(
-                    "INSERT INTO offsets (topic, partition, next_offset) VALUES (%s, %s, %s) "
-                    "ON CONFLICT (topic, partition) DO UPDATE SET "
-                    "next_offset = excluded.next_offset",
-                    [(topic, partition, offset)
-                     for (topic, partition), offset in offsets.items()],
-                )
+                for write in record_writes(record):
+                    self._run(cursor, write)
+            self._run(cursor, offset_writes(offsets))
 
     def apply(self, record: object) -> None:
-        if isinstance(record, CartAbandoned):
-            self._abandoned(record)
-        elif isinstance(record, CartReactivated):
-            self._advance(record.abandonment_id, record.cart_id, record.store_id,
-                          "reactivated", record.abandoned_at.timestamp(),
-                          reactivated_at=record.reactivated_at.timestamp())
-        elif isinstance(record, CartRecovered):
-            self._advance(record.abandonment_id, record.cart_id, record.store_id,
-                          "recovered", record.abandoned_at.timestamp(),
-                          recovered_at=record.recovered_at.timestamp(),
-                          order_id=record.order_id, revenue=format(record.revenue, "f"),
-                          revenue_currency=record.currency,
-                          seconds_to_recover=record.seconds_to_recover,
-                          reminder_sent=int(record.reminder_sent))
-        elif isinstance(record, NotificationLogEntry):
-            self.db.execute(
-                "INSERT INTO notifications (abandonment_id, step, channel, status, attempt, at, "
-                "cart_id, store_id, reason, error, deferred_until, campaign, variant) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT DO NOTHING",
-                (record.abandonment_id, record.step, record.channel or "", record.status,
-                 record.attempt, record.at.timestamp(), record.cart_id, record.store_id,
-                 record.reason, record.error,
-                 record.deferred_until.timestamp() if record.deferred_until else None,
-                 record.campaign, record.variant),
-            )
-            if record.campaign is not None:
-                self.db.execute(
-                    "UPDATE abandonments SET campaign = %s, variant = %s "
-                    "WHERE abandonment_id = %s AND campaign IS NULL",
-                    (record.campaign, record.variant, record.abandonment_id),
-                )
-        elif isinstance(record, LinkClick):
-            self.db.execute(
-                "INSERT INTO clicks (click_id, abandonment_id, cart_id, store_id, step, "
-                "channel, campaign, variant, clicked_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (record.click_id, record.abandonment_id, record.cart_id, record.store_id,
-                 record.step, record.channel, record.campaign, record.variant,
-                 record.clicked_at.timestamp()),
-            )
-        elif isinstance(record, OperatorNotification):
-            self.db.execute(
-                "INSERT INTO operator_notices (store_id, event, abandonment_id, step, channel, "
-                "detail, at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (record.store_id, record.event, record.abandonment_id, record.step,
-                 record.channel, record.detail, record.at.timestamp()),
-            )
-        elif isinstance(record, CartEvent):
-            self.db.execute(
-                "INSERT INTO carts (cart_id, store_id, created_at) VALUES (%s, %s, %s) "
-                "ON CONFLICT (cart_id) DO UPDATE SET "
-                "created_at = least(carts.created_at, excluded.created_at)",
-                (record.cart_id, record.store_id, record.occurred_at.timestamp()),
-            )
-        else:
-            raise TypeError(f"not a read-model record: {type(record).__name__}")
+        with self.db.transaction(), self.db.cursor() as cursor:
+            for write in record_writes(record):
+                self._run(cursor, write)
 
-    def _abandoned(self, record: CartAbandoned) -> None:
-        cart = record.cart
-        customer = cart.customer
-        self._advance(
-            record.abandonment_id, record.cart_id, record.store_id, "abandoned",
-            record.abandoned_at.timestamp(),
-            sequence=record.sequence,
-            created_at=record.created_at.timestamp(),
-            last_activity_at=record.last_activity_at.timestamp(),
-            total=format(cart.total, "f"),
-            total_value=float(cart.total),
-            currency=cart.currency,
-            item_count=cart.item_count,
-            customer_name=customer.name if customer else None,
-            customer_email=customer.email if customer else None,
-            customer_phone=customer.phone if customer else None,
-            phone_digits=phone_digits(customer.phone if customer else None),
-            marketing_consent=(
-                None if customer is None or customer.marketing_consent is None
-                else int(customer.marketing_consent)
-            ),
-            customer_json=customer.model_dump_json(exclude_none=True) if customer else None,
-            cart_url=cart.cart_url,
-        )
-        self.db.execute("DELETE FROM lines WHERE abandonment_id = %s", (record.abandonment_id,))
-        with self.db.cursor() as cursor:
-            cursor.executemany(
-                "INSERT INTO lines (abandonment_id, position, sku, name, quantity, unit_price, "
-                "line_total, url, image_url) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                [
-                    (record.abandonment_id, position, line.sku, line.name, line.quantity,
-                     format(line.unit_price, "f"), format(line.line_total, "f"), line.url,
-                     line.image_url)
-                    for position, line in enumerate(cart.lines)
-                ],
-            )
-
-    def _advance(
-        self, abandonment_id: str, cart_id: str, store_id: str, status: str,
-        abandoned_at: float, **fields: Any,
-    ) -> None:
-        """Insert or update one abandonment; its status never moves backwards."""
-        columns = ["abandonment_id", "cart_id", "store_id", "status", "status_rank",
-                   "abandoned_at", *fields]
-        values = [abandonment_id, cart_id, store_id, status, STATUS_RANK[status], abandoned_at,
-                  *fields.values()]
-        updates: list[sql.Composable] = [
-            sql.SQL("{0} = excluded.{0}").format(sql.Identifier(name)) for name in fields]
-        updates += [
-            sql.SQL("status = CASE WHEN excluded.status_rank > abandonments.status_rank "
-                    "THEN excluded.status ELSE abandonments.status END"),
-            sql.SQL("status_rank = greatest(abandonments.status_rank, excluded.status_rank)"),
-        ]
-        self.db.execute(
-            sql.SQL("INSERT INTO abandonments ({}) VALUES ({}) "
-                    "ON CONFLICT (abandonment_id) DO UPDATE SET {}").format(
-                sql.SQL(", ").join(map(sql.Identifier, columns)),
-                sql.SQL(", ").join(sql.Placeholder() * len(columns)),
-                sql.SQL(", ").join(updates)),
-            values,
-        )
-        # As in SQLite: log entries read before this abandonment's first record name its
-        # campaign.
-        self.db.execute(
-            "UPDATE abandonments SET (campaign, variant) = (SELECT n.campaign, n.variant FROM "
-            "notifications n WHERE n.abandonment_id = abandonments.abandonment_id AND "
-            "n.campaign IS NOT NULL LIMIT 1) WHERE abandonment_id = %s AND campaign IS NULL",
-            (abandonment_id,),
-        )
+    @staticmethod
+    def _run(cursor: psycopg.Cursor[Any], write: Write) -> None:
+        if write.rows:
+            cursor.executemany(pyformat(write.statement), write.rows)
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from streams.operator.store import STATUS_RANK, phone_digits
+from streams.operator.writes import STATUS_RANK, phone_digits
 
 DEFAULT_PAGE_SIZE = 50
 PHONE_LIKE = re.compile(r"^\+?[0-9 ()./-]+$")

@@ -11,20 +11,15 @@ only moves forward: abandoned < reactivated < recovered. Replaying a topic chang
 
 import json
 import logging
-import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from schemas.events import CartEvent
-from schemas.notifications import LinkClick, NotificationLogEntry, OperatorNotification
-from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered
+from streams.operator.writes import Write, offset_writes, record_writes
 
 log = logging.getLogger(__name__)
-
-STATUS_RANK = {"abandoned": 0, "reactivated": 1, "recovered": 2}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS abandonments (
@@ -191,14 +186,6 @@ def migrate(db: sqlite3.Connection) -> int:
             log.info("read model database migrated to schema version %d", step + 1)
     return max(version, SCHEMA_VERSION)
 
-_NON_DIGITS = re.compile(r"\D+")
-
-
-def phone_digits(phone: str | None) -> str | None:
-    """Digits only, so "+49 151-234" is found by "49151234" and by "151 234"."""
-    return _NON_DIGITS.sub("", phone) if phone else None
-
-
 @dataclass(frozen=True, slots=True)
 class Offsets:
     """Where the feed resumes: the next offset to read per (topic, partition)."""
@@ -235,138 +222,14 @@ class ReadModel:
         with self._transaction():
             for record in records:
                 self.apply(record)
-            self.db.executemany(
-                "INSERT INTO offsets (topic, partition, next_offset) VALUES (?, ?, ?) "
-                "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
-                [(topic, partition, offset) for (topic, partition), offset in offsets.items()],
-            )
+            self._run(offset_writes(offsets))
 
     def apply(self, record: object) -> None:
-        if isinstance(record, CartAbandoned):
-            self._abandoned(record)
-        elif isinstance(record, CartReactivated):
-            self._advance(record.abandonment_id, record.cart_id, record.store_id,
-                          "reactivated", record.abandoned_at.timestamp(),
-                          reactivated_at=record.reactivated_at.timestamp())
-        elif isinstance(record, CartRecovered):
-            self._advance(record.abandonment_id, record.cart_id, record.store_id,
-                          "recovered", record.abandoned_at.timestamp(),
-                          recovered_at=record.recovered_at.timestamp(),
-                          order_id=record.order_id, revenue=format(record.revenue, "f"),
-                          revenue_currency=record.currency,
-                          seconds_to_recover=record.seconds_to_recover,
-                          reminder_sent=int(record.reminder_sent))
-        elif isinstance(record, NotificationLogEntry):
-            self.db.execute(
-                "INSERT OR IGNORE INTO notifications (abandonment_id, step, channel, status, "
-                "attempt, at, cart_id, store_id, reason, error, deferred_until, campaign, "
-                "variant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (record.abandonment_id, record.step, record.channel or "", record.status,
-                 record.attempt, record.at.timestamp(), record.cart_id, record.store_id,
-                 record.reason, record.error,
-                 record.deferred_until.timestamp() if record.deferred_until else None,
-                 record.campaign, record.variant),
-            )
-            if record.campaign is not None:
-                self.db.execute(
-                    "UPDATE abandonments SET campaign = ?, variant = ? "
-                    "WHERE abandonment_id = ? AND campaign IS NULL",
-                    (record.campaign, record.variant, record.abandonment_id),
-                )
-        elif isinstance(record, LinkClick):
-            self.db.execute(
-                "INSERT OR IGNORE INTO clicks (click_id, abandonment_id, cart_id, store_id, "
-                "step, channel, campaign, variant, clicked_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (record.click_id, record.abandonment_id, record.cart_id, record.store_id,
-                 record.step, record.channel, record.campaign, record.variant,
-                 record.clicked_at.timestamp()),
-            )
-        elif isinstance(record, OperatorNotification):
-            self.db.execute(
-                "INSERT OR IGNORE INTO operator_notices (store_id, event, abandonment_id, step, "
-                "channel, detail, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (record.store_id, record.event, record.abandonment_id, record.step,
-                 record.channel, record.detail, record.at.timestamp()),
-            )
-        elif isinstance(record, CartEvent):
-            self.db.execute(
-                "INSERT INTO carts (cart_id, store_id, created_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (cart_id) DO UPDATE SET "
-                "created_at = min(created_at, excluded.created_at)",
-                (record.cart_id, record.store_id, record.occurred_at.timestamp()),
-            )
-        else:
-            raise TypeError(f"not a read-model record: {type(record).__name__}")
+        for write in record_writes(record):
+            self._run(write)
 
-    def _abandoned(self, record: CartAbandoned) -> None:
-        cart = record.cart
-        customer = cart.customer
-        self._advance(
-            record.abandonment_id, record.cart_id, record.store_id, "abandoned",
-            record.abandoned_at.timestamp(),
-            sequence=record.sequence,
-            created_at=record.created_at.timestamp(),
-            last_activity_at=record.last_activity_at.timestamp(),
-            total=format(cart.total, "f"),
-            total_value=float(cart.total),
-            currency=cart.currency,
-            item_count=cart.item_count,
-            customer_name=customer.name if customer else None,
-            customer_email=customer.email if customer else None,
-            customer_phone=customer.phone if customer else None,
-            phone_digits=phone_digits(customer.phone if customer else None),
-            marketing_consent=(
-                None if customer is None or customer.marketing_consent is None
-                else int(customer.marketing_consent)
-            ),
-            customer_json=customer.model_dump_json(exclude_none=True) if customer else None,
-            cart_url=cart.cart_url,
-        )
-        self.db.execute("DELETE FROM lines WHERE abandonment_id = ?", (record.abandonment_id,))
-        self.db.executemany(
-            "INSERT INTO lines (abandonment_id, position, sku, name, quantity, unit_price, "
-            "line_total, url, image_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (record.abandonment_id, position, line.sku, line.name, line.quantity,
-                 format(line.unit_price, "f"), format(line.line_total, "f"), line.url,
-                 line.image_url)
-                for position, line in enumerate(cart.lines)
-            ],
-        )
-
-    def _advance(
-        self, abandonment_id: str, cart_id: str, store_id: str, status: str,
-        abandoned_at: float, **fields: Any,
-    ) -> None:
-        """Insert or update one abandonment; its status never moves backwards."""
-        rank = STATUS_RANK[status]
-        columns = ["abandonment_id", "cart_id", "store_id", "status", "status_rank",
-                   "abandoned_at", *fields]
-        values = [abandonment_id, cart_id, store_id, status, rank, abandoned_at,
-                  *fields.values()]
-        updates = ", ".join(
-            [f"{name} = excluded.{name}" for name in fields]
-            + [
-                "status = CASE WHEN excluded.status_rank > status_rank "
-                "THEN excluded.status ELSE status END",
-                "status_rank = max(status_rank, excluded.status_rank)",
-            ]
-        )
-        self.db.execute(
-            f"INSERT INTO abandonments ({', '.join(columns)}) "
-            f"VALUES ({', '.join('?' * len(columns))}) "
-            f"ON CONFLICT (abandonment_id) DO UPDATE SET {updates}",
-            values,
-        )
-        # The log entries that name the campaign may have been read before this abandonment's
-        # first record (topics arrive in any order): take the campaign from them.
-        self.db.execute(
-            "UPDATE abandonments SET (campaign, variant) = (SELECT n.campaign, n.variant FROM "
-            "notifications n WHERE n.abandonment_id = abandonments.abandonment_id AND "
-            "n.campaign IS NOT NULL LIMIT 1) WHERE abandonment_id = ? AND campaign IS NULL",
-            (abandonment_id,),
-        )
+    def _run(self, write: Write) -> None:
+        self.db.executemany(write.statement, write.rows)
 
     def _transaction(self) -> "_Transaction":
         return _Transaction(self.db)
