@@ -179,8 +179,9 @@ def cart_detail(model: ReadModelStore, cart_id: str) -> dict[str, Any] | None:
     ids = [row["abandonment_id"] for row in rows]
     lines = model.lines_of(ids)
     attempts = model.query(
-        f"SELECT * FROM notifications WHERE abandonment_id IN ({', '.join('?' * len(ids))}) "
-        "ORDER BY at", ids
+        "SELECT abandonment_id, step, channel, status, attempt, at, cart_id, store_id, reason, "
+        "error, deferred_until, campaign, variant FROM notifications "
+        f"WHERE abandonment_id IN ({', '.join('?' * len(ids))}) ORDER BY at", ids
     )
     reminders: dict[str, list[dict[str, Any]]] = {key: [] for key in ids}
     for attempt in attempts:
