@@ -1,9 +1,11 @@
 """The soak's verdict (``cartwatch_dev.chaos.soak.judge``): RSS growth after the warm-up, lag
-back near zero after each rebalance; and the metrics, CSV and plot around it."""
+back near zero after each rebalance; the metrics, CSV and plot around it; and how long an
+outage counts for the reminders' verdict (``scenarios.caught_up_blackouts``)."""
 
 import dataclasses
 from pathlib import Path
 
+from cartwatch_dev.chaos.scenarios import caught_up_blackouts
 from cartwatch_dev.chaos.soak import (
     LAG_NEAR_ZERO,
     RECOVERY_WITHIN,
@@ -144,3 +146,13 @@ def test_csv_and_plot_are_written(tmp_path: Path) -> None:
     assert lines[4].endswith(",,")  # nothing fell due, no RocksDB figure: empty
     plot(samples, [Rebalance(10.0, 15.0, "w2 joins")], 10.0, tmp_path / "soak.png", "test")
     assert (tmp_path / "soak.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_outage_lasts_until_its_late_outputs_were_published() -> None:
+    # the worker owned its partitions again at 20 s (+2 s: 22), but a transition of 12 s was
+    # published only at 27 s: its reminders were decided after that
+    published = [(5.0, 5.1), (12.0, 27.0), (15.0, 21.0), (40.0, 40.1)]
+    assert caught_up_blackouts([(10.0, 22.0)], published) == [(10.0, 29.0)]
+    # caught up within the window, or nothing happened in it: the window stays
+    assert caught_up_blackouts([(10.0, 22.0)], [(12.0, 14.0)]) == [(10.0, 22.0)]
+    assert caught_up_blackouts([(10.0, 22.0)], [(5.0, 30.0)]) == [(10.0, 22.0)]

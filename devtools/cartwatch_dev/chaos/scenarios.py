@@ -19,7 +19,7 @@ import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -58,6 +58,32 @@ CATCH_UP_SECONDS = 2.0
 """After a worker owns its partitions again, how long its backlog (abandonments and purchases
 that fell due meanwhile) may take to reach the notifier: a reminder due in an outage is
 decided about then, so a follow-up before it may win."""
+EVENT_TIME = {"abandoned": "abandoned_at", "recovered": "recovered_at",
+              "reactivated": "reactivated_at"}
+"""The field that holds when an output's transition happened, per output kind."""
+
+
+def caught_up_blackouts(blackouts: Sequence[tuple[float, float]],
+                        published: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Each outage's window, extended to when the workers had caught up with it.
+
+    A step due in an outage is decided once the notifier has read the transitions that fell
+    due meanwhile, and a backlog can take longer than ``CATCH_UP_SECONDS`` after the worker
+    owns its partitions again. ``published`` holds (event time, publication time) of the
+    outputs: the last one whose transition happened in the window and was published late
+    tells when the lifecycle had caught up, and the notifier's hop comes on top of that. A
+    purchase made before then cancels the step, as it would any step decided after it: a
+    reminder for a bought cart is worse than none.
+    """
+    outputs = list(published)
+    extended = []
+    for start, end in blackouts:
+        caught_up = max((at for happened, at in outputs if start <= happened <= end),
+                        default=end - CATCH_UP_SECONDS)
+        extended.append((start, max(end, caught_up + CATCH_UP_SECONDS)))
+    return extended
+
+
 BROKER_RECONNECT_SECONDS = 10.0
 """After the broker is back, how long the workers may take to reconnect and catch up."""
 
@@ -120,6 +146,8 @@ def _result(name: str, load: Load, log: OutputLog, faults: list[str], lag: float
             blackouts: list[tuple[float, float]] | None = None) -> ScenarioResult:
     delays = [record.timestamp - _parse(record.value["abandoned_at"])
               for record in log.first_emitted().values()]
+    published = [(_parse(record.value[field]), record.timestamp)
+                 for kind, field in EVENT_TIME.items() for record in log.of(kind)]
     return ScenarioResult(
         name=name, faults=faults, carts=load.carts, messages=len(load.messages),
         expected=load.expected,
@@ -127,7 +155,7 @@ def _result(name: str, load: Load, log: OutputLog, faults: list[str], lag: float
         duplicate_outputs=log.duplicates(),
         dead_letters=Counter(r.value["error_kind"] for r in log.of("dead_letter")),
         max_delay=max(delays, default=None), producer_lag=lag,
-        blackouts=list(blackouts or ()),
+        blackouts=caught_up_blackouts(blackouts or (), published),
     )
 
 
