@@ -49,13 +49,16 @@ def main() -> None:
 
 def _guard_worker() -> FatalErrors:
     """Faust retries refused credentials, TLS failures and refused ACLs forever: check them
-    before the worker starts (exit with one line), and watch for them while it runs."""
+    before the worker starts (exit with one line), and watch for them while it runs. A
+    PostgreSQL read model that cannot be used stops the start the same way."""
     from streams.app import app, settings
     from streams.kafka_check import KafkaAccessError, check_before_start
+    from streams.operator.backends import ReadModelUnavailable, check_read_model
 
     try:
         check_before_start(settings)
-    except KafkaAccessError as exc:
+        check_read_model(settings.operator)
+    except (KafkaAccessError, ReadModelUnavailable) as exc:
         sys.exit(f"cartwatch: {exc}")
     fatal = watcher(settings)
     app.conf.loghandlers = [*app.conf.loghandlers, fatal]

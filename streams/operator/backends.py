@@ -55,3 +55,29 @@ def open_read_model(operator: OperatorSettings, data_dir: Path) -> ReadModelStor
         return ReadModel(":memory:")
     data_dir.mkdir(parents=True, exist_ok=True)
     return ReadModel(data_dir / "operator.sqlite3")
+
+
+class ReadModelUnavailable(RuntimeError):
+    """The configured read-model database cannot be reached or used (one line, no secret)."""
+
+
+def check_read_model(operator: OperatorSettings) -> None:
+    """Before a worker starts: connect to a PostgreSQL read model once (and migrate it), so a
+    wrong host, password or database stops the start with one line instead of a traceback
+    from the feed. SQLite needs no check: its file is created in the data directory."""
+    if not operator.postgresql:
+        return
+    import psycopg
+
+    from streams.operator.pgstore import describe
+
+    try:
+        store = open_read_model(operator, Path("."))
+    except psycopg.Error as exc:
+        reason = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+        reason = reason or type(exc).__name__
+        raise ReadModelUnavailable(
+            f"the read model's PostgreSQL database {describe(operator.read_model)} cannot be "
+            f"used: {reason}") from None
+    if store is not None:
+        store.close()

@@ -204,6 +204,19 @@ def _rows(cursor: psycopg.Cursor[Any]) -> RowMaker[Row]:
     return lambda values: Row(index, values)
 
 
+CONNECT_TIMEOUT = 10
+"""Seconds a connection attempt may take (unless the URL sets ``connect_timeout``): a database
+behind a dropped route must fail the start, not hang it."""
+
+
+def describe(url: str) -> str:
+    """Where ``url`` points, for messages: user, host, port and database, never a password."""
+    parts = psycopg.conninfo.conninfo_to_dict(url)
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    port = f":{parts['port']}" if parts.get("port") else ""
+    return f"{user}{parts.get('host') or 'localhost'}{port}/{parts.get('dbname') or ''}"
+
+
 class PostgresReadModel:
     """The read model's tables in a PostgreSQL database; the methods of ``ReadModel``.
 
@@ -216,6 +229,8 @@ class PostgresReadModel:
         """Connect to ``url`` (libpq URL; TLS options such as ``sslmode`` ride in its query)
         and migrate. ``password`` is given apart from the URL, since it is a secret."""
         extra: dict[str, Any] = {"password": password} if password is not None else {}
+        if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(url):
+            extra["connect_timeout"] = CONNECT_TIMEOUT
         self.db: psycopg.Connection[Row] = psycopg.connect(
             url, autocommit=True, row_factory=_rows, application_name="cartwatch-read-model",
             **extra)

@@ -143,3 +143,33 @@ def test_the_url_and_the_password_file_select_postgresql(postgres_database, tmp_
     default = open_read_model(load_settings({}).operator, tmp_path)
     assert isinstance(default, ReadModel) and (tmp_path / "operator.sqlite3").exists()
     default.close()
+
+
+def test_a_database_that_cannot_be_used_stops_the_start_with_one_line(postgres_database) -> None:
+    import pytest
+
+    from config.settings import load_settings
+    from streams.operator.backends import ReadModelUnavailable, check_read_model
+
+    def check(url: str, password: str) -> str:
+        settings = load_settings({"CARTWATCH_READ_MODEL": url,
+                                  "CARTWATCH_READ_MODEL_PASSWORD": password})
+        with pytest.raises(ReadModelUnavailable) as refused:
+            check_read_model(settings.operator)
+        line = str(refused.value)
+        assert "\n" not in line and password not in line
+        return line
+
+    host = psycopg.conninfo.conninfo_to_dict(postgres_database.url)["host"]
+    wrong = check(postgres_database.url, "not-the-password")
+    assert wrong.startswith(f"the read model's PostgreSQL database cartwatch@{host}:")
+    assert "password authentication failed" in wrong
+    started = time.monotonic()
+    nobody = check("postgresql://cartwatch@127.0.0.1:1/cartwatch", "secret")
+    assert "127.0.0.1:1/cartwatch cannot be used" in nobody and "refused" in nobody
+    assert time.monotonic() - started < 10
+    # the right password passes, and leaves the database migrated
+    check_read_model(load_settings({"CARTWATCH_READ_MODEL": postgres_database.url,
+                                    "CARTWATCH_READ_MODEL_PASSWORD": postgres_database.password}
+                                   ).operator)
+    assert versions(postgres_database) == list(range(1, SCHEMA_VERSION + 1))
