@@ -38,7 +38,7 @@ from aiokafka.errors import (
 
 from config.settings import Settings
 from streams.kafka_access import OPERATIONS, grants
-from streams.kafka_check import explain
+from streams.kafka_check import causes, explain
 
 GRACE = 15.0
 """Seconds the graceful stop may take before the process is ended regardless."""
@@ -62,16 +62,6 @@ def _exceptions(record: logging.LogRecord) -> Iterator[tuple[str, BaseException]
             yield broker, arg
 
 
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and what caused it, outermost first, each once (a chain set by hand may loop)."""
-    seen: set[int] = set()
-    chain: BaseException | None = exc
-    while chain is not None and id(chain) not in seen:
-        seen.add(id(chain))
-        yield chain
-        chain = chain.__cause__ or chain.__context__
-
-
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 NO_SPACE_TEXTS = ("No space left on device", "Disk quota exceeded", "database or disk is full")
 """How RocksDB (``rocksdict`` raises a plain ``Exception`` with RocksDB's status text) and
@@ -81,7 +71,7 @@ SQLite say it; an ``OSError`` says it with its errno."""
 def disk_full(exc: BaseException, data_dir: Path) -> str | None:
     """One line naming the data directory if ``exc`` (or its cause) is a write refused for
     lack of space, else None."""
-    for chain in _causes(exc):
+    for chain in causes(exc):
         if (isinstance(chain, OSError) and chain.errno in NO_SPACE) or any(
                 text in str(chain) for text in NO_SPACE_TEXTS):
             return (f"the data directory {data_dir.resolve()} is full ({chain}): free space "
@@ -105,7 +95,7 @@ def classify(record: logging.LogRecord, settings: Settings) -> str | None:
         line = explain(broker, settings.kafka, exc, at_start=False)
         if line is not None:
             return line
-        for chain in _causes(exc):
+        for chain in causes(exc):
             if isinstance(chain, AUTHORIZATION):
                 return f"Kafka refused an operation: {chain}{_needed(chain, settings)}"
     return None

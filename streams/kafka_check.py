@@ -55,7 +55,8 @@ class ClusterView:
     partitions: dict[str, int | None]
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what caused it, outermost first, each once (a chain set by hand may loop)."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -72,7 +73,7 @@ def explain(broker: str, kafka: KafkaSettings, exc: BaseException,
     whole chain. A handshake cut short (reset, EOF) means a listener of another protocol only
     ``at_start``, on the first connection: later it is what a restarting broker does."""
     protocol = kafka.security_protocol
-    for error in _chain(exc):
+    for error in causes(exc):
         if isinstance(error, ssl.SSLCertVerificationError):
             detail = getattr(error, "verify_message", None) or error.strerror or error
             return (f"Kafka broker {broker}: certificate verify failed: {detail} "
