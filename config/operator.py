@@ -20,6 +20,7 @@ ENVIRONMENT = {
     "CARTWATCH_READ_MODEL": "read_model",
     "CARTWATCH_READ_MODEL_PASSWORD": "read_model_password",
     "CARTWATCH_READ_MODEL_PASSWORD_FILE": "read_model_password_file",
+    "CARTWATCH_READ_MODEL_FEEDER": "read_model_feeder",
     "CARTWATCH_EXPORT_PAGE_SIZE": "export_page_size",
 }
 
@@ -53,6 +54,12 @@ class OperatorSettings(BaseModel):
     )
     read_model_password_file: Path | None = Field(
         None, description="A file holding that password (a mounted secret), instead"
+    )
+    read_model_feeder: bool = Field(
+        True, description="With a PostgreSQL read model: this worker takes part in feeding it. "
+        "The feeders form one consumer group, so each message is read once across them; set "
+        "false on workers that should only answer queries. A SQLite or memory read model is "
+        "always fed by its own worker, from every partition",
     )
     track_created_carts: bool = Field(
         True, description="Also read cart-events/purchase-events to count carts created"

@@ -22,6 +22,9 @@ class ReadModelStore(Protocol):
 
     def close(self) -> None: ...
 
+    def ping(self) -> None:
+        """Raise ``ReadModelUnavailable`` when the database cannot be reached now."""
+
     def write_batch(
         self, records: Iterable[object], offsets: Mapping[tuple[str, int], int]
     ) -> None: ...
@@ -69,15 +72,13 @@ def check_read_model(operator: OperatorSettings) -> None:
         return
     import psycopg
 
-    from streams.operator.pgstore import describe
+    from streams.operator.pgstore import describe, one_line
 
     try:
         store = open_read_model(operator, Path("."))
     except psycopg.Error as exc:
-        reason = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
-        reason = reason or type(exc).__name__
         raise ReadModelUnavailable(
             f"the read model's PostgreSQL database {describe(operator.read_model)} cannot be "
-            f"used: {reason}") from None
+            f"used: {one_line(exc)}") from None
     if store is not None:
         store.close()

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from faust.types import TP
 
+from streams.operator.backends import ReadModelUnavailable
 from streams.operator.feed import ReadModelFeed, SharedReadModel
 from streams.operator.prometheus import Family, Histogram
 
@@ -55,9 +56,16 @@ def counter_families(counters: dict[str, int]) -> list[Family]:
 
 
 def feed_families(feed: ReadModelFeed | None, sizes: dict[str, int],
-                  reminders: dict[str, int]) -> Iterable[Family]:
+                  reminders: dict[str, int], reachable: bool = True) -> Iterable[Family]:
     lag = Family("cartwatch_read_model_lag", "gauge",
-                 "Messages of the read model's topics not yet in this worker's read model")
+                 "Messages of the read model's topics not yet in the read model, per "
+                 "partition this worker feeds")
+    fed = Family("cartwatch_read_model_fed_total", "counter",
+                 "Records this worker stored in the read model")
+    available = Family("cartwatch_read_model_reachable", "gauge",
+                       "1 while the read model's database answers (0: PostgreSQL is down or "
+                       "unreachable; row counts and reminder totals are then left out)")
+    available.add(int(reachable))
     loaded = Family("cartwatch_read_model_loaded", "gauge",
                     "1 once the read model holds what the topics held at start")
     undecodable = Family("cartwatch_read_model_undecodable_total", "counter",
@@ -71,11 +79,12 @@ def feed_families(feed: ReadModelFeed | None, sizes: dict[str, int],
             lag.add(behind, {"topic": topic, "partition": str(partition)})
         loaded.add(int(status.loaded))
         undecodable.add(status.undecodable)
+        fed.add(feed.fed)
     for table, count in sorted(sizes.items()):
         rows.add(count, {"table": table})
     for status_name in ("sent", "failed", "skipped", "deferred"):
         sent.add(reminders.get(status_name, 0), {"status": status_name})
-    return [lag, loaded, undecodable, rows, sent]
+    return [lag, loaded, undecodable, fed, available, rows, sent]
 
 
 class InputPositions(Protocol):
@@ -142,9 +151,13 @@ class WorkerMetrics:
             rocksdb.add(value, {"table": table, "kind": kind})
         sizes: dict[str, int] = {}
         reminders: dict[str, int] = {}
+        reachable = True
         if shared is not None:
-            sizes = await shared.run(lambda model: model.sizes())
-            reminders = await shared.run(lambda model: model.notification_counts())
+            try:
+                sizes = await shared.run(lambda model: model.sizes())
+                reminders = await shared.run(lambda model: model.notification_counts())
+            except ReadModelUnavailable:
+                sizes, reminders, reachable = {}, {}, False
         return [
             *counter_families(dict(self.counters)),
             self.consumer_lag(),
@@ -153,5 +166,5 @@ class WorkerMetrics:
             carts,
             deadlines,
             rocksdb,
-            *feed_families(feed, sizes, reminders),
+            *feed_families(feed, sizes, reminders, reachable),
         ]

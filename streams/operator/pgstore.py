@@ -27,7 +27,9 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from itertools import count
 from typing import Any
 
@@ -35,6 +37,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import RowMaker
 
+from streams.operator.backends import ReadModelUnavailable
 from streams.operator.store import Offsets
 from streams.operator.writes import Write, offset_writes, record_writes
 
@@ -209,6 +212,17 @@ CONNECT_TIMEOUT = 10
 behind a dropped route must fail the start, not hang it."""
 
 
+RECONNECT_PAUSE = 1.0
+"""Seconds between connection attempts once the database was lost: meanwhile calls fail at
+once (the API answers 503 without waiting for a connect timeout per request)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """A psycopg error's message on one line (libpq's are several), for logs and answers."""
+    reason = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return reason or type(exc).__name__
+
+
 def describe(url: str) -> str:
     """Where ``url`` points, for messages: user, host, port and database, never a password."""
     parts = psycopg.conninfo.conninfo_to_dict(url)
@@ -228,21 +242,61 @@ class PostgresReadModel:
                  target_version: int = SCHEMA_VERSION) -> None:
         """Connect to ``url`` (libpq URL; TLS options such as ``sslmode`` ride in its query)
         and migrate. ``password`` is given apart from the URL, since it is a secret."""
-        extra: dict[str, Any] = {"password": password} if password is not None else {}
+        self._url = url
+        self._options: dict[str, Any] = {"password": password} if password is not None else {}
         if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(url):
-            extra["connect_timeout"] = CONNECT_TIMEOUT
-        self.db: psycopg.Connection[Row] = psycopg.connect(
-            url, autocommit=True, row_factory=_rows, application_name="cartwatch-read-model",
-            **extra)
+            self._options["connect_timeout"] = CONNECT_TIMEOUT
+        self.db = self._connect()
         self._cursors = count()
+        self._closed = False
+        self._lost: str | None = None
+        self._retry_at = 0.0
         try:
             self.schema_version = migrate(self.db, target_version)
         except BaseException:
             self.db.close()
             raise
 
+    def _connect(self) -> psycopg.Connection[Row]:
+        return psycopg.connect(self._url, autocommit=True, row_factory=_rows,
+                               application_name="cartwatch-read-model", **self._options)
+
     def close(self) -> None:
+        self._closed = True
         self.db.close()
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Row]]:
+        """The connection, opened again when the last one was lost. A database that cannot
+        be reached (down, restarting, a dropped route) raises ``ReadModelUnavailable`` with
+        libpq's reason: the feed retries its batch, the API answers 503. The schema is not
+        migrated again: it was at start, and a restart does not undo it."""
+        if self.db.broken or (self.db.closed and not self._closed):
+            if time.monotonic() < self._retry_at:
+                raise ReadModelUnavailable(f"{describe(self._url)}: {self._lost}")
+            try:
+                self.db = self._connect()
+            except psycopg.OperationalError as exc:
+                raise self._unavailable(exc) from None
+            log.info("read model database %s reachable again", describe(self._url))
+            self._lost = None
+        try:
+            yield self.db
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc) from None
+
+    def _unavailable(self, exc: psycopg.OperationalError) -> ReadModelUnavailable:
+        if self._lost is None:
+            log.warning("read model database %s unavailable: %s", describe(self._url),
+                        one_line(exc))
+        self._lost = one_line(exc)
+        self._retry_at = time.monotonic() + RECONNECT_PAUSE
+        return ReadModelUnavailable(f"{describe(self._url)}: {self._lost}")
+
+    def ping(self) -> None:
+        """A round trip to the database; ``ReadModelUnavailable`` when there is none."""
+        with self._connection() as db:
+            db.execute("SELECT 1")
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -250,14 +304,16 @@ class PostgresReadModel:
         self, records: Iterable[object], offsets: Mapping[tuple[str, int], int]
     ) -> None:
         """Apply decoded records and remember the offsets they came from, atomically."""
-        with self.db.transaction(), self.db.cursor() as cursor:
+        # Pipeline mode: the statements go out without waiting for each answer, so a batch
+        # costs a few round trips instead of several per record.
+        with self._connection() as db, db.pipeline(), db.transaction(), db.cursor() as cursor:
             for record in records:
                 for write in record_writes(record):
                     self._run(cursor, write)
             self._run(cursor, offset_writes(offsets))
 
     def apply(self, record: object) -> None:
-        with self.db.transaction(), self.db.cursor() as cursor:
+        with self._connection() as db, db.transaction(), db.cursor() as cursor:
             for write in record_writes(record):
                 self._run(cursor, write)
 
@@ -269,18 +325,20 @@ class PostgresReadModel:
     # -- reads ----------------------------------------------------------------------------
 
     def offsets(self) -> Offsets:
-        rows = self.db.execute("SELECT topic, partition, next_offset FROM offsets").fetchall()
+        with self._connection() as db:
+            rows = db.execute("SELECT topic, partition, next_offset FROM offsets").fetchall()
         return Offsets({(row[0], row[1]): row[2] for row in rows})
 
     def query(self, statement: str, params: Iterable[Any] = ()) -> list[Row]:
         """Rows of a query written with ``?`` placeholders (the query builders' SQL)."""
-        return self.db.execute(pyformat(statement), tuple(params)).fetchall()
+        with self._connection() as db:
+            return db.execute(pyformat(statement), tuple(params)).fetchall()
 
     def iterate(self, statement: str, params: Iterable[Any] = (), batch: int = 500
                 ) -> Iterator[list[Row]]:
         """Rows in batches from a server-side cursor: the result is never all in memory,
         on the server's side of the connection or on ours."""
-        with self.db.transaction(), self.db.cursor(
+        with self._connection() as db, db.transaction(), db.cursor(
                 name=f"cartwatch_iterate_{next(self._cursors)}") as cursor:
             cursor.execute(pyformat(statement), tuple(params))
             while rows := cursor.fetchmany(batch):
@@ -289,11 +347,12 @@ class PostgresReadModel:
     def lines_of(self, abandonment_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
         """The lines of each abandonment, in the order the snapshot listed them."""
         found: dict[str, list[dict[str, Any]]] = {key: [] for key in abandonment_ids}
-        rows = self.db.execute(
-            "SELECT abandonment_id, sku, name, quantity, unit_price, line_total, url, image_url "
-            "FROM lines WHERE abandonment_id = ANY(%s) ORDER BY abandonment_id, position",
-            (list(abandonment_ids),),
-        )
+        with self._connection() as db:
+            rows = db.execute(
+                "SELECT abandonment_id, sku, name, quantity, unit_price, line_total, url, "
+                "image_url FROM lines WHERE abandonment_id = ANY(%s) "
+                "ORDER BY abandonment_id, position", (list(abandonment_ids),),
+            ).fetchall()
         for row in rows:
             line = dict(row)
             found[line.pop("abandonment_id")].append(line)
@@ -302,14 +361,17 @@ class PostgresReadModel:
     def sizes(self) -> dict[str, int]:
         """Row counts per table, for the metrics."""
         sizes: dict[str, int] = {}
-        for table in ("abandonments", "lines", "notifications", "operator_notices", "carts",
-                      "clicks"):
-            row = self.db.execute(
-                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
-            sizes[table] = row[0] if row else 0
+        with self._connection() as db:
+            for table in ("abandonments", "lines", "notifications", "operator_notices",
+                          "carts", "clicks"):
+                row = db.execute(
+                    sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
+                sizes[table] = row[0] if row else 0
         return sizes
 
     def notification_counts(self) -> dict[str, int]:
         """Reminder attempts per status (sent, skipped, deferred, failed), all stores."""
-        rows = self.db.execute("SELECT status, count(*) FROM notifications GROUP BY status")
+        with self._connection() as db:
+            rows = db.execute(
+                "SELECT status, count(*) FROM notifications GROUP BY status").fetchall()
         return {row[0]: row[1] for row in rows}

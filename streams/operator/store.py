@@ -213,6 +213,9 @@ class ReadModel:
     def close(self) -> None:
         self.db.close()
 
+    def ping(self) -> None:
+        """A file in this worker's data directory is always there."""
+
     # -- writes ---------------------------------------------------------------------------
 
     def write_batch(

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from aiohttp import web as aioweb
 from aiokafka.errors import KafkaError
@@ -33,7 +33,7 @@ from streams.notifier import clicks
 from streams.notifier.tokens import InvalidToken, verify_token
 from streams.operator import attempts, notifications, results
 from streams.operator import query as q
-from streams.operator.backends import ReadModelStore, open_read_model
+from streams.operator.backends import ReadModelStore, ReadModelUnavailable, open_read_model
 from streams.operator.export import (
     CART_COLUMNS,
     CUSTOMER_COLUMNS,
@@ -149,6 +149,8 @@ def api(handler: Handler) -> Handler:
             return await handler(self, request, **match)
         except HTTPProblem as problem:
             return problem_response(problem.status, str(problem))
+        except ReadModelUnavailable as lost:
+            return problem_response(503, f"the read model's database is unavailable: {lost}")
 
     wrapped.__doc__ = handler.__doc__
     return wrapped
@@ -322,21 +324,9 @@ class CartsCsvView(View):
     @api
     async def get(self, request: Request) -> aioweb.StreamResponse:
         query, model = parse(request), shared_model()
-        response = csv_response("abandoned-carts.csv")
-        await response.prepare(request)  # type: ignore[arg-type]
-
-        async def pages() -> AsyncIterator[list[list[str]]]:
-            after: tuple[float, str] | None = None
-            while True:
-                rows, after = await model.run(export_page, query, after)
-                yield rows
-                if after is None:
-                    return
-
-        async for chunk in paged_csv([name for name, _ in CART_COLUMNS], pages()):
-            await response.write(chunk.encode())
-        await response.write_eof()
-        return response
+        return await csv_download(
+            request, "abandoned-carts.csv", [name for name, _ in CART_COLUMNS],
+            lambda after: model.run(export_page, query, after))
 
 
 @app.page("/cartwatch/api/customers.csv")
@@ -416,21 +406,9 @@ class LogCsvView(View):
     @api
     async def get(self, request: Request) -> aioweb.StreamResponse:
         query, model = parse_log(request), shared_model()
-        response = csv_response("execution-log.csv")
-        await response.prepare(request)  # type: ignore[arg-type]
-
-        async def pages() -> AsyncIterator[list[list[str]]]:
-            after: tuple[float, int] | None = None
-            while True:
-                rows, after = await model.run(log_export_page, query, after)
-                yield rows
-                if after is None:
-                    return
-
-        async for chunk in paged_csv([name for name, _ in attempts.LOG_COLUMNS], pages()):
-            await response.write(chunk.encode())
-        await response.write_eof()
-        return response
+        return await csv_download(
+            request, "execution-log.csv", [name for name, _ in attempts.LOG_COLUMNS],
+            lambda after: model.run(log_export_page, query, after))
 
 
 @app.page("/cartwatch/api/operator-notifications/")
@@ -581,6 +559,33 @@ def page_response(status: int, message: str, token: str | None = None,
     )
 
 
+Position = TypeVar("Position")
+
+
+async def csv_download(
+    request: Request, filename: str, header: list[str],
+    page_after: Callable[[Position | None], Awaitable[tuple[list[list[str]], Position | None]]],
+) -> aioweb.StreamResponse:
+    """A CSV document streamed page by page (keyset pages: ``page_after(None)`` is the first,
+    each returns its rows and where the next starts, None after the last). The first page is
+    read before the response starts, so a read model that cannot answer still gets its 503."""
+    rows, after = await page_after(None)
+
+    async def pages() -> AsyncIterator[list[list[str]]]:
+        nonlocal rows, after
+        yield rows
+        while after is not None:
+            rows, after = await page_after(after)
+            yield rows
+
+    response = csv_response(filename)
+    await response.prepare(request)  # type: ignore[arg-type]
+    async for chunk in paged_csv(header, pages()):
+        await response.write(chunk.encode())
+    await response.write_eof()
+    return response
+
+
 def csv_response(filename: str) -> aioweb.StreamResponse:
     return aioweb.StreamResponse(headers={
         "Content-Type": "text/csv; charset=utf-8",
@@ -622,7 +627,19 @@ async def readiness_checks() -> dict[str, bool]:
         "tables_recovered": recovery.completed.is_set() and not app.rebalancing,
         "broker_reachable": feed is not None and await feed.broker_reachable(),
         "read_model_loaded": feed is not None and feed.loaded.is_set(),
+        "read_model_reachable": await read_model_reachable(),
     }
+
+
+async def read_model_reachable(timeout: float = 3.0) -> bool:
+    """A round trip to the read model's database (always true for SQLite, or with none)."""
+    if runtime.shared is None:
+        return True
+    try:
+        await asyncio.wait_for(runtime.shared.run(lambda model: model.ping()), timeout)
+    except (ReadModelUnavailable, TimeoutError):
+        return False
+    return True
 
 
 READY_POLL_SECONDS = 0.5

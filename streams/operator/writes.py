@@ -43,10 +43,16 @@ def phone_digits(phone: str | None) -> str | None:
 
 
 def offset_writes(offsets: Mapping[tuple[str, int], int]) -> Write:
-    """Remember the next offset of each partition the batch's records came from."""
+    """Remember the next offset of each partition the batch's records came from.
+
+    Offsets only move forward: a feeder that lost a partition in a rebalance while writing
+    may still commit its batch after the new owner wrote further. Its rows change nothing
+    (every write is idempotent and a status never moves back), and its offsets must not
+    send the next owner back either."""
     return Write(
         "INSERT INTO offsets (topic, partition, next_offset) VALUES (?, ?, ?) "
-        "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
+        "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset "
+        "WHERE excluded.next_offset > offsets.next_offset",
         [(topic, partition, offset) for (topic, partition), offset in offsets.items()],
     )
 

@@ -142,11 +142,8 @@ def start(root: Path) -> PostgresServer:
     for _attempt in range(3):  # another process may take the free port before we bind it
         candidate = PostgresServer(data, binaries, free_port(), superuser_password,
                                    app_password)
-        options = " ".join(f"-c {name}={value}" for name, value in TEST_SETTINGS.items())
         try:
-            _run([str(binaries / "pg_ctl"), "-D", str(data), "-l", str(candidate.log),
-                  "-w", "-t", str(START_TIMEOUT), "-o", f"-p {candidate.port} {options}",
-                  "start"], "pg_ctl start", candidate.log)
+            _pg_ctl_start(candidate)
         except StackError:
             if "could not bind" not in candidate.log.read_text(errors="replace"):
                 raise
@@ -157,6 +154,20 @@ def start(root: Path) -> PostgresServer:
         raise StackError(f"PostgreSQL found no free port; see {root / 'postgres.log'}")
     _create_app_user(server)
     return server
+
+
+def _pg_ctl_start(server: PostgresServer) -> None:
+    options = " ".join(f"-c {name}={value}" for name, value in TEST_SETTINGS.items())
+    _run([str(server.bin_dir / "pg_ctl"), "-D", str(server.data_dir), "-l", str(server.log),
+          "-w", "-t", str(START_TIMEOUT), "-o", f"-p {server.port} {options}", "start"],
+         "pg_ctl start", server.log)
+
+
+def restart(server: PostgresServer) -> None:
+    """Stop the server (ending every session) and start it again on the same port and data:
+    a database outage the clients must ride out."""
+    stop(server)
+    _pg_ctl_start(server)
 
 
 def _create_app_user(server: PostgresServer) -> None:
