@@ -7,8 +7,11 @@ import threading
 import time
 
 import psycopg
+import pytest
 
+from streams.operator import pgstore
 from streams.operator import query as q
+from streams.operator.backends import ReadModelUnavailable
 from streams.operator.pgstore import (
     MIGRATION_LOCK,
     SCHEMA_VERSION,
@@ -173,3 +176,45 @@ def test_a_database_that_cannot_be_used_stops_the_start_with_one_line(postgres_d
                                     "CARTWATCH_READ_MODEL_PASSWORD": postgres_database.password}
                                    ).operator)
     assert versions(postgres_database) == list(range(1, SCHEMA_VERSION + 1))
+
+
+def end_sessions(database) -> int:
+    """End the read model's sessions from the server's side, as a restart or a dropped
+    route would: how many were ended."""
+    with connect(database) as db:
+        return len(db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'cartwatch-read-model'").fetchall())
+
+
+def test_a_lost_connection_is_unavailable_then_opened_again(postgres_database,
+                                                            monkeypatch) -> None:
+    monkeypatch.setattr(pgstore, "RECONNECT_PAUSE", 0.0)
+    model = PostgresReadModel(postgres_database.url, postgres_database.password)
+    try:
+        model.write_batch([abandoned("c1")], {("t", 0): 1})
+        assert end_sessions(postgres_database) == 1
+        with pytest.raises(ReadModelUnavailable, match="terminat"):
+            model.query("SELECT count(*) FROM abandonments")
+        assert model.query("SELECT count(*) FROM abandonments")[0][0] == 1
+        model.write_batch([abandoned("c2")], {("t", 0): 2})
+        assert model.offsets().positions == {("t", 0): 2}
+    finally:
+        model.close()
+
+
+def test_while_the_database_is_lost_calls_fail_without_connecting(postgres_database,
+                                                                  monkeypatch) -> None:
+    """Between reconnection attempts a call answers at once: an API request gets its 503
+    without waiting for a connect timeout."""
+    monkeypatch.setattr(pgstore, "RECONNECT_PAUSE", 3600.0)
+    model = PostgresReadModel(postgres_database.url, postgres_database.password)
+    try:
+        end_sessions(postgres_database)
+        with pytest.raises(ReadModelUnavailable):
+            model.ping()
+        with pytest.raises(ReadModelUnavailable, match="terminat"):
+            model.write_batch([abandoned("c1")], {("t", 0): 1})
+        assert end_sessions(postgres_database) == 0  # no session was opened meanwhile
+    finally:
+        model.close()

@@ -100,6 +100,15 @@ def test_replayed_abandonment_keeps_one_row_and_its_lines(model: ReadModel) -> N
     assert [line["sku"] for line in model.lines_of(["a:1"])["a:1"]] == ["MUG", "TEA"]
 
 
+def test_a_late_batch_of_a_lost_partition_changes_nothing(model: ReadModel) -> None:
+    """A feeder that lost a partition in a rebalance commits its batch after the new owner
+    wrote further: rows and offsets stay as the new owner left them."""
+    model.write_batch([abandoned("a"), recovered("a")], {("t", 0): 7, ("t", 1): 3})
+    model.write_batch([abandoned("a")], {("t", 0): 5})
+    assert statuses(model) == {"a:1": "recovered"}
+    assert model.offsets().positions == {("t", 0): 7, ("t", 1): 3}
+
+
 def test_failed_batch_writes_nothing(model: ReadModel) -> None:
     with pytest.raises(TypeError):
         model.write_batch([abandoned("a"), object()], {("t", 0): 5})
