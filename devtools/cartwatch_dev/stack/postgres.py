@@ -163,10 +163,8 @@ def _pg_ctl_start(server: PostgresServer) -> None:
          "pg_ctl start", server.log)
 
 
-def restart(server: PostgresServer) -> None:
-    """Stop the server (ending every session) and start it again on the same port and data:
-    a database outage the clients must ride out."""
-    stop(server)
+def start_again(server: PostgresServer) -> None:
+    """Start a stopped server on its port and data again (the end of an outage)."""
     _pg_ctl_start(server)
 
 
