@@ -1,7 +1,8 @@
 """Settings of the operator surface: the HTTP API, its read model and its bearer token.
 
 A section of ``Settings`` (``settings.operator``), filled from ``[operator]`` in the TOML file
-and from ``CARTWATCH_API_TOKEN`` / ``CARTWATCH_API_URL`` / ``CARTWATCH_READ_MODEL``.
+and from the environment variables of ``ENVIRONMENT`` (``CARTWATCH_API_TOKEN``,
+``CARTWATCH_READ_MODEL``, ``CARTWATCH_READ_MODEL_RETENTION_DAYS``, ...).
 """
 
 from collections.abc import Mapping
@@ -22,6 +23,8 @@ ENVIRONMENT = {
     "CARTWATCH_READ_MODEL_PASSWORD_FILE": "read_model_password_file",
     "CARTWATCH_READ_MODEL_FEEDER": "read_model_feeder",
     "CARTWATCH_EXPORT_PAGE_SIZE": "export_page_size",
+    "CARTWATCH_READ_MODEL_RETENTION_DAYS": "retention_days",
+    "CARTWATCH_READ_MODEL_RETENTION_BATCH": "retention_batch",
 }
 
 
@@ -69,6 +72,20 @@ class OperatorSettings(BaseModel):
         500, ge=1, le=10_000,
         description="Abandonments a CSV export reads from the database per step: larger is "
         "faster, smaller holds less in memory (and lets tests cross page boundaries cheaply)",
+    )
+    retention_days: float | None = Field(
+        None, gt=0,
+        description="Days the read model keeps an abandonment (by its abandoned_at) with its "
+        "lines, reminder attempts, clicks and operator notices, and a created cart (by its "
+        "created_at); older rows are deleted in batches by a periodic sweep "
+        "(streams.operator.retention). Unset: kept forever. Applies to the read model only, "
+        "never to the Kafka topics",
+    )
+    retention_batch: int = Field(
+        1000, ge=1, le=100_000,
+        description="Abandonments (and created carts) one retention step deletes, each step "
+        "its own short transaction so the feed's writes go in between: smaller holds the "
+        "database for less time, larger purges faster",
     )
 
     @model_validator(mode="after")

@@ -43,6 +43,8 @@ class ReadModelStore(Protocol):
 
     def notification_counts(self) -> dict[str, int]: ...
 
+    def purge(self, before: float, limit: int) -> int: ...
+
 
 def open_read_model(operator: OperatorSettings, data_dir: Path) -> ReadModelStore | None:
     """The configured store, migrated and ready; None for ``read_model = "off"``."""

@@ -40,6 +40,7 @@ from schemas.notifications import LinkClick, NotificationLogEntry, OperatorNotif
 from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered
 from streams.compat import cluster_metadata
 from streams.operator.backends import ReadModelStore, ReadModelUnavailable
+from streams.operator.retention import PURGE_INTERVAL, Retention
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -263,6 +264,22 @@ class ReadModelFeed(Service):
                 if stored is not None:
                     self._check_loaded(stored)
             await self.sleep(1.0)
+
+    @Service.task
+    async def _retention(self) -> None:
+        """Purge rows older than ``operator.retention_days``, now and every PURGE_INTERVAL.
+        With a shared database every worker sweeps; a lock lets one at a time do the work."""
+        retention = Retention.configured(self.settings.operator)
+        if retention is None or self.shared is None:
+            return
+        while not self.should_stop:
+            try:
+                await retention.sweep(self.shared.run)
+            except ReadModelUnavailable:
+                pass  # the store logged it; the next sweep purges what this one did not
+            except Exception:  # a failed sweep must not stop the feed
+                log.exception("read model retention: the sweep failed")
+            await self.sleep(PURGE_INTERVAL)
 
     async def _existing_partitions(self) -> tuple[set[str], set[TopicPartition]] | None:
         """The cluster's topics, and the partitions of the feed topics among them (None when

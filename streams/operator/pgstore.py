@@ -37,6 +37,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import RowMaker
 
+from streams.operator import retention
 from streams.operator.backends import ReadModelUnavailable
 from streams.operator.store import Offsets
 from streams.operator.writes import Write, offset_writes, record_writes
@@ -120,6 +121,9 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 MIGRATION_LOCK = 0x6361727477617463
 """The advisory lock key (``b"cartwatc"``) held while migrating; locks are per database."""
+PURGE_LOCK = 0x6361727470757267
+"""The advisory lock key (``b"cartpurg"``) a retention batch holds for its transaction, so the
+workers sharing the database never purge at the same time."""
 
 
 def migrate(db: psycopg.Connection[Any], target: int = SCHEMA_VERSION) -> int:
@@ -316,6 +320,28 @@ class PostgresReadModel:
         with self._connection() as db, db.transaction(), db.cursor() as cursor:
             for write in record_writes(record):
                 self._run(cursor, write)
+
+    def purge(self, before: float, limit: int) -> int:
+        """Delete at most ``limit`` abandonments older than ``before`` (epoch seconds) with
+        their lines, log entries, clicks and notices, and at most ``limit`` created carts
+        older than it (``streams.operator.retention``), in one transaction. Returns the rows
+        deleted: 0 when nothing is left, or when another worker's batch holds ``PURGE_LOCK``
+        (that worker's sweep does the work; this one stops)."""
+        query = retention.expired(before, limit)
+        with self._connection() as db, db.transaction(), db.cursor() as cursor:
+            locked = cursor.execute("SELECT pg_try_advisory_xact_lock(%s)",
+                                    (PURGE_LOCK,)).fetchone()
+            if not (locked and locked[0]):
+                log.debug("read model retention: another worker is purging")
+                return 0
+            found = [tuple(row) for row in
+                     cursor.execute(pyformat(query.statement + retention.SKIP_LOCKED),
+                                    query.rows[0]).fetchall()]
+            deleted = 0
+            for write in retention.purge_writes(found, before, limit):
+                for params in write.rows:
+                    deleted += cursor.execute(pyformat(write.statement), params).rowcount
+            return deleted
 
     @staticmethod
     def _run(cursor: psycopg.Cursor[Any], write: Write) -> None:

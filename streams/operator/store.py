@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streams.operator import retention
 from streams.operator.writes import Write, offset_writes, record_writes
 
 log = logging.getLogger(__name__)
@@ -233,6 +234,18 @@ class ReadModel:
 
     def _run(self, write: Write) -> None:
         self.db.executemany(write.statement, write.rows)
+
+    def purge(self, before: float, limit: int) -> int:
+        """Delete at most ``limit`` abandonments older than ``before`` (epoch seconds) with
+        their lines, log entries, clicks and notices, and at most ``limit`` created carts
+        older than it (``streams.operator.retention``), in one transaction. Returns the rows
+        deleted: 0 when nothing is left."""
+        query = retention.expired(before, limit)
+        with self._transaction():
+            found = [tuple(row) for row in self.db.execute(query.statement, query.rows[0])]
+            return sum(self.db.execute(write.statement, params).rowcount
+                       for write in retention.purge_writes(found, before, limit)
+                       for params in write.rows)
 
     def _transaction(self) -> "_Transaction":
         return _Transaction(self.db)
