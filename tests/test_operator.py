@@ -1,7 +1,8 @@
 """The operator surface end to end: two real workers, a real broker, a few hundred known carts.
 
 Every figure the API, the exports, the insights and the metrics report is checked against what
-the input below must produce, on both workers (each holds a read model of all partitions).
+the input below must produce, on both workers: each with a read model of all partitions, and
+both on one PostgreSQL read model they feed together.
 """
 
 from __future__ import annotations
@@ -151,10 +152,18 @@ def newest_first(expected: Expected, keep: Callable[[dict[str, Any]], bool]) -> 
     return [key for _, key in sorted(chosen, key=lambda pair: (-pair[0].timestamp(), pair[1]))]
 
 
-async def test_operator_surface_with_two_workers(pipeline: Pipeline) -> None:
+@pytest.mark.parametrize("backend", ["memory", "postgresql"])
+async def test_operator_surface_with_two_workers(pipeline: Pipeline, backend: str,
+                                                 request: pytest.FixtureRequest) -> None:
+    """The same answers from each worker's own read model and from one PostgreSQL database
+    the two workers feed together."""
     pipeline.settings.update(CARTWATCH_ABANDON_AFTER=f"{ABANDON_AFTER}s",
-                             CARTWATCH_API_TOKEN=TOKEN, CARTWATCH_READ_MODEL="memory",
+                             CARTWATCH_API_TOKEN=TOKEN, CARTWATCH_READ_MODEL=backend,
                              CARTWATCH_LINK_SECRET=LINK_SECRET)
+    if backend == "postgresql":
+        database = request.getfixturevalue("postgres_database")
+        pipeline.settings.update(CARTWATCH_READ_MODEL=database.url,
+                                 CARTWATCH_READ_MODEL_PASSWORD=database.password)
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     base = today - timedelta(days=3) + timedelta(hours=10)
     expected = build_input(base)
