@@ -1,8 +1,8 @@
 """The operator's HTTP surface, served by every worker on Faust's web server.
 
 Importing this module registers the views and the read-model feed on the app. All reads are
-answered from this worker's own read model, which holds every partition, so a load balancer
-may send any request to any worker.
+answered from the read model, which holds every partition (this worker's own copy, or the
+PostgreSQL database all workers share), so a load balancer may send any request to any worker.
 
 Endpoints under ``/cartwatch/api/`` expose shop and customer data and need
 ``Authorization: Bearer <CARTWATCH_API_TOKEN>`` when a token is configured; the probes,
