@@ -3,7 +3,6 @@ SQLite and a database of the harness's PostgreSQL server, with the same expected
 
 import csv
 import io
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -20,7 +19,6 @@ from schemas.outputs import (
 )
 from streams.operator import query as q
 from streams.operator.export import CART_COLUMNS, cart_row, cell, csv_chunks, paged_csv
-from streams.operator.pgstore import PostgresReadModel
 from streams.operator.store import ReadModel, row_dict
 from tests.unit.factories import DAY, HOUR, T0
 
@@ -60,20 +58,6 @@ def reactivated(cart_id: str, at: float = T0) -> CartReactivated:
         abandonment_id=f"{cart_id}:1", cart_id=cart_id, store_id="s1", event_id="e",
         abandoned_at=utc_from_epoch(at), reactivated_at=utc_from_epoch(at + 5),
     )
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def model(request: pytest.FixtureRequest) -> Iterator[ReadModel | PostgresReadModel]:
-    """Each test once per backend: the API's answers must not depend on which one runs."""
-    if request.param == "sqlite":
-        store: ReadModel | PostgresReadModel = ReadModel()
-    else:
-        database = request.getfixturevalue("postgres_database")
-        store = PostgresReadModel(database.url, database.password)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def statuses(model: ReadModel) -> dict[str, str]:

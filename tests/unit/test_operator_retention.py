@@ -2,7 +2,7 @@
 deletes and keeps, its batches, the sweep that drives it, the PostgreSQL lock, the settings."""
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import psycopg
 import pytest
@@ -21,19 +21,6 @@ from tests.unit.test_operator_readmodel import abandoned, recovered
 
 TABLES = ("abandonments", "lines", "notifications", "clicks", "operator_notices", "carts")
 LINES = (("MUG", "Blue mug", 1, "10.00"), ("CUP", "Cup", 2, "4.00"))
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def model(request: pytest.FixtureRequest) -> Iterator[ReadModel | PostgresReadModel]:
-    if request.param == "sqlite":
-        store: ReadModel | PostgresReadModel = ReadModel()
-    else:
-        database = request.getfixturevalue("postgres_database")
-        store = PostgresReadModel(database.url, database.password)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def log_entry(abandonment_id: str, at: float, store: str = "s1") -> NotificationLogEntry:
