@@ -23,7 +23,7 @@ import socket
 import stat
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -120,8 +120,10 @@ def _hand_to_server_user(root: Path) -> None:
         parent.chmod(mode | stat.S_IXOTH)
 
 
-def start(root: Path) -> PostgresServer:
-    """initdb a cluster in ``root/data`` and start it; returns once it accepts connections."""
+def start(root: Path, settings: Mapping[str, str] | None = None) -> PostgresServer:
+    """initdb a cluster in ``root/data`` and start it; returns once it accepts connections.
+
+    ``settings`` override ``TEST_SETTINGS`` (the benchmark's server is durable)."""
     binaries = bin_dir()
     if binaries is None:
         raise StackError("PostgreSQL is not installed (apt-get install postgresql)")
@@ -142,7 +144,8 @@ def start(root: Path) -> PostgresServer:
     for _attempt in range(3):  # another process may take the free port before we bind it
         candidate = PostgresServer(data, binaries, free_port(), superuser_password,
                                    app_password)
-        options = " ".join(f"-c {name}={value}" for name, value in TEST_SETTINGS.items())
+        options = " ".join(f"-c {name}={value}"
+                           for name, value in {**TEST_SETTINGS, **(settings or {})}.items())
         try:
             _run([str(binaries / "pg_ctl"), "-D", str(data), "-l", str(candidate.log),
                   "-w", "-t", str(START_TIMEOUT), "-o", f"-p {candidate.port} {options}",
