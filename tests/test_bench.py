@@ -10,8 +10,11 @@ import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+READ_MODEL = ("feed", "keep", "list", "list.deep", "keyset.deep", "search.product",
+              "search.customer", "cart", "insights", "export")
 FIGURES = {"a", "b", "b0", "c", "d0", "d", "d2", "e.p50", "e.p99", "e.max", "f", "g", "h", "i",
-           "j", "k", "k99"}
+           "j", "k", "k99"} | {f"r.{name}.{backend}" for name in READ_MODEL
+                               for backend in ("sqlite", "pg")}
 
 
 def test_quick_bench_reports_every_figure_well_formed(kafka_bootstrap, tmp_path):

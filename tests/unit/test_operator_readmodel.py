@@ -99,6 +99,18 @@ def test_failed_batch_writes_nothing(model: ReadModel) -> None:
     assert model.sizes()["abandonments"] == 0 and model.offsets().positions == {}
 
 
+def test_a_batch_the_database_refuses_writes_nothing_and_the_next_one_is_written(
+        model: ReadModel) -> None:
+    # two lines of one SKU break the lines' primary key on the server, mid-batch (PostgreSQL
+    # sends the batch in pipeline mode: the error arrives after later statements were sent)
+    twice = abandoned("b", lines=(("MUG", "Mug", 1, "5.00"), ("MUG", "Mug", 1, "5.00")))
+    with pytest.raises(Exception, match="(?i)unique|primary key"):
+        model.write_batch([abandoned("a"), twice, abandoned("c")], {("t", 0): 5})
+    assert model.sizes()["abandonments"] == 0 and model.offsets().positions == {}
+    model.write_batch([abandoned("a")], {("t", 0): 1})
+    assert model.sizes()["abandonments"] == 1 and model.offsets().positions == {("t", 0): 1}
+
+
 def test_created_carts_keep_their_earliest_event(model: ReadModel) -> None:
     def event(when: float) -> CartEvent:
         return CartEvent(event_id=f"e{when}", type="cart_viewed", cart_id="c", store_id="s1",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -15,7 +16,7 @@ from cartwatch_dev.bench.report import Report
 from config.bootstrap import parse_bootstrap
 from config.settings import SettingsError, load_settings
 
-GROUPS = ("throughput", "live", "api", "timers", "memory", "recovery", "notifier")
+GROUPS = ("throughput", "live", "api", "timers", "memory", "recovery", "notifier", "read-model")
 """Parts of a run ``--only`` can pick; timers, memory and recovery share one worker."""
 
 
@@ -29,11 +30,14 @@ GROUPS = ("throughput", "live", "api", "timers", "memory", "recovery", "notifier
 @click.option("--only", "only", multiple=True, type=click.Choice(GROUPS),
               help="Run only these groups (repeatable) [default: all]: throughput (a, b, b0, "
               "c, d, d2), live (j), api (k, k99), timers (e, f), memory (g), recovery (h), "
-              "notifier (i).")
+              "notifier (i), read-model (r.*, SQLite against PostgreSQL; no broker).")
+@click.option("--abandonments", type=click.IntRange(min=100), default=None,
+              help="Abandonments the read-model group feeds [default: 1,000,000; --quick "
+              "20,000].")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where contenders keep state and logs [default: a temporary directory].")
 def bench(quick: bool, broker: str | None, output: Path, only: tuple[str, ...],
-          workdir: Path | None) -> None:
+          abandonments: int | None, workdir: Path | None) -> None:
     """Throughput against baselines and Quix Streams, timer precision, memory, recovery."""
     try:
         settings = load_settings()
@@ -41,11 +45,15 @@ def bench(quick: bool, broker: str | None, output: Path, only: tuple[str, ...],
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
     command = "cartwatch bench" + (" --quick" if quick else "") + "".join(
-        f" --only {group}" for group in only)
+        f" --only {group}" for group in only) + (
+        f" --abandonments {abandonments}" if abandonments else "")
+    scale = Scale.named(quick)
+    if abandonments:
+        scale = replace(scale, read_model_abandonments=abandonments)
     groups = set(only or GROUPS)
     report = Report(mode="quick" if quick else "full", command=command)
     with tempfile.TemporaryDirectory(prefix="cartwatch-bench-", dir=workdir) as tmp:
-        run = Bench(bootstrap, Scale.named(quick), Path(tmp), report,
+        run = Bench(bootstrap, scale, Path(tmp), report,
                     say=lambda line: click.echo(f"== {line}", err=True), kafka=settings.kafka)
         try:
             if "throughput" in groups:
@@ -59,6 +67,8 @@ def bench(quick: bool, broker: str | None, output: Path, only: tuple[str, ...],
                 run.timers(timer_parts)
             if "notifier" in groups:
                 run.notifier()
+            if "read-model" in groups:
+                run.read_model()
         except BenchError as exc:
             report.write_json(output)
             raise click.ClickException(f"{exc}\n(logs in {shlex.quote(tmp)})") from None

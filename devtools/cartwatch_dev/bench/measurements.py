@@ -31,6 +31,8 @@ from cartwatch_dev.bench import live, processes
 from cartwatch_dev.bench.contenders import ContenderConfig
 from cartwatch_dev.bench.notifier_run import NotifierRun
 from cartwatch_dev.bench.processes import BenchError, Process, poll
+from cartwatch_dev.bench.read_model import ReadModelRun
+from cartwatch_dev.bench.read_model_input import Synthetic
 from cartwatch_dev.bench.report import Figure, Report
 from cartwatch_dev.loadgen import (
     Expected,
@@ -44,6 +46,7 @@ from cartwatch_dev.loadgen.ledger import Kind
 from cartwatch_dev.loadgen.model import Topic
 from cartwatch_dev.loadgen.produce import Progress, produce, produce_live
 from config.kafka import KafkaSettings, client_options
+from streams.operator.backends import ReadModelStore
 
 PARTITIONS = 4
 INPUTS: dict[Topic, str] = {"cart_events": "cart-events", "purchase_events": "purchase-events"}
@@ -52,6 +55,10 @@ OUTPUTS: dict[str, Kind] = {"cart-abandoned": "abandoned", "cart-recovered": "re
 MB = 2**20
 LIVE_ABANDON_AFTER = 30.0
 """Time to abandon in the live steps: carts are abandoned and comebacks arrive within one."""
+BENCH_POSTGRES = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on",
+                  "shared_buffers": "512MB"}
+"""The read model's PostgreSQL as a deployment would run it: durable, with a cache (the test
+server's are off and 32 MB)."""
 API_ABANDON_AFTER = 3.0
 """Time to abandon under the API load: carts are abandoned, and written into the read model
 the requests read, all through the run."""
@@ -77,6 +84,10 @@ class Scale:
     """Events/s the worker reads while its operator API is under load (figure k)."""
     api_seconds: float
     api_clients: int
+    read_model_abandonments: int
+    """Abandonments fed into both read models before their queries are timed (figures r)."""
+    read_model_repetitions: int
+    """Timed calls per query kind and backend (fewer when a kind's 20 s are spent)."""
 
     @classmethod
     def named(cls, quick: bool) -> Scale:
@@ -84,11 +95,13 @@ class Scale:
             return cls(throughput_carts=700, silent_carts=2_000, tracked_carts=20_000,
                        silent_after=20.0, timeout=90.0, notifier_emails=300,
                        live_rates=(100.0, 200.0), live_seconds=5.0,
-                       api_rate=100.0, api_seconds=8.0, api_clients=4)
+                       api_rate=100.0, api_seconds=8.0, api_clients=4,
+                       read_model_abandonments=20_000, read_model_repetitions=30)
         return cls(throughput_carts=28_000, silent_carts=100_000, tracked_carts=1_000_000,
                    silent_after=90.0, timeout=900.0, notifier_emails=5_000,
                    live_rates=(1_000.0, 2_000.0, 4_000.0, 8_000.0, 16_000.0),
-                   live_seconds=60.0, api_rate=500.0, api_seconds=60.0, api_clients=8)
+                   live_seconds=60.0, api_rate=500.0, api_seconds=60.0, api_clients=8,
+                   read_model_abandonments=1_000_000, read_model_repetitions=100)
 
 
 @dataclass
@@ -486,6 +499,35 @@ class Bench:
         seconds = time.monotonic() - started
         self.report.add(Figure("h", f"restart recovery, {self._tracked()} carts", seconds, "s",
                                floor="<= 60 s", ok=seconds <= 60))
+
+    # -- the operator read model ------------------------------------------------------------
+
+    def read_model(self) -> None:
+        """Figures r: both read-model backends fed and queried (``bench.read_model``); the
+        PostgreSQL server is the bench's own (``stack.postgres``), with durable settings."""
+        from cartwatch_dev.stack import postgres
+        from streams.operator.pgstore import PostgresReadModel
+        from streams.operator.store import ReadModel
+
+        stores: dict[str, ReadModelStore] = {
+            "sqlite": ReadModel(self.workdir / "read-model.sqlite3")}
+        missing: dict[str, str] = {}
+        server = None
+        try:
+            if postgres.bin_dir() is None:
+                missing["pg"] = "PostgreSQL is not installed (apt-get install postgresql)"
+            else:
+                server = postgres.start(self.workdir / "postgres", BENCH_POSTGRES)
+                url = postgres.create_database(server, "read_model")
+                stores["pg"] = PostgresReadModel(url, server.app_password)
+            ReadModelRun(Synthetic(self.scale.read_model_abandonments), stores, self.report,
+                         self.say, repetitions=self.scale.read_model_repetitions,
+                         missing=missing).run()
+        finally:
+            for store in stores.values():
+                store.close()
+            if server is not None:
+                postgres.stop(server)
 
     # -- notifier ---------------------------------------------------------------------------
 

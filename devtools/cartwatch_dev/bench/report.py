@@ -37,6 +37,8 @@ class Report:
     figures: list[Figure] = field(default_factory=list)
     ratios: dict[str, float | None] = field(default_factory=dict)
     checks: dict[str, Any] = field(default_factory=dict)
+    tables: list[str] = field(default_factory=list)
+    """More Markdown tables a group prints after the figures (the read model's side by side)."""
 
     def add(self, figure: Figure) -> Figure:
         self.figures.append(figure)
@@ -69,7 +71,8 @@ class Report:
             f"{name} = {'n/a' if value is None else f'{value:.2f}'}"
             for name, value in self.ratios.items()
         )
-        return "\n".join(rows) + f"\n\nRatios (same run): {ratios}\n"
+        return "\n".join(rows) + f"\n\nRatios (same run): {ratios}\n" + "".join(
+            f"\n{table}" for table in self.tables)
 
 
 def _fmt(value: float) -> str:

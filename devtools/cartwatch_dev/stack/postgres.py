@@ -23,8 +23,8 @@ import socket
 import stat
 import subprocess
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -70,6 +70,8 @@ class PostgresServer:
     port: int
     superuser_password: str
     app_password: str
+    settings: Mapping[str, str] = field(default_factory=lambda: dict(TEST_SETTINGS))
+    """The server's ``-c`` settings (kept to start it again the same way)."""
     host: str = LOCALHOST
 
     @property
@@ -120,8 +122,10 @@ def _hand_to_server_user(root: Path) -> None:
         parent.chmod(mode | stat.S_IXOTH)
 
 
-def start(root: Path) -> PostgresServer:
-    """initdb a cluster in ``root/data`` and start it; returns once it accepts connections."""
+def start(root: Path, settings: Mapping[str, str] | None = None) -> PostgresServer:
+    """initdb a cluster in ``root/data`` and start it; returns once it accepts connections.
+
+    ``settings`` override ``TEST_SETTINGS`` (the benchmark's server is durable)."""
     binaries = bin_dir()
     if binaries is None:
         raise StackError("PostgreSQL is not installed (apt-get install postgresql)")
@@ -141,7 +145,7 @@ def start(root: Path) -> PostgresServer:
     server = None
     for _attempt in range(3):  # another process may take the free port before we bind it
         candidate = PostgresServer(data, binaries, free_port(), superuser_password,
-                                   app_password)
+                                   app_password, {**TEST_SETTINGS, **(settings or {})})
         try:
             _pg_ctl_start(candidate)
         except StackError:
@@ -157,7 +161,7 @@ def start(root: Path) -> PostgresServer:
 
 
 def _pg_ctl_start(server: PostgresServer) -> None:
-    options = " ".join(f"-c {name}={value}" for name, value in TEST_SETTINGS.items())
+    options = " ".join(f"-c {name}={value}" for name, value in server.settings.items())
     _run([str(server.bin_dir / "pg_ctl"), "-D", str(server.data_dir), "-l", str(server.log),
           "-w", "-t", str(START_TIMEOUT), "-o", f"-p {server.port} {options}", "start"],
          "pg_ctl start", server.log)
