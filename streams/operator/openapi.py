@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.notifications import LogStatus
 from streams.operator.attempts import CHANNELS, LOG_COLUMNS, LOG_STATUSES
+from streams.operator.query import COUNT_LIMIT
 
 API_PREFIX = "/cartwatch/api/"
 DOCUMENT = resources.files("streams.operator") / "openapi.json"
@@ -90,7 +91,10 @@ class ListedCart(Abandonment):
 
 
 class CartPage(BaseModel):
-    total: int
+    total: int = Field(description=f"Matching abandonments: exact up to {COUNT_LIMIT:,}; "
+                       f"beyond, {COUNT_LIMIT:,} with total_exact false")
+    total_exact: bool = Field(description=f"false when more than {COUNT_LIMIT:,} match "
+                              "(total then means 'at least')")
     limit: int
     offset: int
     carts: list[ListedCart]

@@ -161,14 +161,15 @@ def api(handler: Handler) -> Handler:
 
 def list_carts(model: ReadModelStore, query: q.CartQuery) -> dict[str, Any]:
     rows = model.query(*q.list_sql(query))
-    total = model.query(*q.count_sql(query))[0][0]
+    counted = model.query(*q.count_sql(query))[0][0]
     ids = [row["abandonment_id"] for row in rows]
     lines = model.lines_of(ids)
     summary = attempts.reminder_summary(model.query(*attempts.summary_sql(ids))) if ids else {}
     carts = [{**row_dict(row), "lines": lines[row["abandonment_id"]],
               "reminders": summary.get(row["abandonment_id"], attempts.NO_REMINDERS)}
              for row in rows]
-    return {"total": total, "limit": query.limit, "offset": query.offset, "carts": carts}
+    return {"total": min(counted, q.COUNT_LIMIT), "total_exact": counted <= q.COUNT_LIMIT,
+            "limit": query.limit, "offset": query.offset, "carts": carts}
 
 
 def cart_detail(model: ReadModelStore, cart_id: str) -> dict[str, Any] | None:

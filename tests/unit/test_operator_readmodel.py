@@ -176,6 +176,14 @@ def test_filters(shop: ReadModel, params: dict[str, str], expected: list[str]) -
                                                              "offset": "0"}))
 
 
+def test_the_count_stops_one_past_its_limit(shop: ReadModel) -> None:
+    """Three carts match: counted exactly under a limit of 3, as "more than 2" under 2."""
+    everything = q.parse_query({}, 100)
+    assert shop.query(*q.count_sql(everything, limit=3))[0][0] == 3
+    assert shop.query(*q.count_sql(everything, limit=2))[0][0] == 3
+    assert shop.query(*q.count_sql(everything, limit=1))[0][0] == 2
+
+
 @pytest.mark.parametrize(("params", "message"), [
     ({"status": "lost"}, "status"),
     ({"since": "yesterday"}, "since"),

@@ -146,6 +146,7 @@ async function loadCarts() {
   try {
     const page = await (await api("/carts/", params)).json();
     state.total = page.total;
+    state.totalExact = page.total_exact;
     renderCarts(page.carts);
     showError(null);
   } catch (error) {
@@ -199,11 +200,14 @@ function renderCarts(carts) {
     body.append(row, details);
     if (state.open.has(cart.abandonment_id)) toggle(true);
   }
-  const last = Math.min(state.offset + carts.length, state.total);
-  $("#count").textContent = `${state.total} carts`;
-  $("#page").textContent = state.total ? `${state.offset + 1}–${last} of ${state.total}` : "";
+  // Beyond 1,000 matches the API counts no further: "1,000+", and paging goes on while
+  // pages come back full.
+  const last = state.offset + carts.length;
+  const total = state.totalExact === false ? `${state.total.toLocaleString("en")}+` : `${state.total}`;
+  $("#count").textContent = `${total} carts`;
+  $("#page").textContent = state.total ? `${state.offset + 1}–${last} of ${total}` : "";
   $("#prev").disabled = state.offset === 0;
-  $("#next").disabled = last >= state.total;
+  $("#next").disabled = state.totalExact === false ? carts.length < PAGE : last >= state.total;
 }
 
 function detailsRow(cart) {
