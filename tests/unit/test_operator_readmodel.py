@@ -292,3 +292,14 @@ def test_an_abandonment_gets_the_campaign_its_log_entries_name(model: ReadModel,
     [entry] = model.query("SELECT campaign, variant FROM notifications WHERE step = 1 AND "
                           "abandonment_id = 'c1:1'")
     assert tuple(entry) == ("big", "a")
+
+
+def test_the_insights_aggregates_sum_decimals_exactly_and_take_the_median(
+        model: ReadModel) -> None:
+    """``cartwatch_decimal_sum`` and ``cartwatch_median``, which each backend defines."""
+    values = ("SELECT cartwatch_decimal_sum(column1), cartwatch_median(column2) FROM (VALUES "
+              "('10.00', 3.5), ('5.5', 1.0), (NULL, NULL), ('0.001', 2.0), ('-1', 10.0)) v")
+    assert tuple(model.query(values)[0]) == ("14.501", 2.75)
+    assert tuple(model.query(values + " WHERE column2 < 5")[0]) == ("15.501", 2.0)
+    assert tuple(model.query(values + " WHERE column2 > 99")[0]) == (None, None)
+    assert tuple(model.query(values + " WHERE column1 IS NULL")[0]) == (None, None)
