@@ -113,7 +113,36 @@ _V2 = [
 ]
 """Version 2: trigram indexes for the "contains" searches of products and customers."""
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (tuple(_V1), tuple(_V2))
+_V3 = [
+    # SQL functions: no superuser or extension needed, the database's owner creates them.
+    # NULLs are skipped and none gives NULL, as sum(); 0 + the first amount keeps its scale.
+    "CREATE FUNCTION cartwatch_decimal_add(numeric, text) RETURNS numeric LANGUAGE sql "
+    "IMMUTABLE PARALLEL SAFE AS $$ SELECT CASE WHEN $2 IS NULL THEN $1 "
+    "ELSE coalesce($1, 0) + $2::numeric END $$",
+    "CREATE FUNCTION cartwatch_decimal_text(numeric) RETURNS text LANGUAGE sql "
+    "IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT $1::text $$",
+    "CREATE AGGREGATE cartwatch_decimal_sum(text) (SFUNC = cartwatch_decimal_add, "
+    "STYPE = numeric, FINALFUNC = cartwatch_decimal_text, COMBINEFUNC = numeric_add, "
+    "PARALLEL = SAFE)",
+    # statistics.median: the middle value, or the mean of the two middle ones computed as
+    # (a + b) / 2. Not percentile_cont(0.5), which interpolates a + (b - a) * 0.5 and may
+    # differ from it in the last bit.
+    """CREATE FUNCTION cartwatch_median_final(double precision[]) RETURNS double precision
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+        SELECT CASE WHEN n = 0 THEN NULL WHEN mod(n, 2) = 1 THEN v[n / 2 + 1]
+                    ELSE (v[n / 2] + v[n / 2 + 1]) / 2 END
+        FROM (SELECT array_agg(x ORDER BY x) AS v, count(*)::integer AS n
+              FROM unnest($1) AS x WHERE x IS NOT NULL) sorted $$""",
+    "CREATE FUNCTION cartwatch_median_merge(double precision[], double precision[]) "
+    "RETURNS double precision[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT $1 || $2 $$",
+    "CREATE AGGREGATE cartwatch_median(double precision) (SFUNC = array_append, "
+    "STYPE = double precision[], INITCOND = '{}', FINALFUNC = cartwatch_median_final, "
+    "COMBINEFUNC = cartwatch_median_merge, PARALLEL = SAFE)",
+]
+"""Version 3: the aggregates the insights query with (``streams.operator.insights``), which
+the SQLite read model registers on its connection under the same names."""
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (tuple(_V1), tuple(_V2), tuple(_V3))
 """``MIGRATIONS[n]`` turns schema version n into n+1. A schema change appends one; an existing
 one never changes (databases in the field ran it). As in SQLite, only add columns that may be
 NULL: a worker of the previous release may still write during a rolling upgrade."""

@@ -124,13 +124,6 @@ def scope_conditions(
     return conditions, params
 
 
-def created_sql(query: CartQuery) -> tuple[str, list[Any]]:
-    """``(store_id, created_at)`` of the carts created in the query's stores and time range."""
-    conditions, params = scope_conditions(query, "store_id", "created_at")
-    return (f"SELECT store_id, created_at FROM carts WHERE {' AND '.join(conditions) or 'TRUE'}",
-            params)
-
-
 def where_clause(query: CartQuery) -> tuple[str, list[Any]]:
     """SQL condition on ``abandonments a`` and its parameters for every set filter."""
     conditions, params = scope_conditions(query, "a.store_id", "a.abandoned_at")

@@ -11,9 +11,12 @@ only moves forward: abandoned < reactivated < recovered. Replaying a topic chang
 
 import json
 import logging
+import math
 import sqlite3
+import statistics
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +190,57 @@ def migrate(db: sqlite3.Connection) -> int:
             log.info("read model database migrated to schema version %d", step + 1)
     return max(version, SCHEMA_VERSION)
 
+class DecimalSum:
+    """``cartwatch_decimal_sum(text)``: the exact sum of decimal amounts as text (``"10.00"`` +
+    ``"5.5"`` = ``"15.50"``); NULLs are skipped and none gives NULL, as SQL's ``sum``."""
+
+    def __init__(self) -> None:
+        self.total: Decimal | None = None
+
+    def step(self, amount: str | None) -> None:
+        if amount is not None:
+            self.total = (self.total or Decimal(0)) + Decimal(str(amount))
+
+    def finalize(self) -> str | None:
+        return None if self.total is None else format(self.total, "f")
+
+
+class Median:
+    """``cartwatch_median(real)``: ``statistics.median`` of the non-NULL values, NULL for none."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def step(self, value: float | None) -> None:
+        if value is not None:
+            self.values.append(value)
+
+    def finalize(self) -> float | None:
+        return statistics.median(self.values) if self.values else None
+
+
+def sql_functions(db: sqlite3.Connection, *, floor: bool = False) -> None:
+    """The SQL functions the read model's queries need beyond SQLite's own: the aggregates of
+    ``streams.operator.insights``, and ``floor`` where SQLite was built without its math
+    functions (or when ``floor`` is true, for the tests)."""
+    # typeshed's aggregate protocol takes and returns int only
+    db.create_aggregate("cartwatch_decimal_sum", 1, DecimalSum)  # type: ignore[arg-type]
+    db.create_aggregate("cartwatch_median", 1, Median)  # type: ignore[arg-type]
+    try:
+        db.execute("SELECT floor(0.5)")
+    except sqlite3.OperationalError:
+        floor = True
+    if floor:
+        db.create_function("floor", 1, _floor, deterministic=True)
+
+
+def _floor(value: float | None) -> float | None:
+    """SQLite's ``floor``: a whole number as a REAL (an INTEGER stays one)."""
+    if value is None or isinstance(value, int) or not math.isfinite(value):
+        return value
+    return float(math.floor(value))
+
+
 @dataclass(frozen=True, slots=True)
 class Offsets:
     """Where the feed resumes: the next offset to read per (topic, partition)."""
@@ -206,6 +260,7 @@ class ReadModel:
     def __init__(self, path: Path | str = ":memory:") -> None:
         self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self.db.row_factory = sqlite3.Row
+        sql_functions(self.db)
         if str(path) != ":memory:":
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")

@@ -16,7 +16,6 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -31,7 +30,7 @@ from streams.compat import page
 from streams.counters import worker_counters
 from streams.notifier import clicks
 from streams.notifier.tokens import InvalidToken, verify_token
-from streams.operator import attempts, notifications, results
+from streams.operator import attempts, insights, notifications, results
 from streams.operator import query as q
 from streams.operator.backends import ReadModelStore, ReadModelUnavailable, open_read_model
 from streams.operator.export import (
@@ -44,7 +43,6 @@ from streams.operator.export import (
 from streams.operator.export import customer_row as customer_csv_row
 from streams.operator.feed import ReadModelFeed, SharedReadModel
 from streams.operator.health import readiness
-from streams.operator.insights import PERIODS, AbandonmentFacts, aggregate
 from streams.operator.metrics import WorkerMetrics
 from streams.operator.prometheus import CONTENT_TYPE, render
 from streams.operator.store import row_dict
@@ -246,24 +244,13 @@ def customers(model: ReadModelStore, query: q.CartQuery) -> list[list[str]]:
     return [customer_csv_row(row) for row in model.query(*q.customers_sql(query))]
 
 
-def insight_facts(
-    model: ReadModelStore, query: q.CartQuery
-) -> tuple[list[tuple[str, float]], list[AbandonmentFacts]]:
-    """Created carts and abandonment facts within the query's stores and time range."""
-    where, params = q.where_clause(query)
-    rows = model.query(
-        "SELECT a.store_id, a.abandoned_at, a.status, a.revenue, a.revenue_currency, "
-        "a.seconds_to_recover, coalesce(a.reminder_sent, 0) <> 0 OR EXISTS (SELECT 1 FROM "
-        "notifications n WHERE n.abandonment_id = a.abandonment_id AND n.status = 'sent') "
-        f"AS reminded FROM abandonments a WHERE {where}", params
-    )
-    facts = [
-        AbandonmentFacts(row[0], row[1], row[2], bool(row[6]),
-                         None if row[3] is None else Decimal(row[3]), row[4], row[5])
-        for row in rows
-    ]
-    created = [(row[0], row[1]) for row in model.query(*q.created_sql(query))]
-    return created, facts
+def insight_buckets(
+    model: ReadModelStore, query: q.CartQuery, period: insights.Period
+) -> list[dict[str, object]]:
+    """Insights per store and period within the query's scope, aggregated by the database."""
+    return insights.buckets(period, model.query(*insights.abandonments_sql(query, period)),
+                            model.query(*insights.revenue_sql(query, period)),
+                            model.query(*insights.created_sql(query, period)))
 
 
 def campaign_results(model: ReadModelStore, query: q.CartQuery) -> dict[str, Any]:
@@ -355,11 +342,10 @@ class InsightsView(View):
     @api
     async def get(self, request: Request) -> Response:
         period = request.query.get("period", "day")
-        if period not in PERIODS:
-            raise HTTPProblem(400, f"period: use one of {list(PERIODS)}")
-        query = parse(request)
-        created, facts = await shared_model().run(insight_facts, query)
-        return self.json({"period": period, "buckets": aggregate(created, facts, period)})
+        if period not in insights.PERIODS:
+            raise HTTPProblem(400, f"period: use one of {list(insights.PERIODS)}")
+        buckets = await shared_model().run(insight_buckets, parse(request), period)
+        return self.json({"period": period, "buckets": buckets})
 
 
 @app.page("/cartwatch/api/insights/campaigns/")

@@ -1,59 +1,83 @@
-"""Insight aggregation and the Prometheus text format."""
+"""Insight buckets from the database's aggregated rows, and the Prometheus text format."""
 
-from decimal import Decimal
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from streams.operator.health import readiness
-from streams.operator.insights import AbandonmentFacts, aggregate, period_start
+from streams.operator.insights import Period, buckets, period_start
 from streams.operator.prometheus import Family, Histogram, render
 from tests.unit.factories import DAY, HOUR, T0
 
 MONDAY = T0  # 2024-01-01 was a Monday
+DAY_KEY = 19_723  # its day number, T0 / 86400
 
 
-def facts(store: str, at: float, status: str = "abandoned", reminded: bool = False,
-          revenue: str | None = None, after: float | None = None) -> AbandonmentFacts:
-    return AbandonmentFacts(store, at, status, reminded,
-                            Decimal(revenue) if revenue else None, "EUR" if revenue else None,
-                            after)
+def key_of(seconds: float, period: Period) -> int:
+    """``insights.period_key_sql`` in Python."""
+    day = math.floor(seconds / 86_400)
+    return day if period == "day" else math.floor((day + 3) / 7)
+
+
+def calendar_start(seconds: float, period: Period) -> str:
+    """The period start by the calendar, as the insights computed it before #18."""
+    day = datetime.fromtimestamp(seconds, UTC).date()
+    return (day - timedelta(days=day.weekday() if period == "week" else 0)).isoformat()
+
+
+@pytest.mark.parametrize("seconds", [
+    MONDAY, MONDAY - 0.001, MONDAY - 1, MONDAY + DAY - 0.001, MONDAY + DAY,
+    MONDAY + 6 * DAY + 23 * HOUR, MONDAY + 7 * DAY - 0.001, MONDAY + 7 * DAY,
+    MONDAY + 3 * DAY + 0.5, 0.0, 3 * DAY, 4 * DAY - 1, 4 * DAY, -1.0, -4 * DAY,
+    1_767_225_599.999,  # 2025-12-31T23:59:59.999Z, a Wednesday
+])
+@pytest.mark.parametrize("period", ["day", "week"])
+def test_period_keys_start_on_the_calendar_day_or_monday(seconds: float, period: Period) -> None:
+    assert period_start(key_of(seconds, period), period) == calendar_start(seconds, period)
 
 
 def test_period_starts() -> None:
-    assert period_start(MONDAY + 23 * HOUR, "day") == "2024-01-01"
-    assert period_start(MONDAY + 6 * DAY + 23 * HOUR, "week") == "2024-01-01"
-    assert period_start(MONDAY + 7 * DAY, "week") == "2024-01-08"
-    assert period_start(MONDAY - 1, "week") == "2023-12-25"
+    assert period_start(DAY_KEY, "day") == period_start(float(DAY_KEY), "day") == "2024-01-01"
+    assert period_start(DAY_KEY - 1, "day") == "2023-12-31"
+    assert period_start(0, "day") == "1970-01-01" and period_start(0, "week") == "1969-12-29"
+    week = (DAY_KEY + 3) // 7
+    assert period_start(week, "week") == "2024-01-01"
+    assert period_start(week + 1, "week") == "2024-01-08"
+    assert period_start(week - 1, "week") == "2023-12-25"
 
 
-def test_daily_insights_per_store() -> None:
-    created = [("s1", MONDAY + n * 60) for n in range(10)] + [("s1", MONDAY + DAY), ("s2", MONDAY)]
+def test_buckets_from_aggregated_rows() -> None:
+    created = [("s1", DAY_KEY, 10), ("s1", DAY_KEY + 1, 1), ("s2", DAY_KEY, 1)]
     abandonments = [
-        facts("s1", MONDAY + HOUR, "recovered", reminded=True, revenue="20.00", after=600),
-        facts("s1", MONDAY + HOUR, "recovered", reminded=False, revenue="5.50", after=100),
-        facts("s1", MONDAY + HOUR, "recovered", reminded=True, revenue="1.00", after=300),
-        facts("s1", MONDAY + HOUR, "reactivated", reminded=True),
-        facts("s1", MONDAY + 2 * HOUR),
-        facts("s1", MONDAY + DAY + HOUR),
+        ("s1", float(DAY_KEY), 5, 3, 3, 2, 300.0),
+        ("s1", DAY_KEY + 1, 1, 0, 0, 0, None),
+        ("s3", DAY_KEY, 2, 0, 1, 0, 12.5),
     ]
-    result = aggregate(created, abandonments, "day")
+    revenue = [("s1", DAY_KEY, "USD", "3"), ("s1", DAY_KEY, "EUR", "26.50"),
+               ("s3", DAY_KEY, "EUR", "0")]
+    result = buckets("day", abandonments, revenue, created)
     assert [(b["store_id"], b["period_start"]) for b in result] == [
-        ("s1", "2024-01-01"), ("s1", "2024-01-02"), ("s2", "2024-01-01")]
-    first = result[0]
-    assert first == {
+        ("s1", "2024-01-01"), ("s1", "2024-01-02"), ("s2", "2024-01-01"), ("s3", "2024-01-01")]
+    assert result[0] == {
         "store_id": "s1", "period_start": "2024-01-01", "carts_created": 10, "abandoned": 5,
         "abandonment_rate": 0.5, "reminded": 3, "recovered": 3, "recovered_after_reminder": 2,
         "recovered_by_themselves": 1, "recovery_rate": 0.6,
-        "recovered_revenue": {"EUR": "26.50"}, "median_seconds_to_recover": 300,
+        "recovered_revenue": {"EUR": "26.50", "USD": "3"}, "median_seconds_to_recover": 300.0,
     }
     assert result[1]["abandonment_rate"] == 1.0 and result[1]["recovery_rate"] == 0.0
+    assert result[1]["recovered_revenue"] == {}
     assert result[2]["abandoned"] == 0 and result[2]["recovery_rate"] is None
     assert result[2]["median_seconds_to_recover"] is None
+    assert result[3]["carts_created"] == 0 and result[3]["abandonment_rate"] is None
+    assert result[3]["recovered_revenue"] == {"EUR": "0"}
 
 
-def test_weekly_insights_merge_days() -> None:
-    result = aggregate([("s", MONDAY), ("s", MONDAY + 3 * DAY)],
-                       [facts("s", MONDAY + 6 * DAY), facts("s", MONDAY + 7 * DAY)], "week")
+def test_weekly_buckets_are_keyed_by_monday() -> None:
+    week = (DAY_KEY + 3) // 7
+    result = buckets("week", [("s", week + 1, 1, 0, 0, 0, None)], [], [("s", week, 2)])
     assert [(b["period_start"], b["carts_created"], b["abandoned"]) for b in result] == [
-        ("2024-01-01", 2, 1), ("2024-01-08", 0, 1)]
+        ("2024-01-01", 2, 0), ("2024-01-08", 0, 1)]
     assert result[1]["abandonment_rate"] is None
 
 

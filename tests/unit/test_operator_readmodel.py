@@ -3,6 +3,9 @@ SQLite and a database of the harness's PostgreSQL server, with the same expected
 
 import csv
 import io
+import json
+import statistics
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -17,9 +20,10 @@ from schemas.outputs import (
     CartRecovered,
     CartSnapshot,
 )
+from streams.operator import insights
 from streams.operator import query as q
 from streams.operator.export import CART_COLUMNS, cart_row, cell, csv_chunks, paged_csv
-from streams.operator.store import ReadModel, row_dict
+from streams.operator.store import ReadModel, row_dict, sql_functions
 from tests.unit.factories import DAY, HOUR, T0
 
 
@@ -44,10 +48,11 @@ def abandoned(cart_id: str, store: str = "s1", at: float = T0, seq: int = 1,
 
 
 def recovered(cart_id: str, at: float = T0, after: float = 600.0, revenue: str = "10.00",
-              reminded: bool = False, seq: int = 1) -> CartRecovered:
+              reminded: bool = False, seq: int = 1, store: str = "s1",
+              currency: str = "EUR") -> CartRecovered:
     return CartRecovered(
-        abandonment_id=f"{cart_id}:{seq}", cart_id=cart_id, store_id="s1",
-        order_id=f"o-{cart_id}", revenue=Decimal(revenue), currency="EUR",
+        abandonment_id=f"{cart_id}:{seq}", cart_id=cart_id, store_id=store,
+        order_id=f"o-{cart_id}", revenue=Decimal(revenue), currency=currency,
         abandoned_at=utc_from_epoch(at), recovered_at=utc_from_epoch(at + after),
         seconds_to_recover=after, reminder_sent=reminded,
     )
@@ -264,10 +269,14 @@ def test_created_carts_in_scope(model: ReadModel) -> None:
     def cart(cart_id: str, store: str, when: float) -> CartEvent:
         return CartEvent(event_id=cart_id, type="cart_viewed", cart_id=cart_id, store_id=store,
                          occurred_at=utc_from_epoch(when))
-    model.write_batch([cart("a", "s1", T0), cart("b", "s1", T0 + DAY), cart("c", "s2", T0)], {})
+    model.write_batch([cart("a", "s1", T0), cart("b", "s1", T0 + DAY), cart("c", "s2", T0),
+                       cart("d", "s1", T0 + 10)], {})
     query = q.parse_query({"store": "s1", "since": "2024-01-01", "until": "2024-01-02"}, 100)
-    assert [tuple(row) for row in model.query(*q.created_sql(query))] == [("s1", T0)]
-    assert len(model.query(*q.created_sql(q.parse_query({}, 100)))) == 3
+    assert [tuple(row) for row in model.query(*insights.created_sql(query, "day"))] == [
+        ("s1", T0 // DAY, 2)]
+    everything = model.query(*insights.created_sql(q.parse_query({}, 100), "week"))
+    assert sorted(tuple(row) for row in everything) == [
+        ("s1", (T0 // DAY + 3) // 7, 3), ("s2", (T0 // DAY + 3) // 7, 1)]
 
 
 def log_entry(abandonment_id: str, step: int = 1, status: str = "sent", at: float = T0 + HOUR,
@@ -300,3 +309,175 @@ def test_an_abandonment_gets_the_campaign_its_log_entries_name(model: ReadModel,
     [entry] = model.query("SELECT campaign, variant FROM notifications WHERE step = 1 AND "
                           "abandonment_id = 'c1:1'")
     assert tuple(entry) == ("big", "a")
+
+
+# -- insights: aggregated by the database (#18) -------------------------------------------
+
+
+def insights_before_18(model: ReadModel, query: q.CartQuery, period: str) -> list[dict]:
+    """The oracle: the insights as the API computed them before #18, in Python from one row
+    per abandonment and per created cart, periods by the calendar."""
+    def start(seconds: float) -> str:
+        day = datetime.fromtimestamp(seconds, UTC).date()
+        return (day - timedelta(days=day.weekday() if period == "week" else 0)).isoformat()
+
+    found: dict[tuple[str, str], dict] = {}
+
+    def bucket(store: str, seconds: float) -> dict:
+        return found.setdefault((store, start(seconds)), {
+            "created": 0, "abandoned": 0, "reminded": 0, "recovered": 0, "after_reminder": 0,
+            "revenue": {}, "times": []})
+
+    conditions, params = q.scope_conditions(query, "store_id", "created_at")
+    for store, created_at in model.query(
+            f"SELECT store_id, created_at FROM carts WHERE {' AND '.join(conditions) or 'TRUE'}",
+            params):
+        bucket(store, created_at)["created"] += 1
+    where, params = q.where_clause(query)
+    for store, at, status, revenue, currency, seconds, reminded in model.query(
+            "SELECT a.store_id, a.abandoned_at, a.status, a.revenue, a.revenue_currency, "
+            "a.seconds_to_recover, coalesce(a.reminder_sent, 0) <> 0 OR EXISTS (SELECT 1 FROM "
+            "notifications n WHERE n.abandonment_id = a.abandonment_id AND n.status = 'sent') "
+            f"FROM abandonments a WHERE {where}", params):
+        figures = bucket(store, at)
+        figures["abandoned"] += 1
+        figures["reminded"] += bool(reminded)
+        if status == "recovered":
+            figures["recovered"] += 1
+            figures["after_reminder"] += bool(reminded)
+            if revenue is not None and currency:
+                figures["revenue"][currency] = (
+                    figures["revenue"].get(currency, Decimal(0)) + Decimal(revenue))
+            if seconds is not None:
+                figures["times"].append(seconds)
+
+    def share(part: int, whole: int) -> float | None:
+        return round(part / whole, 4) if whole else None
+
+    return [{
+        "store_id": store, "period_start": day, "carts_created": f["created"],
+        "abandoned": f["abandoned"], "abandonment_rate": share(f["abandoned"], f["created"]),
+        "reminded": f["reminded"], "recovered": f["recovered"],
+        "recovered_after_reminder": f["after_reminder"],
+        "recovered_by_themselves": f["recovered"] - f["after_reminder"],
+        "recovery_rate": share(f["recovered"], f["abandoned"]),
+        "recovered_revenue": {c: format(a, "f") for c, a in sorted(f["revenue"].items())},
+        "median_seconds_to_recover": statistics.median(f["times"]) if f["times"] else None,
+    } for (store, day), f in sorted(found.items())]
+
+
+def write_insight_shop(model: ReadModel) -> None:
+    """Three stores over two weeks and a day (T0 is Monday 2024-01-01, midnight UTC) with every
+    kind of figure, periods' edges to the millisecond, and an odd and an even median."""
+    def cart(cart_id: str, store: str, when: float) -> CartEvent:
+        return CartEvent(event_id=f"e-{cart_id}", type="cart_viewed", cart_id=cart_id,
+                         store_id=store, occurred_at=utc_from_epoch(when))
+
+    sunday, next_monday = T0 - 0.001, T0 + 7 * DAY
+    records: list[object] = [
+        cart(f"k{n}", "s1", T0 + n * 600) for n in range(12)] + [
+        cart("k-sun", "s1", sunday), cart("k-mon", "s1", next_monday),
+        cart("k-s2", "s2", T0 + 5), cart("k-s3", "s3", T0 + DAY - 0.001),
+        cart("k-s3b", "s3", T0 + DAY),
+    ]
+    records += [
+        abandoned("a1", at=sunday),
+        abandoned("a2", at=T0), recovered("a2", at=T0, after=100.1, revenue="10.00",
+                                          reminded=True),
+        abandoned("a3", at=T0 + HOUR), recovered("a3", at=T0 + HOUR, after=200.7, revenue="5.5"),
+        abandoned("a4", at=T0 + 2 * HOUR),
+        recovered("a4", at=T0 + 2 * HOUR, after=50, revenue="3", currency="USD"),
+        log_entry("a4:1"),  # reminded by the log, not by its recovery
+        abandoned("a5", at=T0 + 3 * HOUR), reactivated("a5", at=T0 + 3 * HOUR),
+        log_entry("a5:1"),
+        abandoned("a6", at=T0 + 4 * HOUR), log_entry("a6:1", status="skipped", reason="quiet"),
+        abandoned("a7", at=T0 + DAY - 0.001),
+        recovered("a7", at=T0 + DAY - 0.001, after=70),  # its revenue is removed below
+        abandoned("a8", at=T0 + 6 * DAY + 23 * HOUR),
+        recovered("a8", at=T0 + 6 * DAY + 23 * HOUR, after=30, revenue="0.10", currency="GBP"),
+        abandoned("a9", at=next_monday), recovered("a9", at=next_monday, after=60.5),
+        abandoned("a10", at=next_monday + 1),
+        recovered("a10", at=next_monday + 1, after=0.3, revenue="1234.567", currency="USD"),
+    ]
+    for n, (after, revenue, currency, reminded) in enumerate([
+            (10.0, "19.99", "EUR", True), (20.0, "0.01", "EUR", False),
+            (30.25, "100", "USD", False), (40.0, "0.00", "EUR", True)]):
+        at = T0 + 5 + n
+        records += [abandoned(f"b{n}", store="s2", at=at),
+                    recovered(f"b{n}", store="s2", at=at, after=after, revenue=revenue,
+                              currency=currency, reminded=reminded)]
+    records += [abandoned("b9", store="s2", at=T0 + 2 * DAY),
+                abandoned("d1", store="s4", at=T0 + 3 * DAY)]  # no created carts in s4
+    model.write_batch(records, {})
+    # recovered without revenue (a7), without seconds (a7) and without a currency (a9)
+    model.db.execute("UPDATE abandonments SET revenue = NULL, seconds_to_recover = NULL "
+                     "WHERE abandonment_id = 'a7:1'")
+    model.db.execute("UPDATE abandonments SET revenue_currency = '' "
+                     "WHERE abandonment_id = 'a9:1'")
+
+
+INSIGHT_SCOPES = [{}, {"store": "s2"}, {"store": "s1,s3", "since": "2024-01-01",
+                                        "until": "2024-01-08T00:00:00.5Z"},
+                  {"status": "recovered"}, {"status": "abandoned,reactivated"},
+                  {"product": "mug"}, {"store": "nowhere"}]
+
+
+@pytest.mark.parametrize("period", ["day", "week"])
+def test_insights_aggregated_by_the_database_equal_the_python_ones(
+        model: ReadModel, period: insights.Period) -> None:
+    from streams.operator.web import insight_buckets
+
+    write_insight_shop(model)
+    for params in INSIGHT_SCOPES:
+        query = q.parse_query(params, 100)
+        answer = insight_buckets(model, query, period)
+        assert json.dumps(answer) == json.dumps(insights_before_18(model, query, period)), params
+
+
+def test_insights_figures(model: ReadModel) -> None:
+    from streams.operator.web import insight_buckets
+
+    write_insight_shop(model)
+    days = {(b["store_id"], b["period_start"]): b
+            for b in insight_buckets(model, q.CartQuery(), "day")}
+    assert days[("s1", "2024-01-01")] == {
+        "store_id": "s1", "period_start": "2024-01-01", "carts_created": 12, "abandoned": 6,
+        "abandonment_rate": 0.5, "reminded": 3, "recovered": 4, "recovered_after_reminder": 2,
+        "recovered_by_themselves": 2, "recovery_rate": 0.6667,
+        "recovered_revenue": {"EUR": "15.50", "USD": "3"}, "median_seconds_to_recover": 100.1}
+    assert days[("s1", "2023-12-31")]["abandoned"] == 1
+    assert days[("s2", "2024-01-01")]["recovered_revenue"] == {"EUR": "20.00", "USD": "100"}
+    assert days[("s2", "2024-01-01")]["median_seconds_to_recover"] == (20.0 + 30.25) / 2
+    assert days[("s2", "2024-01-03")]["recovered_revenue"] == {}
+    assert days[("s3", "2024-01-02")]["abandoned"] == 0
+    assert days[("s4", "2024-01-04")]["abandonment_rate"] is None
+    weeks = {(b["store_id"], b["period_start"]): b
+             for b in insight_buckets(model, q.CartQuery(), "week")}
+    assert weeks[("s1", "2023-12-25")]["carts_created"] == 1
+    assert weeks[("s1", "2024-01-01")]["recovered_revenue"] == {
+        "EUR": "15.50", "GBP": "0.10", "USD": "3"}
+    assert weeks[("s1", "2024-01-08")]["recovered_revenue"] == {"USD": "1234.567"}
+    assert weeks[("s1", "2024-01-08")]["median_seconds_to_recover"] == (0.3 + 60.5) / 2
+
+
+def test_sqlite_without_its_math_functions_answers_the_same() -> None:
+    from streams.operator.web import insight_buckets
+
+    model = ReadModel()
+    write_insight_shop(model)
+    built_in = [insight_buckets(model, q.CartQuery(), period) for period in ("day", "week")]
+    sql_functions(model.db, floor=True)
+    assert model.query("SELECT floor(-0.5), floor(2), floor(NULL)")[0][:] == (-1.0, 2, None)
+    assert [insight_buckets(model, q.CartQuery(), period)
+            for period in ("day", "week")] == built_in
+
+
+def test_the_insights_aggregates_sum_decimals_exactly_and_take_the_median(
+        model: ReadModel) -> None:
+    """``cartwatch_decimal_sum`` and ``cartwatch_median``, which each backend defines."""
+    values = ("SELECT cartwatch_decimal_sum(column1), cartwatch_median(column2) FROM (VALUES "
+              "('10.00', 3.5), ('5.5', 1.0), (NULL, NULL), ('0.001', 2.0), ('-1', 10.0)) v")
+    assert tuple(model.query(values)[0]) == ("14.501", 2.75)
+    assert tuple(model.query(values + " WHERE column2 < 5")[0]) == ("15.501", 2.0)
+    assert tuple(model.query(values + " WHERE column2 > 99")[0]) == (None, None)
+    assert tuple(model.query(values + " WHERE column1 IS NULL")[0]) == (None, None)

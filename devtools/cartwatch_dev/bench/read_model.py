@@ -11,8 +11,8 @@
    feeder's capacity at that mix (from its measured cost per record of each kind) over the
    pipeline's own rate: d (backlog replay) from the same run, or the README's last figure.
 3. **Queries,** through the functions the operator API's handlers call (``streams.operator.web``:
-   ``list_carts``, ``cart_detail``, ``insight_facts`` then ``aggregate``, ``export_page``
-   through ``paged_csv``), with varied parameters, one untimed warm-up each. PostgreSQL is
+   ``list_carts``, ``cart_detail``, ``insight_buckets``, ``export_page`` through
+   ``paged_csv``), with varied parameters, one untimed warm-up each. PostgreSQL is
    ``VACUUM ANALYZE``d after the load first, as its autovacuum would have done by then.
    The product and customer searches' plans (``EXPLAIN``) are kept, and whether they use the
    trigram indexes.
@@ -42,6 +42,7 @@ from cartwatch_dev.loadgen import LoadSpec, generate_traffic
 from streams.operator import query as q
 from streams.operator.backends import ReadModelStore
 from streams.operator.feed import BATCH_RECORDS, DECODERS
+from streams.operator.insights import PERIODS, Period
 from streams.operator.pgstore import PostgresReadModel
 
 BACKENDS = {"sqlite": "SQLite", "pg": "PostgreSQL"}
@@ -169,7 +170,6 @@ def probes(data: Synthetic, repetitions: int, seed: int = 7) -> dict[str, list[P
     import random
 
     from streams.operator import web
-    from streams.operator.insights import aggregate
 
     rng = random.Random(seed)
     n = data.abandonments
@@ -212,12 +212,8 @@ def probes(data: Synthetic, repetitions: int, seed: int = 7) -> dict[str, list[P
     def detail(cart_id: str) -> Callable[[ReadModelStore], object]:
         return lambda model: web.cart_detail(model, cart_id)
 
-    def insights(query: q.CartQuery, period: str) -> Callable[[ReadModelStore], object]:
-        def run(model: ReadModelStore) -> object:
-            created, facts = web.insight_facts(model, query)
-            return aggregate(created, facts, period)  # type: ignore[arg-type]
-
-        return run
+    def insights(query: q.CartQuery, period: Period) -> Callable[[ReadModelStore], object]:
+        return lambda model: web.insight_buckets(model, query, period)
 
     last_day = max(data.facts(n - 1).abandoned_at, 0.0)
     made: dict[str, list[Probe]] = {kind: [] for kind in QUERY_KINDS}
@@ -233,7 +229,7 @@ def probes(data: Synthetic, repetitions: int, seed: int = 7) -> dict[str, list[P
         made["cart"].append(Probe("cart", detail(some().cart_id)))
         since = last_day - 30 * 86_400 if rng.random() < 0.5 else None
         made["insights"].append(Probe("insights", insights(
-            q.CartQuery(stores(), since=since), rng.choice(("day", "week")))))
+            q.CartQuery(stores(), since=since), rng.choice(PERIODS))))
     return made
 
 
