@@ -152,7 +152,21 @@ _V4 = [
 """Version 4: finer statistics for the product searches' planning (taken at the next ANALYZE,
 which autovacuum runs)."""
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (tuple(_V1), tuple(_V2), tuple(_V3), tuple(_V4))
+_V5 = [
+    f"ALTER TABLE abandonments ADD COLUMN products {TEXT}",
+    "UPDATE abandonments a SET products = coalesce((SELECT string_agg(lower(l.sku) || "
+    "chr(31) || lower(coalesce(l.name, '')), chr(31)) FROM lines l "
+    "WHERE l.abandonment_id = a.abandonment_id), '')",
+    "CREATE INDEX abandonments_products_trgm ON abandonments USING gin (products gin_trgm_ops)",
+    "ALTER TABLE abandonments ALTER COLUMN products SET STATISTICS 2000",
+    "DROP INDEX lines_sku_trgm",
+    "DROP INDEX lines_name_trgm",
+]
+"""Version 5: the product search filters the abandonment's own ``products`` column (SQLite's
+schema 4), with its trigram index; the lines' trigram indexes are not used any more."""
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    tuple(_V1), tuple(_V2), tuple(_V3), tuple(_V4), tuple(_V5))
 """``MIGRATIONS[n]`` turns schema version n into n+1. A schema change appends one; an existing
 one never changes (databases in the field ran it). As in SQLite, only add columns that may be
 NULL: a worker of the previous release may still write during a rolling upgrade."""

@@ -137,11 +137,9 @@ def where_clause(query: CartQuery) -> tuple[str, list[Any]]:
         conditions.append("a.total_value <= ?")
         params.append(float(query.max_total))
     if query.product:
-        conditions.append(
-            "EXISTS (SELECT 1 FROM lines l WHERE l.abandonment_id = a.abandonment_id AND "
-            "(lower(l.sku) LIKE ? ESCAPE '\\' OR lower(coalesce(l.name, '')) LIKE ? ESCAPE '\\'))"
-        )
-        params.extend([_like(query.product)] * 2)
+        # SKUs and names of the lines, lower-cased in the row (writes.searchable_products)
+        conditions.append("a.products LIKE ? ESCAPE '\\'")
+        params.append(_like(query.product))
     if query.customer:
         matches = [
             "lower(coalesce(a.customer_name, '')) LIKE ? ESCAPE '\\'",

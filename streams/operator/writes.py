@@ -42,6 +42,20 @@ def phone_digits(phone: str | None) -> str | None:
     return _NON_DIGITS.sub("", phone) if phone else None
 
 
+FIELD_SEPARATOR = "\x1f"
+"""Between the fields of ``abandonments.products`` (ASCII's unit separator): a search term
+never holds it, so a match never spans two fields."""
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def searchable_products(lines: Sequence[tuple[str, str | None]]) -> str:
+    """Each line's SKU and name, lower-cased as SQL's ``lower()`` does it (ASCII letters only,
+    in SQLite and in PostgreSQL's "C" collation), so the product search is one condition on
+    the abandonment's own row instead of a probe of its lines."""
+    fields = [text for sku, name in lines for text in (sku, name or "")]
+    return FIELD_SEPARATOR.join(fields).translate(_ASCII_LOWER)
+
+
 def offset_writes(offsets: Mapping[tuple[str, int], int]) -> Write:
     """Remember the next offset of each partition the batch's records came from.
 
@@ -143,6 +157,7 @@ def _abandoned(record: CartAbandoned) -> list[Write]:
             ),
             customer_json=customer.model_dump_json(exclude_none=True) if customer else None,
             cart_url=cart.cart_url,
+            products=searchable_products([(line.sku, line.name) for line in cart.lines]),
         ),
         Write("DELETE FROM lines WHERE abandonment_id = ?", [(record.abandonment_id,)]),
         Write(

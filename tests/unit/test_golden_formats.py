@@ -25,6 +25,7 @@ from streams.notifier.sending import (
     delivery_record,
     read_delivery,
 )
+from streams.operator import query as q
 from streams.operator.store import SCHEMA_VERSION, ReadModel
 from streams.stored import VERSION_KEY, UnreadableRecord
 
@@ -278,6 +279,10 @@ def test_golden_databases_open_with_their_rows(version: Path, tmp_path: Path) ->
             assert tuple(click) == ("golden-reminded-click", "golden-reminded:1", 1,
                                     "default", "control")
         assert model.offsets().positions == {("golden.cart-abandoned", 0): 1}
+        # schema 4 fills each abandonment's searchable products from the lines it holds
+        for term in ("sku-2", "PRODUCT 1"):
+            found = model.query(*q.list_sql(q.parse_query({"product": term}, 100)))
+            assert [row["abandonment_id"] for row in found] == ["golden-reminded:1"]
     finally:
         model.close()
 

@@ -35,7 +35,12 @@ def test_migrations_run_from_the_first_version_up_keeping_the_rows(postgres_data
     first = PostgresReadModel(postgres_database.url, postgres_database.password,
                               target_version=1)
     assert first.schema_version == 1
-    first.write_batch([abandoned("c1", lines=(("MUG", "Blue mug", 1, "10.00"),))], {("t", 0): 1})
+    # rows as version 1 wrote them (today's writes name columns it does not have)
+    first.db.execute("INSERT INTO abandonments (abandonment_id, cart_id, store_id, status, "
+                     "status_rank, abandoned_at) VALUES ('c1:1', 'c1', 's1', 'abandoned', 0, 1)")
+    first.db.execute("INSERT INTO lines VALUES ('c1:1', 0, 'MUG', 'Blue Mug', 1, '10.00', "
+                     "'10.00', NULL, NULL)")
+    first.db.execute("INSERT INTO offsets VALUES ('t', 0, 1)")
     first.close()
     assert versions(postgres_database) == [1]
 
@@ -43,8 +48,9 @@ def test_migrations_run_from_the_first_version_up_keeping_the_rows(postgres_data
     try:
         assert model.schema_version == SCHEMA_VERSION
         assert versions(postgres_database) == list(range(1, SCHEMA_VERSION + 1))
-        sql, params = q.list_sql(q.parse_query({"product": "blue"}, 100))
-        assert [row["abandonment_id"] for row in model.query(sql, params)] == ["c1:1"]
+        for term in ("blue", "mug", "MUG"):  # the lines' SKU and name, filled in by version 5
+            sql, params = q.list_sql(q.parse_query({"product": term}, 100))
+            assert [row["abandonment_id"] for row in model.query(sql, params)] == ["c1:1"]
         assert model.offsets().positions == {("t", 0): 1}
     finally:
         model.close()
@@ -115,7 +121,7 @@ def test_contains_searches_can_use_the_trigram_indexes(postgres_database) -> Non
         # Tiny tables: rule out full scans (of the table or of an index) to see what *can* run.
         model.db.execute("SET enable_seqscan = off")
         model.db.execute("SET enable_indexscan = off")
-        for params, index in (({"product": "blue"}, "lines_name_trgm"),
+        for params, index in (({"product": "blue"}, "abandonments_products_trgm"),
                               ({"customer": "example"}, "abandonments_customer_email_trgm")):
             sql, args = q.list_sql(q.parse_query(params, 100))
             plan = "\n".join(row[0] for row in model.query("EXPLAIN " + sql, args))
