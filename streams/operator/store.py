@@ -162,7 +162,9 @@ def _schema_3(db: sqlite3.Connection) -> None:
 BACKFILL_PRODUCTS = (
     "UPDATE abandonments SET products = coalesce((SELECT group_concat(lower(l.sku) || "
     "char(31) || lower(coalesce(l.name, '')), char(31)) FROM lines l "
-    "WHERE l.abandonment_id = abandonments.abandonment_id), '')")
+    "WHERE l.abandonment_id = abandonments.abandonment_id), '') WHERE products IS NULL")
+"""Also run at every open: after a rollback, the previous release wrote abandonments without
+the column, and a product search would never find them."""
 
 
 def _schema_4(db: sqlite3.Connection) -> None:
@@ -281,6 +283,8 @@ class ReadModel:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
         self.schema_version = migrate(self.db)
+        if self.schema_version >= 4:
+            self.db.execute(BACKFILL_PRODUCTS)
 
     def close(self) -> None:
         self.db.close()

@@ -306,3 +306,21 @@ def test_a_database_of_a_newer_release_is_used_as_it_is(tmp_path: Path) -> None:
         assert model.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION + 5
     finally:
         model.close()
+
+
+def test_abandonments_written_without_products_are_filled_at_open(tmp_path: Path) -> None:
+    """After a rollback the previous release wrote abandonments without the searchable
+    products; the next open fills them in, or no product search would find them."""
+    path = tmp_path / golden.DATABASE
+    shutil.copy(VERSIONS[-1] / golden.DATABASE, path)
+    db = sqlite3.connect(path)
+    db.execute("UPDATE abandonments SET products = NULL")
+    db.commit()
+    db.close()
+
+    model = ReadModel(path)
+    try:
+        found = model.query(*q.list_sql(q.parse_query({"product": "product 2"}, 100)))
+        assert [row["abandonment_id"] for row in found] == ["golden-reminded:1"]
+    finally:
+        model.close()
