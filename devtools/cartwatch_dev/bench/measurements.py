@@ -31,7 +31,6 @@ from cartwatch_dev.bench import live, processes
 from cartwatch_dev.bench.contenders import ContenderConfig
 from cartwatch_dev.bench.notifier_run import NotifierRun
 from cartwatch_dev.bench.processes import BenchError, Process, poll
-from cartwatch_dev.bench.read_model import ReadModelRun
 from cartwatch_dev.bench.read_model_input import Synthetic
 from cartwatch_dev.bench.report import Figure, Report
 from cartwatch_dev.loadgen import (
@@ -46,7 +45,6 @@ from cartwatch_dev.loadgen.ledger import Kind
 from cartwatch_dev.loadgen.model import Topic
 from cartwatch_dev.loadgen.produce import Progress, produce, produce_live
 from config.kafka import KafkaSettings, client_options
-from streams.operator.backends import ReadModelStore
 
 PARTITIONS = 4
 INPUTS: dict[Topic, str] = {"cart_events": "cart-events", "purchase_events": "purchase-events"}
@@ -505,7 +503,11 @@ class Bench:
     def read_model(self) -> None:
         """Figures r: both read-model backends fed and queried (``bench.read_model``); the
         PostgreSQL server is the bench's own (``stack.postgres``), with durable settings."""
+        # Imported here, not at the top: the rolling upgrade runs the previous release's
+        # `cartwatch` with these dev tools, and its streams package has no read-model backends.
+        from cartwatch_dev.bench.read_model import ReadModelRun
         from cartwatch_dev.stack import postgres
+        from streams.operator.backends import ReadModelStore
         from streams.operator.pgstore import PostgresReadModel
         from streams.operator.store import ReadModel
 
