@@ -136,8 +136,9 @@ def log_keyset_sql(query: LogQuery, after: tuple[float, int] | None, size: int
     """The next ``size`` attempts after ``(at, rowid)`` in log order, for the CSV export."""
     where, params = log_where(query)
     if after is not None:
-        where += " AND (n.at < ? OR (n.at = ? AND n.rowid < ?))"
-        params += [after[0], after[0], after[1]]
+        # ``n.at <= ?``: an index scan can start at the key (see ``query.keyset_sql``)
+        where += " AND n.at <= ? AND (n.at < ? OR (n.at = ? AND n.rowid < ?))"
+        params += [after[0], after[0], after[0], after[1]]
     return f"{_SELECT} WHERE {where} {_ORDER} LIMIT ?", [*params, size]
 
 

