@@ -181,6 +181,18 @@ def count_sql(query: CartQuery, limit: int = COUNT_LIMIT) -> tuple[str, list[Any
             "matching", [*params, limit + 1])
 
 
+def total_from_page(query: CartQuery, found: int) -> int | None:
+    """The number of matches, when the page itself tells it: a page shorter than the limit
+    is the last one, so everything before it and on it is all there is. None when only a
+    count can tell (a full page, or an empty page past the start).
+
+    A search that matches fewer than a page is also the one whose count costs most: the
+    database checks every candidate of the index without finding enough to stop early."""
+    if found < query.limit and (found or query.offset == 0):
+        return query.offset + found
+    return None
+
+
 def keyset_sql(
     query: CartQuery, after: tuple[float, str] | None, size: int
 ) -> tuple[str, list[Any]]:

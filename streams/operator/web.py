@@ -159,7 +159,9 @@ def api(handler: Handler) -> Handler:
 
 def list_carts(model: ReadModelStore, query: q.CartQuery) -> dict[str, Any]:
     rows = model.query(*q.list_sql(query))
-    counted = model.query(*q.count_sql(query))[0][0]
+    counted = q.total_from_page(query, len(rows))
+    if counted is None:
+        counted = model.query(*q.count_sql(query))[0][0]
     ids = [row["abandonment_id"] for row in rows]
     lines = model.lines_of(ids)
     summary = attempts.reminder_summary(model.query(*attempts.summary_sql(ids))) if ids else {}

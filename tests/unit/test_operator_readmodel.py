@@ -20,7 +20,7 @@ from schemas.outputs import (
     CartRecovered,
     CartSnapshot,
 )
-from streams.operator import insights
+from streams.operator import insights, web
 from streams.operator import query as q
 from streams.operator.export import CART_COLUMNS, cart_row, cell, csv_chunks, paged_csv
 from streams.operator.store import ReadModel, row_dict, sql_functions
@@ -187,6 +187,27 @@ def test_the_count_stops_one_past_its_limit(shop: ReadModel) -> None:
     assert shop.query(*q.count_sql(everything, limit=3))[0][0] == 3
     assert shop.query(*q.count_sql(everything, limit=2))[0][0] == 3
     assert shop.query(*q.count_sql(everything, limit=1))[0][0] == 2
+
+
+@pytest.mark.parametrize(("offset", "limit", "found", "total"), [
+    (0, 50, 0, 0), (0, 50, 7, 7), (100, 50, 7, 107), (0, 50, 50, None), (100, 50, 0, None),
+    (2_000, 50, 3, 2_003),
+])
+def test_a_short_page_tells_the_total(offset: int, limit: int, found: int,
+                                      total: int | None) -> None:
+    assert q.total_from_page(q.CartQuery(offset=offset, limit=limit), found) == total
+
+
+@pytest.mark.parametrize("params", [{}, {"store": "s1"}, {"product": "mug"}, {"product": "x"}])
+def test_every_page_of_the_list_gives_the_counted_total(shop: ReadModel,
+                                                        params: dict[str, str]) -> None:
+    """Whether the total comes from the page or from a count, it is the same number."""
+    counted = shop.query(*q.count_sql(q.parse_query(params, 100)))[0][0]
+    for limit in range(1, 5):
+        for offset in range(5):
+            page = web.list_carts(shop, q.parse_query(
+                {**params, "limit": str(limit), "offset": str(offset)}, 100))
+            assert (page["total"], page["total_exact"]) == (counted, True), (limit, offset)
 
 
 @pytest.mark.parametrize(("params", "message"), [
