@@ -201,6 +201,20 @@ async def test_dashboard_lists_searches_and_charts(
     await cdp.wait_for("document.body.dataset.carts === 'ready'")
     assert await cdp.js(f"{details}.querySelector('.remind-answer').textContent") == answer
 
+    # Next and Prev page by the API's cursor: the second page holds the 15 oldest carts, no
+    # next after it, and Prev comes back to the first.
+    listed_ids = ("[...document.querySelectorAll('#cart-table tr.cart')]"
+                  ".map(row => row.dataset.id)")
+    page_text = "document.querySelector('#page').textContent"
+    await cdp.js("document.querySelector('#next').click(); true")
+    await cdp.wait_for(f"{page_text} === '26–40 of 40' && document.body.dataset.carts === 'ready'")
+    assert await cdp.js(listed_ids) == [f"cart-{n:02d}:1" for n in range(14, -1, -1)]
+    assert await cdp.js("document.querySelector('#next').disabled")
+    await cdp.js("document.querySelector('#prev').click(); true")
+    await cdp.wait_for(f"{page_text} === '1–25 of 40' && document.body.dataset.carts === 'ready'")
+    assert await cdp.js(listed_ids) == [f"cart-{n:02d}:1" for n in range(39, 14, -1)]
+    assert not await cdp.js("document.querySelector('#next').disabled")
+
     await cdp.js("document.querySelector('[name=product]').value = 'lamp';"
                  "document.querySelector('#filters').requestSubmit(); true")
     await cdp.wait_for(f"{counted} === '10 carts' && document.body.dataset.carts === 'ready'")

@@ -97,6 +97,8 @@ class CartPage(BaseModel):
                               "(total then means 'at least')")
     limit: int
     offset: int
+    next: str | None = Field(description="pass as after= to get the page after this one "
+                             "(null on the last page); deep pages cost no more than the first")
     carts: list[ListedCart]
 
 
@@ -273,7 +275,9 @@ LOG_FILTERS = [
 CSV = {"text/csv": {"schema": {"type": "string"}}}
 
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
-    ("/cartwatch/api/carts/", "get"): {"parameters": [*CART_FILTERS, *PAGING],
+    ("/cartwatch/api/carts/", "get"): {"parameters": [
+        *CART_FILTERS, *PAGING, _param("after", "the next of the previous page (instead of "
+                                       "offset)")],
                                        "json": CartPage},
     ("/cartwatch/api/carts/{cart_id}/", "get"): {"json": CartDetail, "missing": True},
     ("/cartwatch/api/carts/{cart_id}/remind/", "post"): {

@@ -158,8 +158,9 @@ def api(handler: Handler) -> Handler:
 
 
 def list_carts(model: ReadModelStore, query: q.CartQuery) -> dict[str, Any]:
-    rows = model.query(*q.list_sql(query))
-    counted = q.total_from_page(query, len(rows))
+    found = model.query(*q.list_sql(query))
+    rows, more = found[:query.limit], len(found) > query.limit
+    counted = q.total_from_page(query, len(rows), more)
     if counted is None:
         counted = model.query(*q.count_sql(query))[0][0]
     ids = [row["abandonment_id"] for row in rows]
@@ -168,8 +169,11 @@ def list_carts(model: ReadModelStore, query: q.CartQuery) -> dict[str, Any]:
     carts = [{**row_dict(row), "lines": lines[row["abandonment_id"]],
               "reminders": summary.get(row["abandonment_id"], attempts.NO_REMINDERS)}
              for row in rows]
+    last = rows[-1] if rows and more else None
     return {"total": min(counted, q.COUNT_LIMIT), "total_exact": counted <= q.COUNT_LIMIT,
-            "limit": query.limit, "offset": query.offset, "carts": carts}
+            "limit": query.limit, "offset": query.offset, "carts": carts,
+            "next": None if last is None else q.encode_cursor(
+                (last["abandoned_at"], last["abandonment_id"]))}
 
 
 def cart_detail(model: ReadModelStore, cart_id: str) -> dict[str, Any] | None:

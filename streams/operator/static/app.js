@@ -8,6 +8,10 @@ const PAGE = 25;
 const REFRESH_MS = 10_000;
 const state = {
   view: "carts", offset: 0, total: 0, query: new URLSearchParams(),
+  // Next and Prev page by the API's cursors (`next`), so a deep page costs the database no
+  // more than the first: `after` loaded the page shown, `cursors` those before it, `next` the
+  // one after. A page opened by its URL (offset only) starts from the offset.
+  after: null, cursors: [], next: null,
   logOffset: 0, logTotal: 0, logQuery: new URLSearchParams(),
   open: new Set(), // abandonment ids whose rows are expanded; kept across refreshes
   answers: new Map(), // abandonment id -> [text, class] of its last "Remind now" answer
@@ -141,12 +145,14 @@ async function loadStores(wanted) {
 async function loadCarts() {
   const params = new URLSearchParams(state.query);
   params.set("limit", PAGE);
-  params.set("offset", state.offset);
+  if (state.after) params.set("after", state.after);
+  else params.set("offset", state.offset);
   document.body.dataset.carts = "loading";
   try {
     const page = await (await api("/carts/", params)).json();
     state.total = page.total;
     state.totalExact = page.total_exact;
+    state.next = page.next;
     renderCarts(page.carts);
     showError(null);
   } catch (error) {
@@ -200,14 +206,14 @@ function renderCarts(carts) {
     body.append(row, details);
     if (state.open.has(cart.abandonment_id)) toggle(true);
   }
-  // Beyond 1,000 matches the API counts no further: "1,000+", and paging goes on while
-  // pages come back full.
+  // Beyond 1,000 matches the API counts no further: "1,000+"; paging goes on while the API
+  // gives a `next`.
   const last = state.offset + carts.length;
   const total = state.totalExact === false ? `${state.total.toLocaleString("en")}+` : `${state.total}`;
   $("#count").textContent = `${total} carts`;
   $("#page").textContent = state.total ? `${state.offset + 1}–${last} of ${total}` : "";
   $("#prev").disabled = state.offset === 0;
-  $("#next").disabled = state.totalExact === false ? carts.length < PAGE : last >= state.total;
+  $("#next").disabled = !state.next;
 }
 
 function detailsRow(cart) {
@@ -479,7 +485,7 @@ function showView() {
 function refresh(keepPage = true) {
   state.query = formParams($("#filters"), false);
   state.logQuery = formParams($("#log-filters"), true);
-  if (!keepPage) { state.offset = 0; state.logOffset = 0; }
+  if (!keepPage) { state.offset = 0; state.logOffset = 0; state.after = null; state.cursors = []; }
   writeUrl();
   $("#refreshed").textContent = `updated ${epochText(Date.now() / 1000).slice(11)}`;
   if (state.view === "log") return loadLog();
@@ -511,8 +517,18 @@ $("#log-export").addEventListener("click", () => download("/log.csv", state.logQ
 $("#period").addEventListener("change", () => { writeUrl(); loadInsights(); });
 $("#store-select").addEventListener("change", () => refresh(false));
 $("#auto").addEventListener("change", () => setAuto($("#auto").checked));
-$("#prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE); writeUrl(); loadCarts(); });
-$("#next").addEventListener("click", () => { state.offset += PAGE; writeUrl(); loadCarts(); });
+$("#prev").addEventListener("click", () => {
+  state.offset = Math.max(0, state.offset - PAGE);
+  state.after = state.cursors.length ? state.cursors.pop() : null;
+  writeUrl(); loadCarts();
+});
+$("#next").addEventListener("click", () => {
+  if (!state.next) return;
+  state.cursors.push(state.after);
+  state.after = state.next;
+  state.offset += PAGE;
+  writeUrl(); loadCarts();
+});
 $("#log-prev").addEventListener("click", () => { state.logOffset = Math.max(0, state.logOffset - PAGE); writeUrl(); loadLog(); });
 $("#log-next").addEventListener("click", () => { state.logOffset += PAGE; writeUrl(); loadLog(); });
 for (const tab of document.querySelectorAll(".tabs a")) {
