@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-READ_MODEL = ("feed", "keep", "list", "list.deep", "keyset.deep", "search.product",
+READ_MODEL = ("feed", "keep", "list", "list.deep", "list.after", "keyset.deep", "search.product",
               "search.customer", "cart", "insights", "export")
 FIGURES = {"a", "b", "b0", "c", "d0", "d", "d2", "e.p50", "e.p99", "e.max", "f", "g", "h", "i",
            "j", "k", "k99"} | {f"r.{name}.{backend}" for name in READ_MODEL

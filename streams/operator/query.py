@@ -9,7 +9,7 @@ import binascii
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -221,25 +221,41 @@ the one part of a search that grows with the matches: a second or more at 1M aba
 where the page itself, newest first, takes milliseconds."""
 
 
-def count_sql(query: CartQuery, limit: int = COUNT_LIMIT) -> tuple[str, list[Any]]:
-    """How many abandonments match, counting at most ``limit`` + 1 (one more tells that there
-    are more than ``limit``)."""
+def match_keys_sql(query: CartQuery, limit: int | None = None) -> tuple[str, list[Any]]:
+    """The keys of at most ``limit`` + 1 matching abandonments, in no order (one more than
+    ``limit`` tells that there are more): the count of a list, and, when it found them all,
+    its page too (``page_keys``).
+
+    In no order, so the database stops after ``limit`` + 1, however it finds them. A search
+    with few matches is the one whose scan costs most (every candidate of a trigram index is
+    checked, none found early): with every match in hand, its page is sorted from the keys
+    instead of scanning the same candidates a second time in ``list_sql``."""
     where, params = where_clause(query)
-    return (f"SELECT count(*) FROM (SELECT 1 FROM abandonments a WHERE {where} LIMIT ?) "
-            "matching", [*params, limit + 1])
+    return (f"SELECT a.abandoned_at, a.abandonment_id FROM abandonments a WHERE {where} "
+            "LIMIT ?", [*params, (COUNT_LIMIT if limit is None else limit) + 1])
 
 
-def total_from_page(query: CartQuery, found: int, more: bool) -> int | None:
-    """The number of matches, when the page itself tells it: an offset page with no page
-    after it is the last one, so everything before it and on it is all there is. None when
-    only a count can tell (more pages, an empty page past the start, or a page after a key,
-    whose place in the list is not known).
+def _list_order(key: Key) -> tuple[float, str]:
+    """``ORDER``: newest first, then the id's bytes (code points order UTF-8 as its bytes do,
+    so as SQLite's BINARY and PostgreSQL's "C" collation order it)."""
+    return -key[0], key[1]
 
-    A search that matches fewer than a page is also the one whose count costs most: the
-    database checks every candidate of the index without finding enough to stop early."""
-    if query.after is None and not more and (found or query.offset == 0):
-        return query.offset + found
-    return None
+
+def page_keys(keys: Iterable[Key], query: CartQuery) -> list[Key]:
+    """The keys of the page ``query`` asks for and of the row after it (when there is one),
+    given the keys of every matching abandonment: the list order, after ``query.after``,
+    from ``query.offset``."""
+    ordered = sorted(keys, key=_list_order)
+    if query.after is not None:
+        start = _list_order(query.after)
+        ordered = [key for key in ordered if _list_order(key) > start]
+    return ordered[query.offset:query.offset + query.limit + 1]
+
+
+def rows_sql(abandonment_ids: Sequence[str]) -> tuple[str, list[Any]]:
+    """The rows of these abandonments, in the list order."""
+    return (f"SELECT a.* FROM abandonments a WHERE a.abandonment_id IN "
+            f"({', '.join('?' * len(abandonment_ids))}) {ORDER}", list(abandonment_ids))
 
 
 def keyset_sql(

@@ -158,22 +158,27 @@ def api(handler: Handler) -> Handler:
 
 
 def list_carts(model: ReadModelStore, query: q.CartQuery) -> dict[str, Any]:
-    found = model.query(*q.list_sql(query))
-    rows, more = found[:query.limit], len(found) > query.limit
-    counted = q.total_from_page(query, len(rows), more)
-    if counted is None:
-        counted = model.query(*q.count_sql(query))[0][0]
+    """A page of the list: the matches' keys first (the count), then the page's rows by id
+    when every match was found, or by the list's own query when there are more."""
+    keys = [(row[0], row[1]) for row in model.query(*q.match_keys_sql(query))]
+    counted = len(keys)
+    if counted <= q.COUNT_LIMIT:  # every match is known: the page is sorted from their keys
+        wanted = q.page_keys(keys, query)
+        listed, more = wanted[:query.limit], len(wanted) > query.limit
+        rows = model.query(*q.rows_sql([key[1] for key in listed])) if listed else []
+    else:
+        found = model.query(*q.list_sql(query))
+        rows, more = found[:query.limit], len(found) > query.limit
+        listed = [(row["abandoned_at"], row["abandonment_id"]) for row in rows]
     ids = [row["abandonment_id"] for row in rows]
     lines = model.lines_of(ids)
     summary = attempts.reminder_summary(model.query(*attempts.summary_sql(ids))) if ids else {}
     carts = [{**row_dict(row), "lines": lines[row["abandonment_id"]],
               "reminders": summary.get(row["abandonment_id"], attempts.NO_REMINDERS)}
              for row in rows]
-    last = rows[-1] if rows and more else None
     return {"total": min(counted, q.COUNT_LIMIT), "total_exact": counted <= q.COUNT_LIMIT,
             "limit": query.limit, "offset": query.offset, "carts": carts,
-            "next": None if last is None else q.encode_cursor(
-                (last["abandoned_at"], last["abandonment_id"]))}
+            "next": q.encode_cursor(listed[-1]) if listed and more else None}
 
 
 def cart_detail(model: ReadModelStore, cart_id: str) -> dict[str, Any] | None:

@@ -55,7 +55,8 @@ SEARCH_FLOOR_MS = 200.0
 """Search p99 on PostgreSQL (issue #18), meant at 1M abandonments."""
 QUERY_KINDS: dict[str, str] = {
     "list": "cart list, first page (50, filters varied)",
-    "list.deep": "cart list, deep page (the API's OFFSET paging, 40-90 % in)",
+    "list.deep": "cart list, deep page by offset= (40-90 % in)",
+    "list.after": "cart list, deep page by after= (the previous page's next; 40-90 % in)",
     "keyset.deep": "export page after a deep keyset (500 abandonments)",
     "search.product": "search product contains (SKU or name word)",
     "search.customer": "search customer contains (name, email or phone)",
@@ -230,6 +231,11 @@ def probes(data: Synthetic, repetitions: int, seed: int = 7) -> dict[str, list[P
         since = last_day - 30 * 86_400 if rng.random() < 0.5 else None
         made["insights"].append(Probe("insights", insights(
             q.CartQuery(stores(), since=since), rng.choice(PERIODS))))
+    deep = random.Random(seed + 1)  # apart, so the other kinds ask what they asked before
+    for _ in range(repetitions):
+        facts = data.facts(int(n * deep.uniform(0.4, 0.9)))
+        made["list.after"].append(Probe("list.after", listing(q.CartQuery(
+            after=(facts.abandoned_at, facts.abandonment_id)))))
     return made
 
 
@@ -251,7 +257,8 @@ def latencies(model: ReadModelStore, calls: list[Probe], budget_s: float) -> lis
 def explain(model: ReadModelStore, backend: str, query: q.CartQuery) -> dict[str, Any]:
     """The plans of a search's page and count queries, and the indexes they name."""
     plans = {}
-    for name, (statement, params) in (("page", q.list_sql(query)), ("count", q.count_sql(query))):
+    for name, (statement, params) in (("page", q.list_sql(query)),
+                                      ("count", q.match_keys_sql(query))):
         if backend == "pg":
             rows = model.query("EXPLAIN " + statement, params)
             plans[name] = "\n".join(row[0] for row in rows)
