@@ -165,8 +165,22 @@ _V5 = [
 """Version 5: the product search filters the abandonment's own ``products`` column (SQLite's
 schema 4), with its trigram index; the lines' trigram indexes are not used any more."""
 
+_V6 = [
+    # Trusted since PostgreSQL 13, as pg_trgm: the database's owner may create it. It lets
+    # a GIN index hold the store beside the trigrams.
+    "CREATE EXTENSION IF NOT EXISTS btree_gin",
+    "CREATE INDEX abandonments_store_products ON abandonments "
+    "USING gin (store_id, products gin_trgm_ops)",
+    "DROP INDEX abandonments_products_trgm",
+]
+"""Version 6: the product search's index holds the store too. A search in one store was two
+bitmaps ANDed, the trigrams' and the store's 125,000 rows (at 1M abandonments), and took
+70-110 ms for a popular SKU; one index scan now finds the candidates of that store alone
+(38 ms). A GIN index serves any subset of its columns, so searches in every store use it as
+they used the index it replaces."""
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    tuple(_V1), tuple(_V2), tuple(_V3), tuple(_V4), tuple(_V5))
+    tuple(_V1), tuple(_V2), tuple(_V3), tuple(_V4), tuple(_V5), tuple(_V6))
 """``MIGRATIONS[n]`` turns schema version n into n+1. A schema change appends one; an existing
 one never changes (databases in the field ran it). As in SQLite, only add columns that may be
 NULL: a worker of the previous release may still write during a rolling upgrade."""
