@@ -169,7 +169,7 @@ _V6 = [
     # Trusted since PostgreSQL 13, as pg_trgm: the database's owner may create it. It lets
     # a GIN index hold the store beside the trigrams.
     "CREATE EXTENSION IF NOT EXISTS btree_gin",
-    "CREATE INDEX abandonments_store_products ON abandonments "
+    "CREATE INDEX abandonments_store_products_trgm ON abandonments "
     "USING gin (store_id, products gin_trgm_ops)",
     "DROP INDEX abandonments_products_trgm",
 ]

@@ -121,7 +121,7 @@ def test_contains_searches_can_use_the_trigram_indexes(postgres_database) -> Non
         # Tiny tables: rule out full scans (of the table or of an index) to see what *can* run.
         model.db.execute("SET enable_seqscan = off")
         model.db.execute("SET enable_indexscan = off")
-        for params, index in (({"product": "blue"}, "abandonments_store_products"),
+        for params, index in (({"product": "blue"}, "abandonments_store_products_trgm"),
                               ({"customer": "example"}, "abandonments_customer_email_trgm")):
             sql, args = q.list_sql(q.parse_query(params, 100))
             plan = "\n".join(row[0] for row in model.query("EXPLAIN " + sql, args))
