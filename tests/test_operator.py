@@ -394,6 +394,12 @@ def check_cli(worker: Worker, expected: Expected) -> None:
         worker, "carts", "list", "--store", "south", "--product", "BOOK-5", "--limit", "500"
     ).splitlines()[1:]]
     assert listed_ids == south
+    first = json.loads(cli(worker, "carts", "list", "--store", "south", "--product", "BOOK-5",
+                           "--limit", "2", "--json"))
+    rest = json.loads(cli(worker, "carts", "list", "--store", "south", "--product", "BOOK-5",
+                          "--limit", "500", "--after", first["next"], "--json"))
+    assert [cart["abandonment_id"] for cart in first["carts"] + rest["carts"]] == south
+    assert rest["next"] is None
     day = expected_day(expected, 1)
     exported = list(csv.DictReader(io.StringIO(cli(worker, "carts", "export", "--since", day))))
     assert {row["abandonment_id"] for row in exported} == set(

@@ -201,6 +201,8 @@ def carts() -> None:
 @filter_options
 @click.option("--limit", default=50, show_default=True)
 @click.option("--offset", default=0, show_default=True)
+@click.option("--after", default=None, metavar="CURSOR",
+              help="The page after this cursor (printed below each page): deep pages fast")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON")
 def list_command(url: str | None, as_json: bool, **filters: Any) -> None:
     """List abandoned carts, newest first."""
@@ -209,7 +211,9 @@ def list_command(url: str | None, as_json: bool, **filters: Any) -> None:
     echo_result(page, as_json, lambda: format_table(cart_rows(page["carts"]), header))
     if not as_json:
         shown = len(page["carts"])
-        click.echo(f"\n{shown} of {page['total']} (offset {page['offset']})", err=True)
+        total = f"{page['total']:,}" + ("" if page.get("total_exact", True) else "+")
+        more = f"; next page: --after {page['next']}" if page.get("next") else ""
+        click.echo(f"\n{shown} of {total} (offset {page['offset']}){more}", err=True)
 
 
 @carts.command("export")
