@@ -53,6 +53,7 @@ class PartitionBatches:
         process: Process,
         fail: Fail,
         finish: Callable[[Checkpoint], Awaitable[None]] | None = None,
+        begin: Callable[[Checkpoint, Any], None] | None = None,
     ) -> None:
         self.topics: Collection[str] = frozenset(topics)
         self.lock = lock
@@ -62,6 +63,9 @@ class PartitionBatches:
         self.fail = fail
         self.finish = finish
         """Called once after a batch's records (the pipeline fires what they made due)."""
+        self.begin = begin
+        """Called with ``(checkpoint, tp)`` before a batch's records, under the lock (the
+        pipeline works out once what holds the partition's safe time back)."""
 
     async def handle(self, tp: Partition, records: Sequence[Any],
                      batch: Acknowledgeable) -> None:
@@ -69,6 +73,8 @@ class PartitionBatches:
         acknowledged when that checkpoint commits (outputs, then state, then acks)."""
         async with self.lock:
             checkpoint = self.checkpoint_for(tp.partition)
+            if self.begin is not None:
+                self.begin(checkpoint, tp)
             process = self.process
             for record in records:
                 try:

@@ -63,6 +63,7 @@ from streams.lifecycle import (
 from streams.quarantine import install as install_quarantine
 from streams.scheduling import PartitionTimers
 from streams.stored import json_entries, readable
+from streams.timers import event_safe_time
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +157,11 @@ def checkpoint_for(partition: int) -> Checkpoint:
 
 
 async def handle_input(checkpoint: Checkpoint, tp: TP, message: RefusedMessage,
-                       fire_after: bool = True) -> None:
+                       fire_after: bool = True, held_back: float | None = None) -> None:
     """One cart or purchase event (a Faust message, or a record of a batch: the batch fires
-    what its records made due once, after the last, ``fire_after=False``)."""
+    what its records made due once, after the last, ``fire_after=False``, and tells how the
+    partition's other inputs hold its safe time back, ``held_back``, worked out once per
+    batch: ``PartitionTimers.held_back_by_others``)."""
     now = time.time()
     decoded = decode_input(INPUT_KIND[message.topic], message.key, message.value, now, settings)
     counters[f"in:{message.topic}"] += 1
@@ -171,8 +174,12 @@ async def handle_input(checkpoint: Checkpoint, tp: TP, message: RefusedMessage,
         return
     # Deadlines up to the safe time fire first, as they would have live; an event beyond it
     # waits in its cart's pending list until the safe time reaches it (see apply_event).
-    timers.observe(tp, message.offset, decoded.occurred_at.timestamp(), now)
-    horizon = timers.safe_time(tp.partition)
+    event_time = decoded.occurred_at.timestamp()
+    timers.observe(tp, message.offset, event_time, now)
+    if held_back is None:
+        horizon = timers.safe_time(tp.partition)
+    else:
+        horizon = event_safe_time(held_back, event_time, now)
     await fire_due(checkpoint, horizon)
     try:
         state = checkpoint.load(decoded.cart_id)
@@ -189,11 +196,23 @@ async def handle_input(checkpoint: Checkpoint, tp: TP, message: RefusedMessage,
         await fire_due(checkpoint)
 
 
+batch_held_back: dict[int, float] = {}
+"""Per partition, how its other inputs hold back the safe time of the batch being processed
+(``begin_batch``)."""
+
+
+def begin_batch(checkpoint: Checkpoint, tp: TP) -> None:
+    """Work out once per batch what the safe time of each of its records depends on besides
+    the record itself (``PartitionTimers.held_back_by_others``)."""
+    batch_held_back[tp.partition] = timers.held_back_by_others(tp)
+
+
 async def handle_batch_record(checkpoint: Checkpoint, tp: TP, record: RefusedMessage) -> None:
     """A record of a batch: deadlines before it fire first, as for any event; those that
     only the wall clock makes due wait for the end of the batch (``fire_due`` once), which
     is never later than the next record's own firing."""
-    await handle_input(checkpoint, tp, record, fire_after=False)
+    await handle_input(checkpoint, tp, record, fire_after=False,
+                       held_back=batch_held_back[tp.partition])
 
 
 async def processing_failed(checkpoint: Checkpoint, tp: TP, message: RefusedMessage,
@@ -412,6 +431,7 @@ batches = PartitionBatches(
     process=handle_batch_record,
     fail=processing_failed,
     finish=fire_due,
+    begin=begin_batch,
 )
 """Cart and purchase events a partition batch at a time, below Faust's stream
 (``settings.batch_input``; ``streams.batch``)."""

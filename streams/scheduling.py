@@ -14,6 +14,7 @@ Responsibilities of ``PartitionTimers``:
 - forgetting what belongs to partitions lost in a rebalance.
 """
 
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -135,6 +136,24 @@ class PartitionTimers:
         """Deadlines of the partition up to this time may fire now (see ``PartitionClock``)."""
         inputs = ((tp, self.caught_up(tp)) for tp in self.input_partitions(partition))
         return self.clock.horizon(inputs, time.time())
+
+    def held_back_by_others(self, reading: TP) -> float:
+        """The safe time of ``reading``'s partition as its *other* inputs hold it back (``inf``
+        when they do not), for a batch of ``reading``'s records (``event_safe_time``).
+
+        ``safe_time`` asks the consumer whether each input is caught up, for every event (a
+        fifth of the batch worker's time went there, in building ``TP``s and asking aiokafka,
+        py-spy). Within a batch of one input nothing that this depends on moves: the other
+        inputs' positions and event times change only when their own records are processed
+        (under the pipeline's lock, as the batch is) or sought (never during a batch:
+        ``RewindingConsumer._drain_messages``), and the input being read is never caught up
+        before its batch's last record is processed. Only the broker's end of another input
+        may move meanwhile, as it may between any fetch and its processing: the batch then
+        runs as if it had been processed the moment it began.
+        """
+        others = ((tp, self.caught_up(tp)) for tp in self.input_partitions(reading.partition)
+                  if tp.topic != reading.topic)
+        return self.clock.horizon(others, math.inf)
 
     def fire_horizon(self, partition: int) -> float:
         """Deadlines up to this time may fire on the wall clock alone (no event proving that

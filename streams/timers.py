@@ -233,3 +233,15 @@ class PartitionClock:
         for source in list(self._watermarks):
             if source not in keep:
                 del self._watermarks[source]
+
+
+def event_safe_time(held_back: float, event_time: float, now: float) -> float:
+    """The safe time while an input event at ``event_time`` is processed, given how the
+    partition's other inputs hold it back (``PartitionTimers.held_back_by_others``).
+
+    The same as ``PartitionTimers.safe_time`` once the event is observed: the input being
+    read is behind (its own message is not processed yet), so it holds the safe time at the
+    event's time, capped by the wall clock as ``PartitionClock.observe`` caps it; the wall
+    clock caps the whole.
+    """
+    return min(held_back, event_time, now)

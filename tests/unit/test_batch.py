@@ -111,6 +111,23 @@ async def test_the_agent_and_a_batch_never_touch_a_partition_at_once() -> None:
     assert journal[:2] == ["tick done", "process 10"]
 
 
+async def test_begin_runs_once_before_a_batchs_records_under_the_lock() -> None:
+    """The pipeline works out a batch's safe-time bound in ``begin``: it must see the
+    partition before any record of the batch and never while the agent holds the lock."""
+    checkpoint, journal, _, _ = make_checkpoint()
+    lock = asyncio.Lock()
+    batches = make_batches(checkpoint, journal, lock)
+    batches.begin = lambda begun, tp: journal.append(
+        f"begin {tp.topic}[{tp.partition}] locked={lock.locked()} same={begun is checkpoint}")
+    await batches.handle(CARTS, [Record(10, "c-1"), Record(11, "c-2")],
+                         FakeEvent(journal, "batch 10..11"))
+    await batches.handle(CARTS, [Record(12, "c-3")], FakeEvent(journal, "batch 12"))
+
+    assert [line for line in journal if line.startswith(("begin", "process"))] == [
+        "begin cart-events[2] locked=True same=True", "process 10", "process 11",
+        "begin cart-events[2] locked=True same=True", "process 12"]
+
+
 async def test_a_failing_handler_never_stops_the_fetcher() -> None:
     class Broken:
         topics = {CARTS.topic}

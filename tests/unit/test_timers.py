@@ -15,7 +15,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from streams.scheduling import PartitionTimers
-from streams.timers import BUCKET_SECONDS, DeadlineIndex, PartitionClock
+from streams.timers import BUCKET_SECONDS, DeadlineIndex, PartitionClock, event_safe_time
 
 # --- DeadlineIndex ---------------------------------------------------------------------------
 
@@ -430,3 +430,56 @@ def test_an_input_read_again_before_the_seek_returns_keeps_what_it_read() -> Non
     timers.rewound({tp: 4})
 
     assert timers.caught_up(tp)
+
+
+# --- the safe time of a batch's records -------------------------------------------------------
+
+
+def timers_of_two_inputs(highwaters: dict[TP, int]) -> PartitionTimers:
+    app = cast(faust.App, type("App", (), {"consumer": FakeConsumer(highwaters, math.inf)})())
+    return PartitionTimers(app, ("cart-events", "purchase-events"), cast(Any, None))
+
+
+def test_an_input_behind_holds_back_the_batches_of_the_other() -> None:
+    carts, purchases = TP("cart-events", 0), TP("purchase-events", 0)
+    timers = timers_of_two_inputs({carts: 100, purchases: 10})
+    timers.observe(purchases, 3, event_time=250.0, now=1000.0)
+    timers.processed(purchases, 3)
+
+    assert timers.held_back_by_others(carts) == 250.0  # purchases 4..9 are still unread
+    assert timers.held_back_by_others(purchases) == -math.inf  # no cart event read yet
+    timers.processed(purchases, 9)
+    assert timers.held_back_by_others(carts) == math.inf  # caught up: only the batch counts
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(),
+                          st.lists(st.floats(0.0, 2000.0), min_size=1, max_size=5)),
+                max_size=8),
+       st.integers(0, 5), st.integers(0, 5))
+def test_a_batch_computes_the_safe_time_of_each_record_as_safe_time_would(
+        batches: list[tuple[bool, list[float]]], carts_beyond: int, purchases_beyond: int
+) -> None:
+    """Worked out once per batch (``held_back_by_others``), the safe time of each record is
+    ``safe_time``'s after the record is observed, whatever either input's position, event
+    times (beyond the wall clock too) and end (``*_beyond`` records past those read: the
+    fetch that brought a batch knew an end past it)."""
+    carts, purchases = TP("cart-events", 0), TP("purchase-events", 0)
+    read = {tp: sum(len(times) for of_carts, times in batches if of_carts == (tp == carts))
+            for tp in (carts, purchases)}
+    timers = timers_of_two_inputs({carts: read[carts] + carts_beyond,
+                                   purchases: read[purchases] + purchases_beyond})
+    offsets = {carts: 0, purchases: 0}
+    now = 1000.0
+    for of_carts, times in batches:
+        tp = carts if of_carts else purchases
+        held_back = timers.held_back_by_others(tp)
+        for event_time in times:
+            offset = offsets[tp]
+            offsets[tp] += 1
+            timers.observe(tp, offset, event_time, now)
+            expected = min(timers.clock.horizon(
+                ((input_tp, timers.caught_up(input_tp))
+                 for input_tp in timers.input_partitions(0)), now), now)
+            assert event_safe_time(held_back, event_time, now) == expected
+            timers.processed(tp, offset)
