@@ -316,6 +316,7 @@ class NotifierRun:
             "CARTWATCH_SMTP_HOST": LOCALHOST,
             "CARTWATCH_SMTP_PORT": str(smtp_port),
             "CARTWATCH_REMINDER_STEPS": "1s:reminder",
+            "CARTWATCH_READ_MODEL": "off",
         }
 
     def measure(self, start_worker: Callable[[dict[str, str]], Process], smtp_port: int
