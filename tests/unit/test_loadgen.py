@@ -443,6 +443,31 @@ def test_the_email_check_wants_the_ledgers_reminders_and_refuses_others(tmp_path
     assert any("must not be sent" in problem for problem in result.problems())
 
 
+def test_a_reminder_lost_at_most_once_is_allowed_only_after_a_crash(tmp_path: Path) -> None:
+    spec = LoadSpec(seed=19, carts=200, abandon_after=3.0, span=25.0)
+    rule = ReminderRule(steps=(0.5,), require_consent=False)
+    result = _scenario(spec)
+    must = sorted(expected_reminders(result.expected, rule, margin=MARGIN).must)
+    box = mailbox.Maildir(tmp_path / "mail", create=True)
+    for number, (key, step) in enumerate(must[1:]):
+        _mail(box, key, step, number)
+    logged_at = result.expected.abandonments[must[0][0]].abandoned_at + 1.0
+    unknown = {must[0]: logged_at}
+    judge_emails(result, rule, tmp_path / "mail", unknown)  # no crash: unexplained
+    assert not result.ok
+    assert any("outcome_unknown without a crash" in p for p in result.problems())
+    result = _scenario(spec)
+    result.blackouts = [(logged_at - 2.0, logged_at + 1.0)]  # the worker was killed before it
+    judge_emails(result, rule, tmp_path / "mail", unknown)
+    assert result.ok, result.problems()
+    assert (result.emails, result.emails_expected) == (len(must) - 1, len(must) - 1)
+    assert "1 lost at most once" in result.notes[-1]
+    result = _scenario(spec)
+    result.blackouts = [(logged_at + 1.0, logged_at + 3.0)]  # the only crash came after it
+    judge_emails(result, rule, tmp_path / "mail", unknown)
+    assert not result.ok
+
+
 MUTATIONS = {
     "total": lambda r: r["cart"].update(total=str(Decimal(r["cart"]["total"]) + 1)),
     "item_count": lambda r: r["cart"].update(item_count=r["cart"]["item_count"] - 1),

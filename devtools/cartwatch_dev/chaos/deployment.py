@@ -220,6 +220,16 @@ class Deployment:
         return OutputLog(self.bootstrap, {self.topic(name): name for name in OUTPUTS},
                          self.kafka)
 
+    async def notification_log(self) -> list[dict[str, Any]]:
+        """Every record of the notifier's execution log (none if it never logged)."""
+        topic = self.topic("notification_log")
+        log = OutputLog(self.bootstrap, {topic: "notification_log"}, self.kafka)
+        try:
+            await log.reread()
+        except RuntimeError:  # the topic does not exist: nothing was logged
+            return []
+        return [record.value for record in log.records]
+
     def producer(self) -> AIOKafkaProducer:
         """A producer that may send the large hostile messages the input topics accept."""
         return AIOKafkaProducer(

@@ -83,17 +83,11 @@ async def _notification_history(deployment: Deployment, keys: list[tuple[str, in
                                  ) -> list[str]:
     """What the notifier logged (``notification-log``) about these reminders: the reason a
     missing one was skipped or failed."""
-    topic = deployment.topic("notification_log")
-    log = OutputLog(deployment.bootstrap, {topic: "notification_log"}, deployment.kafka)
-    try:
-        await log.reread()
-    except RuntimeError as exc:  # the topic does not exist: nothing was logged
-        return [str(exc)]
     wanted = set(keys)
-    return [f"{r.value['abandonment_id']} step {r.value['step']}: {r.value['status']} "
-            f"{r.value.get('reason') or r.value.get('error') or ''}".strip()
-            for r in log.records
-            if (r.value.get("abandonment_id"), r.value.get("step")) in wanted]
+    return [f"{r['abandonment_id']} step {r['step']}: {r['status']} "
+            f"{r.get('reason') or r.get('error') or ''}".strip()
+            for r in await deployment.notification_log()
+            if (r.get("abandonment_id"), r.get("step")) in wanted]
 
 
 def _sharing(workers: list[WorkerProcess], partitions: int) -> list[str]:

@@ -186,17 +186,26 @@ async def _judged(deployment: Deployment, name: str, load: Load, log: OutputLog,
     result = _result(name, load, log, faults, lag, blackouts)
     if deployment.mail is None:
         return result
+    unknown = await _unknown_outcomes(deployment)
     deadline = time.monotonic() + timeout
     while True:
-        judge_emails(result, REMINDERS, deployment.mail.maildir)
+        judge_emails(result, REMINDERS, deployment.mail.maildir, unknown)
         if result.emails == result.emails_expected or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)
         result = _result(name, load, log, faults, lag, blackouts)
     await asyncio.sleep(SETTLE_SECONDS)  # a duplicate would come late
     result = _result(name, load, log, faults, lag, blackouts)
-    judge_emails(result, REMINDERS, deployment.mail.maildir)
+    judge_emails(result, REMINDERS, deployment.mail.maildir, await _unknown_outcomes(deployment))
     return result
+
+
+async def _unknown_outcomes(deployment: Deployment) -> dict[tuple[str, int], float]:
+    """(abandonment, step) -> when the notifier logged it skipped because a crash left its
+    send's outcome unknown (at most once: it is not sent again)."""
+    return {(record["abandonment_id"], record["step"]): _parse(record["at"])
+            for record in await deployment.notification_log()
+            if record.get("status") == "skipped" and record.get("reason") == "outcome_unknown"}
 
 
 async def _start(worker: WorkerProcess) -> float:
