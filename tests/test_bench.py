@@ -23,7 +23,7 @@ def test_quick_bench_reports_every_figure_well_formed(kafka_bootstrap, tmp_path)
     done = subprocess.run(
         [sys.executable, "-m", "streams.cli", "bench", "--quick",
          "--broker", f"kafka://{kafka_bootstrap}", "--output", str(output),
-         "--workdir", str(tmp_path)],
+         "--state-dir", str(tmp_path)],
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]

@@ -356,9 +356,10 @@ async def watch(plan: DemoPlan, state: StackState, started_stack: bool,
               help="Port of the worker's dashboard and API.")
 @click.option("--prefix", default="demo", show_default=True,
               help="Topic prefix and consumer group of the demo.")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--state-dir", "workdir", type=click.Path(file_okay=False, path_type=Path),
               default=Path(".cartwatch/demo"), show_default=True,
-              help="The worker's settings, state and log.")
+              help="The worker's settings, state and log (not --workdir: that is Faust's own "
+                   "option, which changes directory first).")
 @click.option("--seed", type=int, default=None,
               help="Seed of the traffic [default: the clock, so carts are new every run].")
 def demo(abandon_after: str, reminders: str, carts_per_minute: int, duration: float | None,

@@ -34,8 +34,9 @@ GROUPS = ("throughput", "live", "api", "timers", "memory", "recovery", "notifier
 @click.option("--abandonments", type=click.IntRange(min=100), default=None,
               help="Abandonments the read-model group feeds [default: 1,000,000; --quick "
               "20,000].")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where contenders keep state and logs [default: a temporary directory].")
+@click.option("--state-dir", "workdir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Where contenders keep state and logs [default: a temporary "
+                                 "directory] (not --workdir: that is Faust's own option).")
 def bench(quick: bool, broker: str | None, output: Path, only: tuple[str, ...],
           abandonments: int | None, workdir: Path | None) -> None:
     """Throughput against baselines and Quix Streams, timer precision, memory, recovery."""
@@ -51,6 +52,8 @@ def bench(quick: bool, broker: str | None, output: Path, only: tuple[str, ...],
     if abandonments:
         scale = replace(scale, read_model_abandonments=abandonments)
     groups = set(only or GROUPS)
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
     report = Report(mode="quick" if quick else "full", command=command)
     with tempfile.TemporaryDirectory(prefix="cartwatch-bench-", dir=workdir) as tmp:
         run = Bench(bootstrap, scale, Path(tmp), report,
