@@ -420,14 +420,25 @@ def _mail(box: mailbox.Maildir, abandonment_id: str, step: int, number: int) -> 
     box.add(message)
 
 
-def test_the_email_check_wants_the_ledgers_reminders_and_refuses_others(tmp_path: Path) -> None:
-    spec = LoadSpec(seed=19, carts=200, abandon_after=3.0, span=25.0)
-    rule = ReminderRule(steps=(0.5,), require_consent=False)
-    result = _scenario(spec)
-    must = sorted(expected_reminders(result.expected, rule, margin=MARGIN).must)
+MAIL_SPEC = LoadSpec(seed=19, carts=200, abandon_after=3.0, span=25.0)
+MAIL_RULE = ReminderRule(steps=(0.5,), require_consent=False)
+
+
+def _mailed(tmp_path: Path, sent: slice) -> tuple[ScenarioResult, list[tuple[str, int]],
+                                                  mailbox.Maildir]:
+    """A scenario of ``MAIL_SPEC``, its due reminders in order, and a Maildir holding the
+    ``sent`` slice of them."""
+    result = _scenario(MAIL_SPEC)
+    must = sorted(expected_reminders(result.expected, MAIL_RULE, margin=MARGIN).must)
     box = mailbox.Maildir(tmp_path / "mail", create=True)
-    for number, (key, step) in enumerate(must[:-1]):
+    for number, (key, step) in enumerate(must[sent]):
         _mail(box, key, step, number)
+    return result, must, box
+
+
+def test_the_email_check_wants_the_ledgers_reminders_and_refuses_others(tmp_path: Path) -> None:
+    spec, rule = MAIL_SPEC, MAIL_RULE
+    result, must, box = _mailed(tmp_path, slice(None, -1))
     judge_emails(result, rule, tmp_path / "mail")
     assert (result.emails_expected, result.emails) == (len(must), len(must) - 1)
     assert any("emails" in problem for problem in result.problems())
@@ -444,13 +455,8 @@ def test_the_email_check_wants_the_ledgers_reminders_and_refuses_others(tmp_path
 
 
 def test_a_reminder_lost_at_most_once_is_allowed_only_after_a_crash(tmp_path: Path) -> None:
-    spec = LoadSpec(seed=19, carts=200, abandon_after=3.0, span=25.0)
-    rule = ReminderRule(steps=(0.5,), require_consent=False)
-    result = _scenario(spec)
-    must = sorted(expected_reminders(result.expected, rule, margin=MARGIN).must)
-    box = mailbox.Maildir(tmp_path / "mail", create=True)
-    for number, (key, step) in enumerate(must[1:]):
-        _mail(box, key, step, number)
+    spec, rule = MAIL_SPEC, MAIL_RULE
+    result, must, _ = _mailed(tmp_path, slice(1, None))
     logged_at = result.expected.abandonments[must[0][0]].abandoned_at + 1.0
     unknown = {must[0]: logged_at}
     judge_emails(result, rule, tmp_path / "mail", unknown)  # no crash: unexplained

@@ -42,10 +42,11 @@ def judge_emails(result: ScenarioResult, rule: ReminderRule, maildir: Path,
     reminders = expected_reminders(result.expected, rule, margin=MARGIN,
                                    blackouts=result.blackouts)
     received = set(keys)
-    crashes = [start for start, _ in result.blackouts]
-    at_most_once = {key for key, logged_at in (unknown_outcomes or {}).items()
-                    if any(start <= logged_at for start in crashes)}
-    unexplained = sorted(set(unknown_outcomes or {}) - at_most_once)
+    unknown = unknown_outcomes or {}
+    first_crash = min((start for start, _ in result.blackouts), default=None)
+    at_most_once = {key for key, logged_at in unknown.items()
+                    if first_crash is not None and first_crash <= logged_at}
+    unexplained = sorted(set(unknown) - at_most_once)
     if unexplained:
         result.failures.append(f"{len(unexplained)} steps logged outcome_unknown without a "
                                f"crash before: {unexplained[:5]}")
