@@ -6,6 +6,7 @@ from collections import defaultdict
 from types import SimpleNamespace
 
 from aiokafka.structs import TopicPartition
+from faust.transport.drivers.aiokafka import Consumer as FaustConsumer
 from faust.types import TP
 from intervaltree import IntervalTree
 
@@ -212,3 +213,53 @@ async def test_nothing_is_committed_before_the_seek_and_earlier_acknowledgements
     assert consumer._new_offset(key) is None  # 407 onwards is read again
     consumer._acked[key].extend([407, 408, 409])
     assert consumer._new_offset(key) == 410
+
+
+def delivering_consumer(thread: FakeConsumerThread, handed: list[tuple[str, int]]):  # noqa: ANN201
+    """A consumer whose fetched records are handed on into ``handed`` (topic, offset)."""
+    consumer = app_consumer(thread)
+    consumer.flow_active = True
+    consumer.highwater = lambda tp: None
+    consumer.batches = SimpleNamespace(topics={"cart-events"})
+    consumer.scheduler = SimpleNamespace(
+        iterate=lambda records: ((tp, r) for tp, rs in records.items() for r in rs))
+
+    async def deliver_batch(handler: object, tp: TP, fetched: list) -> None:
+        handed.extend((tp.topic, record.offset) for record in fetched)
+
+    async def deliver_one(tp: TP, record: SimpleNamespace) -> None:
+        handed.append((tp.topic, record.offset))
+
+    consumer._deliver_batch = deliver_batch
+    consumer._deliver_one = deliver_one
+    return consumer
+
+
+def fetched(topic: str, *offsets: int) -> dict[TP, list[SimpleNamespace]]:
+    return {TP(topic, 0): [SimpleNamespace(offset=offset) for offset in offsets]}
+
+
+async def test_no_record_is_handed_on_before_the_seek_that_ends_its_rebalance(monkeypatch):
+    """Faust resumes a rebalance's partitions before it seeks them to their committed offsets:
+    records fetched in between came from wherever aiokafka stood, and folding them before the
+    records the seek read again put one cart's events out of order (the rolling-upgrade test).
+    Changelogs are read before that seek (table recovery) and are always handed on."""
+    events = TopicPartition("cart-events", 0)
+    changelog = sorted(app.tables.changelog_topics)[0]
+    handed: list[tuple[str, int]] = []
+    consumer = delivering_consumer(FakeConsumerThread({events: 431}), handed)
+
+    async def assigned_in_faust(self: object, assigned: set[TP], generation_id: int = 0) -> None:
+        pass
+
+    monkeypatch.setattr(FaustConsumer, "on_partitions_assigned", assigned_in_faust)
+    consumer._sought = {TP("cart-events", 0)}  # sought in an earlier generation
+    await consumer.on_partitions_assigned({TP("cart-events", 0)}, 2)
+
+    await consumer._deliver_all(fetched("cart-events", 445, 446), None)
+    await consumer._deliver_all(fetched(changelog, 7), None)
+    assert handed == [(changelog, 7)]
+
+    await consumer.perform_seek()
+    await consumer._deliver_all(fetched("cart-events", 431, 432), None)
+    assert handed == [(changelog, 7), ("cart-events", 431), ("cart-events", 432)]
