@@ -1,13 +1,19 @@
 """An earlier release's code, to run a worker of it beside the current release (the
 ``rolling-upgrade`` scenario): its packages from git history, its dependencies from this venv.
 
-The previous release is ``PREVIOUS_RELEASE``: the newest commit whose stored formats are the
-previous ones (cart format 1, the one golden fixtures v2 hold; plans and contacts 2), on main just
-before the clicks branch brought cart format 3 (2f65457) in its merge. Not ``2f65457^``
-(d99e1d8), though it writes the same formats: it lacks the rebalance fixes 589d37e and dc4f85e,
-and in one run of the rolling upgrade it lost a cart event read during a rebalance on a
-partition it kept, the loss those commits fixed. A release that changes a stored format moves
-``PREVIOUS_RELEASE`` to the last commit before it.
+The previous release is ``PREVIOUS_RELEASE``: the latest patch of the release whose stored
+formats are the previous ones (cart format 1, the one golden fixtures v2 hold; plans and
+contacts 2). That release is 9fa5f5f, on main just before the clicks branch brought cart format
+3 (2f65457) in its merge; its patch (e3231d5, on the branch ``release-previous-patch``, merged
+into main's history so that every clone has it) backports one consumer fix from main: no record
+is handed on before the seek that ends its partition's rebalance (53003b4). Without it, a
+worker of either release folded records fetched between Faust's resume and its seek ahead of
+the records the seek read again (one cart's events out of offset order: 1 run in 6 of this
+scenario lost a quantity change, and a CI run abandoned carts early on the partitions the
+previous release kept). As with any rolling upgrade, one upgrades from the previous release's
+latest patch. Not ``2f65457^`` (d99e1d8), though it writes the same formats: it lacks the
+rebalance fixes 589d37e and dc4f85e too. A release that changes a stored format moves
+``PREVIOUS_RELEASE`` to the latest patch of the release before it.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from cartwatch_dev.chaos.deployment import Deployment
 from cartwatch_dev.chaos.report import ScenarioResult
 from cartwatch_dev.chaos.scenarios import rolling_upgrade
 
-PREVIOUS_RELEASE = "9fa5f5f5e0ad7ac1272bdcaa150a85e404a8e1f4"
+PREVIOUS_RELEASE = "e3231d51ac4ddd358aabbb15e2a9fc7e0cdd4467"
 PREVIOUS_CART_FORMAT = 1
 """The cart format ``PREVIOUS_RELEASE`` writes."""
 RELEASE_PACKAGES = ("streams", "config", "schemas")
