@@ -75,6 +75,10 @@ FIRE_GRACE = 0.2
 a purchase produced just before the deadline is read first. The tick path that the
 prepared sender replaced had that much latency by construction; firing to the millisecond made
 the live fault tests intermittently emit abandonments the seed does not expect."""
+HORIZON_POLL = 0.02
+"""Seconds between looks at a partition whose due abandonments wait for its fire horizon: the
+fetch that proves the broker's end is answered within ``compat.FETCH_MAX_WAIT``, and waiting a
+whole ``timer_resolution`` for it put a quarter of a second on every burst."""
 PREPARE_AHEAD = 30.0
 """Seconds before its deadline that a cart's abandonment is prepared (``streams.firing``)."""
 PREPARE_BATCH = 5000
@@ -357,7 +361,8 @@ async def send_prepared_on_time() -> None:
                 wait = min(wait, earliest + timers.grace - now)
             elif earliest <= timers.fire_horizon(partition):
                 due_partitions.append(partition)
-            # else its input is behind: the agent fires it once the safe time gets there
+            else:  # the broker's end of an input is not known that far yet, or it is behind
+                wait = min(wait, HORIZON_POLL)
         if not due_partitions:
             await asyncio.sleep(wait)
             continue

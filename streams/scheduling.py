@@ -22,7 +22,7 @@ import faust
 from faust.types import TP
 
 from streams.compat import broker_known_until, committed_offset
-from streams.timers import DeadlineIndex, PartitionClock
+from streams.timers import DeadlineIndex, PartitionClock, StagedDeadlines
 
 TICK_RETRY_SECONDS = 5.0
 """A tick request not seen back by then (lost in a rebalance) is asked for again."""
@@ -49,7 +49,7 @@ class PartitionTimers:
         prove it (``fire_horizon``): the end of a partition is known from the last fetch, so a
         message produced just before a deadline may not be known yet when it passes."""
         self.deadlines = DeadlineIndex()
-        self.staged = DeadlineIndex()
+        self.staged = StagedDeadlines()
         """Entries the agent took out of ``deadlines`` to prepare for (see ``stage``)."""
         self.clock = PartitionClock()
         self.next_offsets: dict[TP, int] = {}

@@ -15,7 +15,13 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from streams.scheduling import PartitionTimers
-from streams.timers import BUCKET_SECONDS, DeadlineIndex, PartitionClock, event_safe_time
+from streams.timers import (
+    BUCKET_SECONDS,
+    DeadlineIndex,
+    PartitionClock,
+    StagedDeadlines,
+    event_safe_time,
+)
 
 # --- DeadlineIndex ---------------------------------------------------------------------------
 
@@ -200,6 +206,48 @@ def test_packed_buckets_behave_like_one_heap(operations):
         assert index.earliest(0) == model.earliest()
         assert len(index) == len(model.heap)
     assert index.pop_due(0, math.inf, 10**6) == model.pop_due(math.inf, 10**6)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(operations=OPERATIONS)
+def test_staged_deadlines_behave_like_one_heap(operations):
+    """Grouped by deadline, entries come out as from a heap of tuples, duplicates once."""
+    staged, model = StagedDeadlines(), HeapModel()
+    for operation in operations:
+        if operation[0] == "schedule":
+            _, deadline, cart_id = operation
+            staged.schedule(0, deadline, cart_id)
+            model.schedule(deadline, cart_id)
+        elif operation[0] == "pop":
+            _, horizon, limit = operation
+            assert staged.pop_due(0, horizon, limit) == model.pop_due(horizon, limit)
+        assert staged.earliest(0) == model.earliest()
+    assert staged.pop_due(0, math.inf, 10**6) == model.pop_due(math.inf, 10**6)
+    assert len(staged) == 0
+
+
+def test_staged_deadlines_count_and_forget_partitions():
+    staged = StagedDeadlines()
+    for partition, deadline, cart_id in [(0, 5.0, "a"), (0, 5.0, "b"), (1, 5.0, "c")]:
+        staged.schedule(partition, deadline, cart_id)
+
+    assert len(staged) == 3
+    staged.keep_only([1])
+    assert len(staged) == 1
+    assert staged.earliest(0) is None
+    assert staged.pop_due(1, 5.0, 10) == [(5.0, "c")]
+
+
+def test_a_burst_due_at_once_comes_out_in_one_group():
+    """100k carts due at the same instant: one group, not 100k heap pops (why it exists)."""
+    staged = StagedDeadlines()
+    for i in range(100_000):
+        staged.schedule(0, 1000.0, f"cart-{i:06d}")
+    staged.schedule(0, 2000.0, "later")
+
+    due = staged.pop_due(0, 1500.0, 10**6)
+    assert len(due) == 100_000 and due[0] == (1000.0, "cart-000000")
+    assert staged.earliest(0) == 2000.0 and len(staged) == 1
 
 
 def test_ids_keep_their_characters_when_packed():
