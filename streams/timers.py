@@ -232,13 +232,16 @@ class StagedDeadlines:
             group = groups.pop(deadline) if groups is not None else []
             heapq.heappop(order)
             self._count -= len(group)
-            ids = sorted(set(group)) if len(group) > 1 else group
-            room = limit - len(due)
-            if len(ids) > room:  # the rest stays, for the next call
-                ids, rest = ids[:room], ids[room:]
-                for cart_id in rest:
-                    self.schedule(partition, deadline, cart_id)
-            due.extend([(deadline, cart_id) for cart_id in ids])
+            ids = sorted(group) if len(group) > 1 else group
+            taken = 0
+            for cart_id in ids:
+                if len(due) >= limit:
+                    break
+                taken += 1
+                if not due or due[-1] != (deadline, cart_id):
+                    due.append((deadline, cart_id))
+            for cart_id in ids[taken:]:  # beyond the limit: left for the next call
+                self.schedule(partition, deadline, cart_id)
         return due
 
     def keep_only(self, partitions: Iterable[int]) -> None:
