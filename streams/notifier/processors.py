@@ -308,20 +308,21 @@ class ReminderSender:
     """Screens and delivers due reminders; keeps unsubscribes, caps and delivery records.
 
     ``contacts`` (by address) and ``deliveries`` (by idempotency key) are tables of stored
-    dicts; ``write_durably(table, key, value)`` returns once the write's changelog record is
-    acknowledged by the broker.
+    dicts, read directly and written with ``write(table, key, value)``: it makes the write and
+    queues its changelog record, and returns an awaitable that completes once the broker
+    acknowledged that record (the write a crash right after must not lose is awaited twice).
     """
 
     def __init__(self, *, contacts: MutableMapping[str, Any],
                  deliveries: MutableMapping[str, Any], outputs: Outputs,
-                 write_durably: Callable[[Any, str, Any], Awaitable[None]],
+                 write: Callable[[Any, str, Any], Awaitable[Awaitable[object]]],
                  mailer: Mailer, webhooks: Poster, environments: Mapping[Any, Environment],
                  settings: NotifierSettings, retry_policy: RetryPolicy,
                  unsubscribe_topic: str) -> None:
         self.contacts = contacts
         self.deliveries = deliveries
         self.outputs = outputs
-        self.write_durably = write_durably
+        self.write = write
         self.mailer = mailer
         self.webhooks = webhooks
         self.environments = environments
@@ -348,7 +349,7 @@ class ReminderSender:
             return
         contact = apply_unsubscribe(Contact.from_dict(self.contacts.get(key.decode())),
                                     unsubscribe)
-        self.contacts[key.decode()] = contact.to_dict()
+        await self.write(self.contacts, key.decode(), contact.to_dict())
         self.outputs.counters["unsubscribed"] += 1
 
     def log_entry(self, due: ReminderDue, status: str, now: float,
@@ -364,8 +365,8 @@ class ReminderSender:
         """One delivery attempt, after its record is durably marked ``sending``."""
         now = self.outputs.clock()
         secret = self.settings.secret
-        await self.write_durably(self.deliveries, due.idempotency_key,
-                                 delivery_record("sending", now))
+        await (await self.write(self.deliveries, due.idempotency_key,
+                                delivery_record("sending", now)))
         if due.channel == "email":
             env = self.environments.get(policy.templates_dir)
             context = reminder_context(due, policy, secret, now)
@@ -411,8 +412,8 @@ class ReminderSender:
         async def on_failure(attempt: int, error: DeliveryError, retrying: bool) -> None:
             log.warning("reminder %s step %d attempt %d failed (%s): %s", due.abandonment_id,
                         due.step, attempt, "will retry" if retrying else "giving up", error)
-            self.deliveries[due.idempotency_key] = delivery_record(
-                "pending" if retrying else "failed", outputs.clock())
+            await self.write(self.deliveries, due.idempotency_key, delivery_record(
+                "pending" if retrying else "failed", outputs.clock()))
             entry = self.log_entry(due, "failed", outputs.clock(), error=str(error)[:500],
                                    retrying=retrying, attempt=attempt)
             await outputs.publish(outputs.log_messages(entry, policy))
@@ -433,5 +434,5 @@ class ReminderSender:
                                 variant=due.variant)
         await outputs.publish([*outputs.log_messages(entry, policy),
                                (outputs.to.reminders_sent, due.cart_id.encode(), feedback)])
-        self.deliveries[due.idempotency_key] = delivery_record("sent", sent_at)
-        self.contacts[key] = record_sent(contact, due, sent_at).to_dict()
+        await self.write(self.deliveries, due.idempotency_key, delivery_record("sent", sent_at))
+        await self.write(self.contacts, key, record_sent(contact, due, sent_at).to_dict())

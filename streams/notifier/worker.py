@@ -31,6 +31,7 @@ from typing import Any
 
 import faust
 from aiokafka.errors import KafkaError
+from faust import current_event
 from faust.types import EventT, StreamT
 
 from config.settings import SettingsError
@@ -64,6 +65,7 @@ from streams.notifier.sending import Contact, read_delivery
 from streams.quarantine import ChangelogGuard
 from streams.quarantine import install as install_quarantine
 from streams.scheduling import PartitionTimers
+from streams.tablewrites import TableWriter
 
 log = logging.getLogger(__name__)
 KAFKA_RETRY_INITIAL = 0.5
@@ -133,15 +135,19 @@ async def publish(messages: list[Outgoing]) -> None:
         await future
 
 
-async def set_durably(table: Any, key: str, value: Any) -> None:
-    """Write a table entry and wait until its changelog record is acknowledged by the broker.
+table_writers = {table.name: TableWriter(app, table)
+                 for table in (contacts, deliveries)} if notifier.enabled else {}
 
-    ``table[key] = value`` only queues the changelog record; this is the write a crash right
-    after must not lose.
-    """
-    future = table.send_changelog(table.partition_for_key(key), key, value)
-    table.data[key] = value
-    await future
+
+async def write_entry(table: Any, key: str, value: Any) -> Awaitable[object]:
+    """Write a table entry below Faust's table API (``streams.tablewrites``: three writes per
+    email went through ``Topic.send_soon``, 16 % of the worker's samples), in the partition
+    Faust's ``table[key] = value`` would pick, the current event's. Returns the changelog
+    record's future: awaited by the write a crash right after must not lose."""
+    event = current_event()
+    if event is None:
+        raise RuntimeError(f"{table.name}: a table is written while an event is processed")
+    return await table_writers[table.name].put(event.message.partition, key, value)
 
 
 timers = PartitionTimers(app, (ABANDONED, RECOVERED, REACTIVATED), reminder_ticks_topic)
@@ -158,7 +164,7 @@ scheduler = ReminderScheduler(
     inputs={ABANDONED: CartAbandoned, RECOVERED: CartRecovered, REACTIVATED: CartReactivated},
 )
 sender = ReminderSender(
-    contacts=contacts, deliveries=deliveries, outputs=outputs, write_durably=set_durably,
+    contacts=contacts, deliveries=deliveries, outputs=outputs, write=write_entry,
     mailer=SmtpMailer(notifier.smtp), webhooks=WebhookPoster(), environments=environments,
     settings=notifier, unsubscribe_topic=UNSUBSCRIBES,
     retry_policy=RetryPolicy(notifier.retry_initial, notifier.retry_max,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Generator
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, cast
@@ -175,16 +176,26 @@ class FakePoster:
         raise AssertionError("no webhook in these tests")
 
 
+class Acknowledgement:
+    """The broker's acknowledgement of a table write: journaled when (and if) awaited."""
+
+    def __init__(self, journal: Journal, line: str) -> None:
+        self.journal, self.line = journal, line
+
+    def __await__(self) -> Generator[Any, None, None]:
+        yield from asyncio.sleep(0).__await__()
+        self.journal.append(self.line)
+
+
 def sender(journal: Journal, clock: Clock) -> ReminderSender:
-    async def write_durably(table: Any, key: str, value: Any) -> None:
-        journal.append(f"durable {value['status']} {key}")
-        await asyncio.sleep(0)
-        dict.__setitem__(table, key, value)
+    async def write(table: Any, key: str, value: Any) -> Acknowledgement:
+        table[key] = value
+        return Acknowledgement(journal, f"acknowledged write {table.name} {key}")
 
     return ReminderSender(
         contacts=JournaledTable(journal, "contact"),
         deliveries=JournaledTable(journal, "delivery"), outputs=outputs(journal, clock),
-        write_durably=write_durably, mailer=FakeMailer(journal), webhooks=FakePoster(),
+        write=write, mailer=FakeMailer(journal), webhooks=FakePoster(),
         environments=check_templates([("defaults", POLICY)]),
         settings=NotifierSettings(link_secret="0123456789abcdef-secret"),
         retry_policy=RetryPolicy(0.1, 1.0, 10.0), unsubscribe_topic="unsubscribes")
@@ -201,7 +212,8 @@ async def test_the_sender_records_sending_then_delivers_then_logs_then_records_s
 
     key = due().idempotency_key
     assert journal == [
-        f"durable sending {key}",
+        f"write delivery {key}",
+        f"acknowledged write delivery {key}",
         "mail to Ann@Example.com",
         "publish log c-1",
         "publish reminders-sent c-1",
