@@ -76,9 +76,10 @@ a purchase produced just before the deadline is read first. The tick path that t
 prepared sender replaced had that much latency by construction; firing to the millisecond made
 the live fault tests intermittently emit abandonments the seed does not expect."""
 HORIZON_POLL = 0.02
-"""Seconds between looks at a partition whose due abandonments wait for its fire horizon: the
-fetch that proves the broker's end is answered within ``compat.FETCH_MAX_WAIT``, and waiting a
-whole ``timer_resolution`` for it put a quarter of a second on every burst."""
+"""Seconds between looks at a caught-up partition whose due abandonments wait for the fetch
+that proves the broker's end (``PartitionTimers.fire_horizon``): it is answered within
+``compat.FETCH_MAX_WAIT``, and waiting a whole ``timer_resolution`` for it put a quarter of a
+second on every burst. A partition whose input is behind waits for the agent instead."""
 PREPARE_AHEAD = 30.0
 """Seconds before its deadline that a cart's abandonment is prepared (``streams.firing``)."""
 PREPARE_BATCH = 5000
@@ -361,8 +362,11 @@ async def send_prepared_on_time() -> None:
                 wait = min(wait, earliest + timers.grace - now)
             elif earliest <= timers.fire_horizon(partition):
                 due_partitions.append(partition)
-            else:  # the broker's end of an input is not known that far yet, or it is behind
+            elif timers.safe_time(partition) >= earliest:
+                # caught up, but the broker's end of an input is not known that far yet: the
+                # fetch that proves it is answered within compat.FETCH_MAX_WAIT
                 wait = min(wait, HORIZON_POLL)
+            # else its input is behind: the agent fires it once the safe time gets there
         if not due_partitions:
             await asyncio.sleep(wait)
             continue
