@@ -65,7 +65,9 @@ class Settings(BaseModel):
     topic_prefix: str = ""
     topics: TopicNames = TopicNames()
     partitions: int = Field(8, ge=1, le=1024)
-    store_url: str = "rocksdb://"
+    store_url: str = Field("rocksdb://", pattern=r"^rocksdb://")
+    """Faust's table store: RocksDB only, since the cart store and the notifier write their
+    tables' RocksDB partitions directly (``streams.tablewrites``)."""
     data_dir: Path = Path(".cartwatch/data")
     web_port: int = Field(6066, ge=1, le=65535)
     web_bind: str = "127.0.0.1"

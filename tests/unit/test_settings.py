@@ -125,6 +125,7 @@ def test_topic_prefix_applies_to_every_topic():
         {"topics": {"nope": "x"}},
         {"stores": {"a": {"abandon_after": "x"}}},
         {"stores": {"a": {"abandon_afterr": "1h"}}},
+        {"store_url": "memory://"},
     ],
 )
 def test_invalid_settings_are_refused(values):
