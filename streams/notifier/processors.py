@@ -74,6 +74,9 @@ M = TypeVar("M", bound=BaseModel)
 Outgoing = tuple[Any, bytes, BaseModel]
 """(topic, key, message): the topic is whatever ``Publish`` knows how to send to."""
 Publish = Callable[[list[Outgoing]], Awaitable[None]]
+WriteEntry = Callable[[Any, str, Any], Awaitable[Awaitable[object]]]
+"""``write(table, key, value)``: writes a table entry (``None`` deletes it) and queues its
+changelog record; returns an awaitable that completes once the broker acknowledged it."""
 """Sends messages and returns once the broker acknowledged them all."""
 SchedulerInput = CartAbandoned | CartRecovered | CartReactivated
 
@@ -160,15 +163,17 @@ class Outputs:
 class ReminderScheduler:
     """Plans reminder steps per abandonment, cancels them, and emits the due ones.
 
-    ``plans`` is the cart-keyed table of plans (stored dicts); ``timers`` the deadline index
+    ``plans`` is the cart-keyed table of plans (stored dicts), written with ``write``
+    (``WriteEntry``); ``timers`` the deadline index
     and event-time clock of ``input_topics`` (``streams.scheduling``); ``tick_topic`` names the
     topic whose empty messages ask for due steps and whose other messages are manual reminders.
     """
 
-    def __init__(self, *, plans: MutableMapping[str, Any], timers: PartitionTimers,
-                 outputs: Outputs, inputs: Mapping[str, type[SchedulerInput]],
-                 tick_topic: str) -> None:
+    def __init__(self, *, plans: Mapping[str, Any], write: WriteEntry,
+                 timers: PartitionTimers, outputs: Outputs,
+                 inputs: Mapping[str, type[SchedulerInput]], tick_topic: str) -> None:
         self.plans = plans
+        self.write = write
         self.timers = timers
         self.outputs = outputs
         self.inputs = inputs
@@ -178,10 +183,10 @@ class ReminderScheduler:
         stored = self.plans.get(cart_id)
         return None if stored is None else ReminderPlan.from_dict(stored)
 
-    def forget_plan(self, cart_id: str) -> None:
-        """Delete a cart's plan (``pop`` would read and decode the whole plan first)."""
+    async def forget_plan(self, cart_id: str) -> None:
+        """Delete a cart's plan, if it has one."""
         if cart_id in self.plans:
-            del self.plans[cart_id]
+            await self.write(self.plans, cart_id, None)
 
     async def commit(self, cart_id: str, decision: Decision,
                      scheduled_before: float | None) -> None:
@@ -207,11 +212,11 @@ class ReminderScheduler:
         for cart_id, decision, scheduled_before in changed:
             plan = decision.plan
             if plan is None:
-                self.forget_plan(cart_id)
+                await self.forget_plan(cart_id)
                 continue
             if plan.scheduled_at is not None and plan.scheduled_at != scheduled_before:
                 self.timers.deadlines.schedule(plan.partition, plan.scheduled_at, cart_id)
-            self.plans[cart_id] = plan.to_dict()
+            await self.write(self.plans, cart_id, plan.to_dict())
 
     async def fire_due(self, partition: int, horizon: float) -> None:
         """Decide every plan of the partition whose next step is due at ``horizon``,
@@ -228,7 +233,7 @@ class ReminderScheduler:
                                                self.outputs.clock())
                 except Exception:  # a bug must cost one plan, never the stream
                     log.exception("deciding reminder of %s failed; plan dropped", cart_id)
-                    self.forget_plan(cart_id)
+                    await self.forget_plan(cart_id)
                     continue
                 decisions.append((cart_id, decision, deadline))
             try:
@@ -313,10 +318,9 @@ class ReminderSender:
     acknowledged that record (the write a crash right after must not lose is awaited twice).
     """
 
-    def __init__(self, *, contacts: MutableMapping[str, Any],
-                 deliveries: MutableMapping[str, Any], outputs: Outputs,
-                 write: Callable[[Any, str, Any], Awaitable[Awaitable[object]]],
-                 mailer: Mailer, webhooks: Poster, environments: Mapping[Any, Environment],
+    def __init__(self, *, contacts: Mapping[str, Any], deliveries: Mapping[str, Any],
+                 outputs: Outputs, write: WriteEntry, mailer: Mailer, webhooks: Poster,
+                 environments: Mapping[Any, Environment],
                  settings: NotifierSettings, retry_policy: RetryPolicy,
                  unsubscribe_topic: str) -> None:
         self.contacts = contacts

@@ -136,17 +136,18 @@ async def publish(messages: list[Outgoing]) -> None:
 
 
 table_writers = {table.name: TableWriter(app, table)
-                 for table in (contacts, deliveries)} if notifier.enabled else {}
+                 for table in (reminder_plans, contacts, deliveries)} if notifier.enabled else {}
 
 
 async def write_entry(table: Any, key: str, value: Any) -> Awaitable[object]:
-    """Write a table entry below Faust's table API (``streams.tablewrites``: three writes per
-    email went through ``Topic.send_soon``, 16 % of the worker's samples), in the partition
+    """Write a table entry (``None`` deletes it) below Faust's table API
+    (``streams.tablewrites``: the sender's three writes per email went through
+    ``Topic.send_soon``, 16 % of the worker's samples), in the partition
     Faust's ``table[key] = value`` would pick, the current event's. Returns the changelog
     record's future: awaited by the write a crash right after must not lose."""
     event = current_event()
     if event is None:
-        raise RuntimeError(f"{table.name}: a table is written while an event is processed")
+        raise RuntimeError(f"{table.name}: written outside an event, whose partition it takes")
     return await table_writers[table.name].put(event.message.partition, key, value)
 
 
@@ -160,7 +161,8 @@ outputs = Outputs(
     policy=notifier.policy, counters=counters, clock=time.time,
 )
 scheduler = ReminderScheduler(
-    plans=reminder_plans, timers=timers, outputs=outputs, tick_topic=REMINDER_TICKS,
+    plans=reminder_plans, write=write_entry, timers=timers, outputs=outputs,
+    tick_topic=REMINDER_TICKS,
     inputs={ABANDONED: CartAbandoned, RECOVERED: CartRecovered, REACTIVATED: CartReactivated},
 )
 sender = ReminderSender(

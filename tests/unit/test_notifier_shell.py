@@ -29,6 +29,7 @@ from streams.notifier.processors import (
     Outputs,
     ReminderScheduler,
     ReminderSender,
+    WriteEntry,
 )
 from streams.notifier.rendering import check_templates
 from streams.notifier.sending import delivery_record
@@ -110,11 +111,34 @@ def outputs(journal: Journal, clock: Clock, refuse: bool = False) -> Outputs:
                    clock=clock)
 
 
+class Acknowledgement:
+    """The broker's acknowledgement of a table write: journaled when (and if) awaited."""
+
+    def __init__(self, journal: Journal, line: str) -> None:
+        self.journal, self.line = journal, line
+
+    def __await__(self) -> Generator[Any, None, None]:
+        yield from asyncio.sleep(0).__await__()
+        self.journal.append(self.line)
+
+
+def writer(journal: Journal) -> WriteEntry:
+    """The shell's ``write``: the table's own write (journaled), then an acknowledgement."""
+    async def write(table: Any, key: str, value: Any) -> Acknowledgement:
+        if value is None:
+            del table[key]
+        else:
+            table[key] = value
+        return Acknowledgement(journal, f"acknowledged write {table.name} {key}")
+    return write
+
+
 def scheduler(journal: Journal, clock: Clock, refuse: bool = False) -> ReminderScheduler:
     # a consumer that has not heard of any partition's end: only event time moves the timers
     app = SimpleNamespace(consumer=SimpleNamespace(assignment=set, highwater=lambda tp: None))
     timers = PartitionTimers(cast(faust.App, app), tuple(INPUTS), cast(faust.TopicT, None))
-    return ReminderScheduler(plans=JournaledTable(journal, "plan"), timers=timers,
+    return ReminderScheduler(plans=JournaledTable(journal, "plan"), write=writer(journal),
+                             timers=timers,
                              outputs=outputs(journal, clock, refuse), inputs=INPUTS,
                              tick_topic="ticks")
 
@@ -176,26 +200,11 @@ class FakePoster:
         raise AssertionError("no webhook in these tests")
 
 
-class Acknowledgement:
-    """The broker's acknowledgement of a table write: journaled when (and if) awaited."""
-
-    def __init__(self, journal: Journal, line: str) -> None:
-        self.journal, self.line = journal, line
-
-    def __await__(self) -> Generator[Any, None, None]:
-        yield from asyncio.sleep(0).__await__()
-        self.journal.append(self.line)
-
-
 def sender(journal: Journal, clock: Clock) -> ReminderSender:
-    async def write(table: Any, key: str, value: Any) -> Acknowledgement:
-        table[key] = value
-        return Acknowledgement(journal, f"acknowledged write {table.name} {key}")
-
     return ReminderSender(
         contacts=JournaledTable(journal, "contact"),
         deliveries=JournaledTable(journal, "delivery"), outputs=outputs(journal, clock),
-        write=write, mailer=FakeMailer(journal), webhooks=FakePoster(),
+        write=writer(journal), mailer=FakeMailer(journal), webhooks=FakePoster(),
         environments=check_templates([("defaults", POLICY)]),
         settings=NotifierSettings(link_secret="0123456789abcdef-secret"),
         retry_policy=RetryPolicy(0.1, 1.0, 10.0), unsubscribe_topic="unsubscribes")
