@@ -74,10 +74,10 @@ M = TypeVar("M", bound=BaseModel)
 Outgoing = tuple[Any, bytes, BaseModel]
 """(topic, key, message): the topic is whatever ``Publish`` knows how to send to."""
 Publish = Callable[[list[Outgoing]], Awaitable[None]]
+"""Sends messages and returns once the broker acknowledged them all."""
 WriteEntry = Callable[[Any, str, Any], Awaitable[Awaitable[object]]]
 """``write(table, key, value)``: writes a table entry (``None`` deletes it) and queues its
 changelog record; returns an awaitable that completes once the broker acknowledged it."""
-"""Sends messages and returns once the broker acknowledged them all."""
 SchedulerInput = CartAbandoned | CartRecovered | CartReactivated
 
 FIRE_BATCH = 500
@@ -164,9 +164,9 @@ class ReminderScheduler:
     """Plans reminder steps per abandonment, cancels them, and emits the due ones.
 
     ``plans`` is the cart-keyed table of plans (stored dicts), written with ``write``
-    (``WriteEntry``); ``timers`` the deadline index
-    and event-time clock of ``input_topics`` (``streams.scheduling``); ``tick_topic`` names the
-    topic whose empty messages ask for due steps and whose other messages are manual reminders.
+    (``WriteEntry``); ``timers`` the deadline index and event-time clock of ``input_topics``
+    (``streams.scheduling``); ``tick_topic`` names the topic whose empty messages ask for due
+    steps and whose other messages are manual reminders.
     """
 
     def __init__(self, *, plans: Mapping[str, Any], write: WriteEntry,
