@@ -26,8 +26,6 @@ class CartStore:
     """Per-partition access to the cart table's RocksDB and changelog."""
 
     def __init__(self, app: faust.App, table: faust.Table) -> None:
-        self._app = app
-        self._table = table
         self._writer = TableWriter(app, table)
 
     def key(self, cart_id: str) -> bytes:
@@ -40,11 +38,7 @@ class CartStore:
             "\\" not in cart_id
         ):
             return b'"' + cart_id.encode() + b'"'
-        encoded = self._app.serializers.dumps_key(
-            None, cart_id, serializer=self._table.key_serializer
-        )
-        assert encoded is not None
-        return encoded
+        return self._writer.encode_key(cart_id)
 
     def get(self, partition: int, cart_id: str) -> CartState | None:
         stored = self._writer.db(partition).get(self.key(cart_id))

@@ -31,14 +31,17 @@ class TableWriter:
         """The partition's RocksDB (``rocksdict.Rdict``), opened on first use."""
         return table_partition_db(self._table, partition)
 
+    def encode_key(self, key: Any) -> bytes:
+        """The key as the table's codec writes it."""
+        encoded = self._app.serializers.dumps_key(None, key, serializer=self._table.key_serializer)
+        assert encoded is not None
+        return encoded
+
     def encode(self, key: Any, value: Any) -> tuple[bytes, bytes | None]:
         """Key and value as the table's codecs write them (``None`` stays a deletion)."""
-        serializers, table = self._app.serializers, self._table
-        key_bytes = serializers.dumps_key(None, key, serializer=table.key_serializer)
-        value_bytes = None if value is None else serializers.dumps_value(
-            None, value, serializer=table.value_serializer)
-        assert key_bytes is not None
-        return key_bytes, value_bytes
+        value_bytes = None if value is None else self._app.serializers.dumps_value(
+            None, value, serializer=self._table.value_serializer)
+        return self.encode_key(key), value_bytes
 
     async def send(self, partition: int, key: bytes,
                    value: bytes | None) -> "asyncio.Future[RecordMetadata]":
