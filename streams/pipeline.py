@@ -54,6 +54,7 @@ from streams.lifecycle import (
     abandoned_message,
     abandons_at,
     apply_event,
+    horizon_before,
     mark_abandoned,
     next_deadline,
     on_click,
@@ -185,7 +186,7 @@ async def handle_input(checkpoint: Checkpoint, tp: TP, message: RefusedMessage,
         horizon = timers.safe_time(tp.partition)
     else:
         horizon = event_safe_time(held_back, event_time, now)
-    await fire_due(checkpoint, horizon)
+    await fire_due(checkpoint, horizon_before(decoded, horizon))
     try:
         state = checkpoint.load(decoded.cart_id)
         transition = apply_event(state, decoded, settings, tp.partition, horizon)

@@ -1,6 +1,7 @@
 """The pure cart state machine: every transition, per-store timeouts, event time, retention."""
 
 import json
+import math
 from decimal import Decimal
 
 import pytest
@@ -16,6 +17,7 @@ from streams.lifecycle import (
     CartState,
     Transition,
     apply_event,
+    horizon_before,
     next_deadline,
     on_deadline,
     snapshot,
@@ -657,10 +659,102 @@ def test_a_purchase_read_late_still_prevents_the_abandonment():
     assert transition.state.pending == []
 
 
-def test_once_an_event_waits_later_ones_wait_behind_it():
+def _outputs_of(transition, outputs):
+    outputs.extend(output.model_dump(mode="json") for output in transition.outputs)
+    return transition.state
+
+
+def _live(events):
+    """Events in time order, each when it happens: deadlines up to it fire first."""
+    state, outputs = None, []
+    for event in sorted(events, key=lambda event: event.occurred_at):
+        when = event.occurred_at.timestamp()
+        before = horizon_before(event, when)
+        if state is not None and next_deadline(state, SETTINGS) <= before:
+            state = _outputs_of(on_deadline(state, before, SETTINGS), outputs)
+        state = _outputs_of(apply_event(state, event, SETTINGS, 3, when), outputs)
+    return state, outputs
+
+
+def _replayed(cart_events, purchases, picks):
+    """Each input in its own order, read unevenly (``picks``: which input is read next), as a
+    replay reads them: the safe time is held back by the other input's last event time until
+    that input is read to its end, and deadlines up to it fire before each event."""
+    inputs = {"cart": list(cart_events), "purchase": list(purchases)}
+    last_read = {"cart": -math.inf, "purchase": -math.inf}
+    state, outputs, picks = None, [], iter(picks)
+    while inputs["cart"] or inputs["purchase"]:
+        source = next(picks, "cart")
+        if not inputs[source]:
+            source = "purchase" if source == "cart" else "cart"
+        other = "purchase" if source == "cart" else "cart"
+        event = inputs[source].pop(0)
+        when = event.occurred_at.timestamp()
+        last_read[source] = when
+        horizon = min(when, last_read[other] if inputs[other] else math.inf)
+        before = horizon_before(event, horizon)
+        if state is not None and next_deadline(state, SETTINGS) <= before:
+            state = _outputs_of(on_deadline(state, before, SETTINGS), outputs)
+        state = _outputs_of(apply_event(state, event, SETTINGS, 3, horizon), outputs)
+    return state, outputs
+
+
+@st.composite
+def _two_inputs(draw):
+    gaps = st.sampled_from([MINUTE, 10 * MINUTE, ABANDON - 1, ABANDON, ABANDON + 1, 2 * HOUR])
+    times = [T0]
+    for gap in draw(st.lists(gaps, min_size=1, max_size=11)):
+        times.append(times[-1] + gap)
+    kinds = draw(st.lists(st.sampled_from(["add", "add", "view", "remove", "buy"]),
+                          min_size=len(times), max_size=len(times)))
+    cart_events, purchases = [], []
+    for when, kind in zip(times, kinds, strict=True):
+        if kind == "buy":
+            purchases.append(purchase(when=when))
+        elif kind == "add":
+            cart_events.append(added(sku=f"sku-{int(when) % 3}", when=when))
+        elif kind == "remove":
+            cart_events.append(removed(sku=f"sku-{int(when) % 3}", when=when))
+        else:
+            cart_events.append(cart_event(when=when))
+    picks = draw(st.lists(st.sampled_from(["cart", "purchase"]), max_size=2 * len(times)))
+    return cart_events, purchases, picks
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(_two_inputs())
+def test_reading_the_two_inputs_unevenly_gives_the_outputs_of_reading_them_in_time_order(
+        inputs):
+    cart_events, purchases, picks = inputs
+    end = max(event.occurred_at.timestamp() for event in cart_events + purchases) + 3 * ABANDON
+
+    live_state, live = _live(cart_events + purchases)
+    replay_state, replayed = _replayed(cart_events, purchases, picks)
+    for state, outputs in ((live_state, live), (replay_state, replayed)):
+        if state is not None:
+            _outputs_of(on_deadline(state, end, SETTINGS), outputs)
+
+    assert replayed == live
+
+
+def test_an_event_after_a_waiting_one_waits_behind_it_even_within_the_safe_time():
     state, _ = fold([added(when=T0)])
     state = apply_event(state, cart_event(when=T0 + 100), SETTINGS, 3, T0 + 50).state
-    transition = apply_event(state, cart_event(when=T0 + 80), SETTINGS, 3, T0 + 90)
+    transition = apply_event(state, cart_event(when=T0 + 120), SETTINGS, 3, T0 + 130)
 
-    assert [entry["at"] for entry in transition.state.pending] == [T0 + 80, T0 + 100]
-    assert on_deadline(transition.state, T0 + 100, SETTINGS).state.last_activity_at == T0 + 100
+    assert [entry["at"] for entry in transition.state.pending] == [T0 + 100, T0 + 120]
+    assert transition.state.last_activity_at == T0
+    assert on_deadline(transition.state, T0 + 130, SETTINGS).state.last_activity_at == T0 + 120
+
+
+def test_an_event_before_a_waiting_one_applies_at_once_and_the_waiting_one_stays():
+    state, _ = fold([added(when=T0)])
+    state = apply_event(state, purchase(when=T0 + 100), SETTINGS, 3, T0 + 50).state
+    # the purchase input ran ahead; the cart's own earlier event is within the safe time
+    transition = apply_event(state, added(when=T0 + 80, sku="B"), SETTINGS, 3, T0 + 90)
+
+    assert transition.state.last_activity_at == T0 + 80 and "B" in transition.state.lines
+    assert [entry["at"] for entry in transition.state.pending] == [T0 + 100]
+    assert next_deadline(transition.state, SETTINGS) == T0 + 100
+    bought = on_deadline(transition.state, T0 + 100, SETTINGS)
+    assert bought.outputs == () and bought.state.status == "purchased"
