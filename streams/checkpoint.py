@@ -28,8 +28,9 @@ from schemas.common import Contract
 from schemas.outputs import CartAbandoned
 from streams.lifecycle import CartState, Transition, next_deadline
 
-COMMIT_EVENTS = 2000
-"""Events, or changed carts, after which a partition's checkpoint is committed."""
+COMMIT_EVENTS = 5000
+"""Events, or changed carts, after which a partition's checkpoint is committed: it bounds the
+carts a checkpoint holds in memory (``pipeline.COMMIT_INTERVAL`` says why fewer commits pay)."""
 
 
 class StateStore(Protocol):

@@ -68,8 +68,14 @@ from streams.timers import event_safe_time
 
 log = logging.getLogger(__name__)
 
-COMMIT_INTERVAL = 0.2
-"""Seconds after which a partition's checkpoint is committed even if its events stop."""
+COMMIT_INTERVAL = 1.0
+"""Seconds after which a partition's checkpoint is committed even if its events stop.
+
+Each commit writes every cart its checkpoint changed and the next one reads them again, so a
+busy cart is written once per commit: at 0.2 s the throughput replay wrote 117k cart records
+for 28k carts, at 1 s 80k (with ``checkpoint.COMMIT_EVENTS`` at 5,000), 25 % faster. Outputs
+do not wait for it (they are sent as they are decided); a crash makes the next owner redo up
+to this plus ``offset_commit_interval``, with the same output ids."""
 FIRE_GRACE = 0.2
 """Seconds after its deadline that a cart is decided on the wall clock alone (``PartitionTimers
 .fire_horizon``; an input event still fires every deadline before its own time first), so that
