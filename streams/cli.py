@@ -12,6 +12,7 @@ import sys
 from importlib.metadata import entry_points
 
 from config.settings import SettingsError
+from streams import collector
 from streams.fatal import EXIT_CODE, FatalErrors, watcher
 
 COMMANDS_GROUP = "cartwatch.commands"
@@ -23,7 +24,10 @@ def main() -> None:
         from streams.assembly import app  # every processor; checks the reminder templates
     except SettingsError as exc:
         sys.exit(f"cartwatch: {exc}")
-    fatal = _guard_worker() if sys.argv[1:2] == ["worker"] else None
+    fatal = None
+    if sys.argv[1:2] == ["worker"]:
+        fatal = _guard_worker()
+        collector.tune()
     from faust.cli.faust import cli
 
     from streams.acls_cli import acls

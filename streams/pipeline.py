@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from schemas.common import Contract
 from schemas.notifications import LinkClick, ReminderSent
 from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered, DeadLetter
+from streams import collector
 from streams.app import (
     abandoned_topic,
     app,
@@ -508,6 +509,7 @@ async def rebuild_deadlines() -> None:
     log.info(
         "deadline index rebuilt: %d carts on partitions %s", len(timers), sorted(owned)
     )
+    collector.settle()  # the index lives until the next rebalance
 
 
 @page(app, "/cartwatch/counters/")
