@@ -5,7 +5,7 @@ as long as it does: the modules, Faust's app, and after a recovery an index entr
 On the throughput replay the worker made 22 full collections of 70 ms each: 1.6 s of its 21
 (measured with ``gc.callbacks``). ``gc.freeze`` moves what is alive now out of the
 collector's sight (none of it is garbage that only a cycle keeps), and a larger threshold for
-the youngest generation makes the collections that remain rarer: 0.4 s in all, the same run.
+the youngest generation makes the collections that remain rarer: 0.6 s in all, the same run.
 Frozen objects are still freed when their last reference goes.
 """
 

@@ -405,7 +405,7 @@ def prepare_due(checkpoint: Checkpoint) -> None:
     """Prepare the abandonments of carts due within ``PREPARE_AHEAD`` (``streams.firing``)."""
     partition = checkpoint.partition
     for deadline, cart_id in timers.stage(partition, PREPARE_BATCH):
-        if cart_id in checkpoint.states:
+        if cart_id in checkpoint.changed:
             continue  # being changed now: decided the ordinary way at its deadline
         state = store.get(partition, cart_id)  # a copy of its own, free to change
         if state is None or state.scheduled_at != deadline:

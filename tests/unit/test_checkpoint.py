@@ -5,7 +5,7 @@ import asyncio
 from collections.abc import Awaitable, Mapping
 
 from schemas.outputs import CartAbandoned, CartReactivated, CartRecovered, DeadLetter
-from streams.checkpoint import COMMIT_EVENTS, Checkpoint, CheckpointContext
+from streams.checkpoint import CACHED_CARTS, COMMIT_EVENTS, Checkpoint, CheckpointContext
 from streams.lifecycle import CartState, apply_event, on_deadline
 
 from .factories import HOUR, T0, added, make_settings
@@ -134,7 +134,7 @@ async def test_each_changed_cart_is_written_once_per_commit_and_state_read_once(
     await checkpoint.commit()
     assert journal == ["write ['c-1']", "ack e-0", "ack e-1", "ack e-2"]
     assert len(store.data[(2, "c-1")].lines) == 3
-    assert checkpoint.states == {} and checkpoint.events == []
+    assert not checkpoint.changed and checkpoint.events == []
 
 
 async def test_sends_made_for_the_partition_elsewhere_are_awaited_too() -> None:
@@ -167,3 +167,59 @@ def test_due_after_commit_events() -> None:
     assert not checkpoint.due()
     checkpoint.events.append(FakeEvent(journal, "last"))
     assert checkpoint.due()
+
+
+class CountingStore(FakeStore):
+    """Counts the reads that reach the store."""
+
+    def __init__(self, journal: Journal) -> None:
+        super().__init__(journal)
+        self.reads: list[str] = []
+
+    def get(self, partition: int, cart_id: str) -> CartState | None:
+        self.reads.append(cart_id)
+        return super().get(partition, cart_id)
+
+
+def counting_checkpoint() -> tuple[Checkpoint, CountingStore]:
+    journal = Journal()
+    store = CountingStore(journal)
+    context = CheckpointContext(settings=SETTINGS, store=store, producer=FakeProducer(journal),
+                                deadlines=FakeDeadlines(), prepared=FakePrepared(),
+                                output_topics=TOPICS)
+    return Checkpoint(2, context), store
+
+
+async def fold_added(checkpoint: Checkpoint, cart_id: str, when: float) -> None:
+    transition = apply_event(checkpoint.load(cart_id), added(cart_id=cart_id, when=when),
+                             SETTINGS, checkpoint.partition)
+    await checkpoint.apply(cart_id, transition)
+
+
+async def test_a_committed_cart_is_folded_on_without_reading_the_store_again() -> None:
+    checkpoint, store = counting_checkpoint()
+    await fold_added(checkpoint, "c-1", T0)
+    await checkpoint.commit()
+
+    await fold_added(checkpoint, "c-1", T0 + 60)
+
+    assert store.reads == ["c-1"]
+    assert checkpoint.changed == {"c-1"}
+    state = checkpoint.states["c-1"]
+    assert state is not None and state.lines["sku-1"]["quantity"] == 2
+    await checkpoint.commit()
+    assert store.data[(2, "c-1")].lines["sku-1"]["quantity"] == 2
+
+
+async def test_beyond_the_cache_the_carts_read_first_are_read_again() -> None:
+    checkpoint, store = counting_checkpoint()
+    for n in range(CACHED_CARTS + 2):
+        await fold_added(checkpoint, f"c-{n}", T0)
+    await checkpoint.commit()
+    assert len(checkpoint.states) == CACHED_CARTS and not checkpoint.changed
+    store.reads.clear()
+
+    for n in (0, 1, 2, CACHED_CARTS + 1):
+        checkpoint.load(f"c-{n}")
+
+    assert store.reads == ["c-0", "c-1"]
