@@ -5,15 +5,12 @@ snapshot) costs tens of microseconds, so when 100k carts fall silent at once the
 would go out seconds late. The lifecycle agent therefore prepares each abandonment shortly
 before its deadline (``PartitionTimers.stage``): the serialized message is kept with the
 deadline it was prepared for, and any change to the cart drops it. At the deadline the prepared
-messages go straight into one record batch per partition; the carts' state is updated after
-they are on their way, and a cart whose message was dropped is decided the ordinary way.
+messages go straight into one record batch per partition (``streams.recordbatches``); the
+carts' state is updated after they are on their way, and a cart whose message was dropped is
+decided the ordinary way.
 """
 
-import asyncio
 from dataclasses import dataclass
-
-from aiokafka import AIOKafkaProducer
-from aiokafka.producer.message_accumulator import BatchBuilder
 
 
 @dataclass(slots=True, frozen=True)
@@ -70,39 +67,3 @@ class PreparedAbandonments:
 
     def __len__(self) -> int:
         return sum(len(carts) for carts in self._partitions.values())
-
-
-class BatchSender:
-    """Appends messages to record batches, one open batch per topic partition, then sends them.
-
-    aiokafka's batch API costs a few microseconds a message where ``send`` costs about ten.
-    Nothing is awaited while messages are appended, so no other task runs in between; each
-    record's timestamp is the time it was appended.
-    """
-
-    def __init__(self, producer: AIOKafkaProducer) -> None:
-        self._producer = producer
-        self._open: dict[tuple[str, int], BatchBuilder] = {}
-        self._full: list[tuple[str, int, BatchBuilder]] = []
-        self.messages = 0
-
-    def add(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
-        self.messages += 1
-        batch = self._open.get((topic, partition))
-        if batch is not None and batch.append(key=key, value=value, timestamp=None) is not None:
-            return
-        if batch is not None:
-            self._full.append((topic, partition, batch))
-        batch = self._open[topic, partition] = self._producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=None) is None:
-            raise ValueError(f"a {len(value)} byte message does not fit in a record batch")
-
-    async def flush(self) -> list[tuple[int, asyncio.Future[object]]]:
-        """Send every batch; returns ``(partition, future)`` of each, to await."""
-        batches = self._full + [(topic, partition, batch)
-                                for (topic, partition), batch in self._open.items()]
-        self._full, self._open = [], {}
-        return [
-            (partition, await self._producer.send_batch(batch, topic, partition=partition))
-            for topic, partition, batch in batches
-        ]

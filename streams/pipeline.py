@@ -47,7 +47,7 @@ from streams.checkpoint import Checkpoint, CheckpointContext
 from streams.compat import page, raw_producer, table_stored_items
 from streams.consumer import on_seek, use_batches
 from streams.counters import worker_counters
-from streams.firing import BatchSender, Prepared, PreparedAbandonments
+from streams.firing import Prepared, PreparedAbandonments
 from streams.intake import InputKind, RefusedMessage, Rejected, decode_input, refuse
 from streams.lifecycle import (
     CartState,
@@ -63,6 +63,7 @@ from streams.lifecycle import (
     on_reminder_sent,
 )
 from streams.quarantine import install as install_quarantine
+from streams.recordbatches import BatchSender
 from streams.scheduling import PartitionTimers
 from streams.stored import json_entries, readable
 from streams.timers import event_safe_time
@@ -345,8 +346,8 @@ async def send_burst(burst: BatchSender) -> bool:
         log.warning("prepared abandonments not sent (%s: %s); deciding those carts one by one",
                     type(exc).__name__, exc)
         return False
-    for partition, sent in flushed:
-        checkpoint_for(partition).sent([sent])
+    for sent in flushed:
+        checkpoint_for(sent.partition).sent([sent.future])
     counters["out:cart_abandoned"] += burst.messages
     return True
 

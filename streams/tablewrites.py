@@ -11,12 +11,15 @@ offset is never committed ahead of the state it produced.
 """
 
 import asyncio
+from collections.abc import Iterable
+from functools import partial
 from typing import Any, cast
 
 import faust
 from aiokafka.structs import RecordMetadata
 
-from streams.compat import table_partition_db
+from streams.compat import raw_producer, table_partition_db
+from streams.recordbatches import BatchSender
 
 
 class TableWriter:
@@ -50,6 +53,19 @@ class TableWriter:
         sent = await self._app.producer.send(self._changelog, key, value, partition, None, None)
         return cast("asyncio.Future[RecordMetadata]", sent)  # a Future, annotated Awaitable
 
+    async def send_all(self, partition: int,
+                       records: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """Hand changelog records to the producer in record batches (``streams.recordbatches``:
+        a third of the cost of ``send`` each), and remember how far the changelog holds the
+        RocksDB once the last is acknowledged, as ``track`` does."""
+        sender = BatchSender(raw_producer(self._app))
+        for key, value in records:
+            sender.add(self._changelog, partition, key, value)
+        sent = await sender.flush()
+        if sent:
+            last = sent[-1]
+            last.future.add_done_callback(partial(self._persisted_batch, last.records))
+
     def track(self, sent: "asyncio.Future[RecordMetadata]") -> None:
         """Once ``sent`` is acknowledged, remember how far the changelog holds the RocksDB, as
         Faust's table does, so that recovery after a restart only reads the changelog beyond
@@ -70,6 +86,11 @@ class TableWriter:
         return sent
 
     def _persisted(self, sent: "asyncio.Future[RecordMetadata]") -> None:
+        self._persisted_batch(1, sent)
+
+    def _persisted_batch(self, records: int, sent: "asyncio.Future[Any]") -> None:
+        """``sent``'s metadata is that of its batch's first record, ``records`` long."""
         if not sent.cancelled() and sent.exception() is None:
             metadata = sent.result()
-            self._table.data.set_persisted_offset(metadata.topic_partition, metadata.offset)
+            self._table.data.set_persisted_offset(metadata.topic_partition,
+                                                  metadata.offset + records - 1)
