@@ -4,7 +4,15 @@ which step it kept up with, and traffic of the asked-for rate."""
 import asyncio
 import time
 
-from cartwatch_dev.bench.live import MAX_LAG, Step, behind, highest_sustained, hold, live_messages
+from cartwatch_dev.bench.live import (
+    MAX_LAG,
+    Step,
+    behind,
+    highest_sustained,
+    hold,
+    live_messages,
+    upcoming_messages,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -75,3 +83,19 @@ async def _publish_only(batch, on_sent):
 
 def _now() -> float:
     return time.time()
+
+
+def test_a_steps_window_starts_after_its_traffic_is_generated_however_long_that_takes() -> None:
+    now = [1_000.0]
+    windows: list[float] = []
+
+    def slow_generate(rate: float, seconds: float, start: float, **kwargs: object) -> list:
+        windows.append(start)
+        now[0] += 3.8 if len(windows) == 1 else 1.0  # the first try outlasts its lead
+        return live_messages(rate, seconds, start, **kwargs)  # type: ignore[arg-type]
+
+    messages = upcoming_messages(100.0, 2.0, seed=5, abandon_after=30.0,
+                                 clock=lambda: now[0], generate=slow_generate)
+
+    assert len(windows) == 2 and windows[0] == 1_001.0
+    assert now[0] < windows[-1] <= messages[0].sent_at

@@ -318,9 +318,9 @@ class Bench:
             poll(lambda: worker.check_alive() or _answers(processed), scale.timeout,
                  "the live worker's web server")
             for number, target in enumerate(scale.live_rates):
-                messages = live.live_messages(target, scale.live_seconds, time.time() + 1.0,
-                                              seed=100 + number,
-                                              abandon_after=LIVE_ABANDON_AFTER)
+                messages = live.upcoming_messages(target, scale.live_seconds,
+                                                  seed=100 + number,
+                                                  abandon_after=LIVE_ABANDON_AFTER)
                 self.say(f"j: {target:,.0f} events/s for {scale.live_seconds:.0f} s "
                          f"({len(messages):,} messages)")
                 step = asyncio.run(live.hold(messages, target, publish, processed,
