@@ -90,8 +90,10 @@ class PartitionBatches:
                 await checkpoint.commit()
 
     async def flush(self) -> None:
-        """Commit every checkpoint with work in it (before a rebalance revokes partitions)."""
+        """Commit every checkpoint with work in it, and forget the carts they keep (before a
+        rebalance revokes partitions: one may come back after another worker changed it)."""
         async with self.lock:
             for checkpoint in list(self.checkpoints()):
                 if checkpoint.events or checkpoint.changed or checkpoint.sends:
                     await checkpoint.commit()
+                checkpoint.forget_committed()

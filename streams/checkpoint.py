@@ -147,6 +147,11 @@ class Checkpoint:
         the commit waits for them too."""
         self.sends.extend(awaitables)
 
+    def forget_committed(self) -> None:
+        """Drop the carts kept from earlier commits (a rebalance: until the partition comes
+        back, another worker may change them)."""
+        self.states = {cart_id: self.states[cart_id] for cart_id in self.changed}
+
     def due(self) -> bool:
         return len(self.events) >= COMMIT_EVENTS or len(self.changed) >= COMMIT_EVENTS
 

@@ -502,6 +502,8 @@ async def rebuild_deadlines() -> None:
     owned = set(timers.owned_partitions())
     timers.rebuild(owned, scheduled_carts(json_entries(table_stored_items(carts_table), "cart")))
     prepared.clear()
+    for checkpoint in checkpoints.values():
+        checkpoint.forget_committed()  # a partition kept may have been another worker's since
     for partition in set(checkpoints) - owned:
         # Committed before the rebalance (it waits for every acknowledgement); what is left
         # unacknowledged is replayed by the partition's new owner.

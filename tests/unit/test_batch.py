@@ -156,3 +156,14 @@ async def test_a_batch_acknowledges_its_offset_range_as_faust_would_each_message
     assert batch not in consumer._unacked_messages  # a rebalance no longer waits for it
     assert consumer._new_offset(CARTS) == 10  # what Faust commits next
 
+
+
+async def test_a_flush_before_a_rebalance_forgets_the_carts_kept_from_commits() -> None:
+    checkpoint, journal, producer, store = make_checkpoint()
+    batches = make_batches(checkpoint, journal)
+    await batches.handle(CARTS, [Record(10, "c-1")], FakeEvent(journal, "batch 10"))
+    producer.pending[0].set_result(None)
+    await batches.flush()
+    assert "write ['c-1']" in journal
+
+    assert checkpoint.states == {}  # read again from the store once the partition is back
