@@ -86,7 +86,9 @@ class CheckpointContext:
     output_topics: Mapping[type[Contract], str]
     counters: Counter[str] = field(default_factory=Counter)
     abandon_observers: list[Callable[[float, float], None]] = field(default_factory=list)
-    """Called with each abandonment's deadline and the wall time the broker had it."""
+    """Called with each abandonment's deadline and the wall time the broker acknowledged it
+    (``Checkpoint.observe_when_acked``), not the later commit's: the timer lag the operator
+    sees must not depend on how often checkpoints commit."""
     clock: Callable[[], float] = time.time
     monotonic: Callable[[], float] = time.monotonic
 
@@ -106,8 +108,6 @@ class Checkpoint:
         self.changed: set[str] = set()
         """The carts whose state differs from the store's (written by the next commit)."""
         self.sends: list[Awaitable[object]] = []
-        self.abandoned: list[float] = []
-        """Deadlines of the abandonments sent."""
         self.events: list[Acknowledgeable] = []
         self.opened_at = context.monotonic()
 
@@ -120,9 +120,9 @@ class Checkpoint:
     async def apply(self, cart_id: str, transition: Transition) -> None:
         """Send a transition's outputs; take its state; keep the deadline index in step."""
         for output in transition.outputs:
-            await self.send(cart_id.encode(), output)
+            sent = await self.send(cart_id.encode(), output)
             if isinstance(output, CartAbandoned):
-                self.abandoned.append(output.abandoned_at.timestamp())
+                self.observe_when_acked([output.abandoned_at.timestamp()], sent)
         if not transition.changed:
             return
         self.context.prepared.discard(self.partition, cart_id)
@@ -135,12 +135,29 @@ class Checkpoint:
         self.states[cart_id] = state
         self.changed.add(cart_id)
 
-    async def send(self, key: bytes, output: Contract) -> None:
-        """Hand an output to the producer (``Topic.send`` costs ten times as much, measured)."""
+    async def send(self, key: bytes, output: Contract) -> Awaitable[object]:
+        """Hand an output to the producer (``Topic.send`` costs ten times as much, measured);
+        returns what completes on the broker's acknowledgement."""
         topic = self.context.output_topics[type(output)]
         value = output.model_dump_json().encode()
-        self.sends.append(await self.context.producer.send(topic, key, value, self.partition))
+        sent = await self.context.producer.send(topic, key, value, self.partition)
+        self.sends.append(sent)
         self.context.counters[f"out:{output.type}"] += 1  # type: ignore[attr-defined]
+        return sent
+
+    def observe_when_acked(self, deadlines: Sequence[float], sent: Awaitable[object]) -> None:
+        """Tell the abandon observers about abandonments at ``deadlines`` once the broker
+        acknowledged ``sent``, which carries them (a failed send tells nothing)."""
+        observers, clock = self.context.abandon_observers, self.context.clock
+
+        def acked(future: asyncio.Future[object]) -> None:
+            if observers and not future.cancelled() and future.exception() is None:
+                at = clock()
+                for deadline in deadlines:
+                    for observe in observers:
+                        observe(deadline, at)
+
+        asyncio.ensure_future(sent).add_done_callback(acked)
 
     def sent(self, awaitables: Sequence[Awaitable[object]]) -> None:
         """Records sent for this partition by someone else (a burst of prepared abandonments):
@@ -163,10 +180,6 @@ class Checkpoint:
         input events, so their offsets may be committed."""
         if self.sends:
             await asyncio.gather(*self.sends)
-        fired_at = self.context.clock()
-        for deadline in self.abandoned:
-            for observe in self.context.abandon_observers:
-                observe(deadline, fired_at)
         if self.changed:
             changes = {cart_id: self.states[cart_id] for cart_id in self.changed}
             await self.context.store.write(self.partition, changes)
@@ -177,6 +190,5 @@ class Checkpoint:
         for cart_id in list(islice(self.states, max(0, len(self.states) - CACHED_CARTS))):
             del self.states[cart_id]
         self.sends.clear()
-        self.abandoned.clear()
         self.events.clear()
         self.opened_at = self.context.monotonic()

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Iterable, Iterator
+from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 from aiokafka.errors import KafkaError
@@ -293,7 +293,7 @@ async def fire_due(checkpoint: Checkpoint, horizon: float | None = None) -> None
     if due and prepared.has_any(partition):
         burst = BatchSender(raw_producer(app))
         sent = take_prepared(burst, partition, due, horizon)
-        if not await send_burst(burst):
+        if not await send_burst(burst, {partition: [deadline for deadline, _ in sent]}):
             sent = []  # each due cart is decided and sent the ordinary way below
     for deadline, cart_id in sent_ahead + sent:
         state = checkpoint.load(cart_id)
@@ -302,7 +302,6 @@ async def fire_due(checkpoint: Checkpoint, horizon: float | None = None) -> None
             continue
         state.scheduled_at = None
         mark_abandoned(state, deadline)
-        checkpoint.abandoned.append(deadline)
         await checkpoint.apply(cart_id, Transition(state))
         if checkpoint.due():
             await checkpoint.commit()  # many carts due at once: commit as they are decided
@@ -332,8 +331,10 @@ def take_prepared(
     return taken
 
 
-async def send_burst(burst: BatchSender) -> bool:
-    """Send a burst; each partition's checkpoint waits for its batches before writing.
+async def send_burst(burst: BatchSender, deadlines: Mapping[int, Sequence[float]]) -> bool:
+    """Send a burst; each partition's checkpoint waits for its batches before writing, and
+    its abandonments (``deadlines``, by partition) are observed once its last batch is
+    acknowledged.
 
     False when the producer refused a batch (no broker within its request timeout): the
     caller must then decide those carts the ordinary way, as if nothing had been prepared. A
@@ -346,8 +347,12 @@ async def send_burst(burst: BatchSender) -> bool:
         log.warning("prepared abandonments not sent (%s: %s); deciding those carts one by one",
                     type(exc).__name__, exc)
         return False
+    last: dict[int, Awaitable[object]] = {}
     for sent in flushed:
         checkpoint_for(sent.partition).sent([sent.future])
+        last[sent.partition] = sent.future
+    for partition, acked in last.items():
+        checkpoint_for(partition).observe_when_acked(deadlines.get(partition, ()), acked)
     counters["out:cart_abandoned"] += burst.messages
     return True
 
@@ -390,7 +395,9 @@ async def send_prepared_on_time() -> None:
                 for deadline, cart_id in due:
                     if cart_id not in decided:
                         timers.deadlines.schedule(partition, deadline, cart_id)
-            delivered = await send_burst(burst)
+            delivered = await send_burst(burst, {
+                partition: [deadline for deadline, _ in entries]
+                for partition, entries in taken.items()})
             for partition, entries in taken.items():
                 if delivered:  # the agent decides them with the tick asked for below
                     prepared.mark_sent(partition, entries)

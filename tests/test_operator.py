@@ -334,7 +334,20 @@ async def check_access_and_probes(http: aiohttp.ClientSession, workers: tuple[Wo
 
 async def check_metrics(http: aiohttp.ClientSession, workers: tuple[Worker, ...],
                         expected: Expected) -> None:
-    samples = [parse_metrics(await get(http, w, "/metrics", headers=None)) for w in workers]
+    async def scrape() -> list[dict[str, float]]:
+        return [parse_metrics(await get(http, w, "/metrics", headers=None)) for w in workers]
+
+    async def every_abandonment_timed() -> Any:
+        # an abandonment's timer lag is observed when the broker acknowledges it, which may
+        # come a moment after the read models already show it
+        samples = await scrape()
+        timed = sum(s["cartwatch_timer_lag_seconds_count"] for s in samples)
+        abandoned = sum(s.get('cartwatch_state_transitions_total{to="abandoned"}', 0)
+                        for s in samples)
+        return timed == abandoned or (timed, abandoned)
+
+    await poll(every_abandonment_timed, 15, "a timer lag observed for every abandonment")
+    samples = await scrape()
     cart_topic = f"{workers[0].env['CARTWATCH_TOPIC_PREFIX']}cart-events"
     read = sum(s.get(f'cartwatch_events_in_total{{topic="{cart_topic}"}}', 0) for s in samples)
     # Both workers started on the backlog together: what the first processed before the

@@ -158,7 +158,21 @@ async def test_outputs_go_to_the_checkpoints_partition_and_are_counted() -> None
     await abandon(checkpoint, "c-2")
     assert journal == ["send abandoned c-1 p3", "send abandoned c-2 p3"]
     assert checkpoint.context.counters["out:cart_abandoned"] == 2
-    assert checkpoint.abandoned == [T0 + HOUR, T0 + HOUR]
+
+
+async def test_an_abandonment_is_observed_when_the_broker_acknowledges_it_not_at_commit() -> None:
+    checkpoint, journal, producer, _ = make_checkpoint()
+    observed: list[tuple[float, float]] = []
+    checkpoint.context.abandon_observers.append(lambda *pair: observed.append(pair))
+    await abandon(checkpoint, "c-1")
+    await abandon(checkpoint, "c-2")
+
+    producer.pending[0].set_result(None)
+    producer.pending[1].set_exception(ConnectionError("broker gone"))
+    await asyncio.sleep(0)  # done callbacks run on the next loop iteration
+
+    assert observed == [(T0 + HOUR, T0 + 2 * HOUR)]  # the clock at the acknowledgement
+    assert not any(line.startswith(("write", "ack ")) for line in journal)  # no commit yet
 
 
 def test_due_after_commit_events() -> None:

@@ -22,14 +22,15 @@ class FakeBurst:
 
 async def test_a_refused_burst_is_not_sent_and_not_counted() -> None:
     before = pipeline.counters["out:cart_abandoned"]
-    assert await pipeline.send_burst(cast(Any, FakeBurst(None, 3))) is False
+    assert await pipeline.send_burst(cast(Any, FakeBurst(None, 3)), {7: [1.0, 2.0, 3.0]}) is False
     assert pipeline.counters["out:cart_abandoned"] == before
 
 
 async def test_a_taken_burst_makes_its_partitions_checkpoints_wait_for_it() -> None:
     before = pipeline.counters["out:cart_abandoned"]
     future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-    assert await pipeline.send_burst(cast(Any, FakeBurst([SentBatch(7, future, 2)], 2))) is True
+    assert await pipeline.send_burst(cast(Any, FakeBurst([SentBatch(7, future, 2)], 2)),
+                                    {7: [1.0, 2.0]}) is True
     assert future in pipeline.checkpoint_for(7).sends
     assert pipeline.counters["out:cart_abandoned"] == before + 2
     pipeline.checkpoints.pop(7)
